@@ -1,0 +1,329 @@
+"""An asyncio-native, thread-safe circuit breaker that records the guide's circuit_breaker_* metrics.
+
+State machine: CLOSED -> OPEN after ``failure_threshold`` consecutive failures; OPEN rejects with
+``CircuitOpenError``; after ``recovery_timeout`` seconds the next call is a HALF_OPEN trial (at most
+``half_open_max_calls`` at once); a trial success closes, a trial failure re-opens. The lock is held
+only around transitions, never across the guarded call.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from enum import IntEnum
+from random import random
+from time import perf_counter
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry.metrics import MeterProvider
+
+from otel_trading import metric_contract as mc
+from otel_trading.recording import C0, C1, C2, HistogramSeries, ThreadRows, observe, registry_for
+from otel_trading.validation import check_bool, check_int, check_name, check_number, check_rate
+
+__all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "StateListener"]
+
+_logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class CircuitState(IntEnum):
+    """Breaker states; the values are what ``circuit_breaker_state`` reports."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+    @property
+    def label(self) -> str:
+        """The ``from_state``/``to_state`` label value: ``closed``, ``open`` or ``half_open``."""
+        return self.name.lower()
+
+
+class CircuitOpenError(RuntimeError):
+    """Raised instead of calling the guarded function while the breaker rejects calls."""
+
+    def __init__(self, name: str, state: CircuitState, retry_after: float) -> None:
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+        super().__init__(f"circuit breaker {name!r} is {state.name}; retry in {retry_after:.3f}s")
+
+
+#: ``listener(breaker, old_state, new_state)``, called after each transition, outside the lock.
+StateListener = Callable[["CircuitBreaker", CircuitState, CircuitState], None]
+ExclusionRule = type[BaseException] | Callable[[BaseException], bool]
+
+_CLOSED = CircuitState.CLOSED
+
+
+class CircuitBreaker:
+    """Guards calls to an unreliable dependency (an exchange, a venue API).
+
+    ``call(fn, ...)`` for sync code, ``await call_async(coro_fn, ...)`` for asyncio, or use the
+    instance as a decorator on ``def`` and ``async def`` functions alike.
+
+    ``excluded_exceptions`` holds exception types, or predicates taking the exception, for errors
+    that are the caller's business (e.g. an order rejected for insufficient funds): they propagate
+    without counting as failures and count as successes of the dependency.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int = 5,
+        recovery_timeout: float = 30.0,
+        *,
+        half_open_max_calls: int = 1,
+        excluded_exceptions: Iterable[ExclusionRule] = (),
+        listeners: Iterable[StateListener] = (),
+        metrics_enabled: bool = True,
+        meter_provider: MeterProvider | None = None,
+        sample_rate: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = check_name("name", name)
+        self.failure_threshold = check_int("failure_threshold", failure_threshold, 1)
+        self.recovery_timeout = check_number("recovery_timeout", recovery_timeout)
+        self.half_open_max_calls = check_int("half_open_max_calls", half_open_max_calls, 1)
+        self.sample_rate = check_rate("sample_rate", sample_rate)
+        check_bool("metrics_enabled", metrics_enabled)
+        if not callable(clock):
+            raise TypeError("clock must be a callable returning seconds")
+        self._excluded_types, self._excluded_predicates = _split_exclusions(excluded_exceptions)
+        self._listeners: list[StateListener] = []
+        for listener in listeners:
+            self.add_listener(listener)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = _CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._trials = 0
+
+        self._rows: ThreadRows | None = None
+        self._series: HistogramSeries | None = None
+        self._timed = False
+        if metrics_enabled:
+            registry = registry_for(meter_provider)
+            series = registry.breaker(self.name)
+            self._rows = ThreadRows()
+            self._series = series
+            self._timed = registry.enabled(mc.BREAKER_LATENCY.key) and self.sample_rate > 0.0
+            series.attach(self, self._rows)
+
+    # -- public state -------------------------------------------------------------------------------
+    @property
+    def state(self) -> CircuitState:
+        """The current state; an OPEN breaker whose timeout has passed reports HALF_OPEN."""
+        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.recovery_timeout:
+            return CircuitState.HALF_OPEN
+        return self._state
+
+    @property
+    def failure_count(self) -> int:
+        """Consecutive failures counted towards ``failure_threshold``."""
+        return self._failures
+
+    def add_listener(self, listener: StateListener) -> None:
+        if not callable(listener):
+            raise TypeError("listener must be callable(breaker, old_state, new_state)")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: StateListener) -> None:
+        self._listeners.remove(listener)
+
+    def open(self) -> None:
+        """Force the breaker OPEN (e.g. a venue announced maintenance)."""
+        with self._lock:
+            old = self._move(CircuitState.OPEN)
+        self._notify(old, CircuitState.OPEN)
+
+    def close(self) -> None:
+        """Force the breaker CLOSED and forget counted failures."""
+        with self._lock:
+            self._failures = 0
+            old = self._move(_CLOSED)
+        self._notify(old, _CLOSED)
+
+    # -- calling --------------------------------------------------------------------------------------
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)`` through the breaker."""
+        trial = self._admit() if self._state is not _CLOSED else False
+        start = perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._on_error(exc, trial, perf_counter() - start)
+            raise
+        self._on_success(trial, perf_counter() - start)
+        return result
+
+    async def call_async(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` through the breaker."""
+        trial = self._admit() if self._state is not _CLOSED else False
+        start = perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._on_error(exc, trial, perf_counter() - start)
+            raise
+        self._on_success(trial, perf_counter() - start)
+        return result
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate a function or coroutine function so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.call_async(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(name={self.name!r}, state={self.state.name}, failures={self._failures})"
+
+    # -- internals ------------------------------------------------------------------------------------
+    def _on_success(self, trial: bool, elapsed: float) -> None:
+        if self._rows is not None:
+            self._record(C0, elapsed)
+        if trial or self._failures:
+            self._settle_success(trial)
+
+    def _on_error(self, exc: BaseException, trial: bool, elapsed: float) -> None:
+        if not isinstance(exc, Exception):
+            # Cancellation or interpreter exit says nothing about the dependency's health.
+            if trial:
+                with self._lock:
+                    self._trials -= 1
+            return
+        if self._is_excluded(exc):
+            self._on_success(trial, elapsed)
+            return
+        if self._rows is not None:
+            self._record(C1, elapsed)
+        with self._lock:
+            if trial:
+                self._trials -= 1
+            self._failures += 1
+            old = None
+            if self._state is CircuitState.HALF_OPEN or (
+                self._state is _CLOSED and self._failures >= self.failure_threshold
+            ):
+                old = self._move(CircuitState.OPEN)
+        if old is not None:
+            self._notify(old, CircuitState.OPEN)
+
+    def _record(self, column: int, elapsed: float) -> None:
+        """Count an outcome in this thread's row and time it (metrics on only)."""
+        row = self._rows.row()  # type: ignore[union-attr]
+        row[column] += 1
+        if self._timed and (self.sample_rate >= 1.0 or random() < self.sample_rate):
+            series = self._series
+            if series.bridged:  # type: ignore[union-attr]
+                observe(row, elapsed)
+            else:
+                series.observe_slow(row, elapsed)  # type: ignore[union-attr]
+
+    def _settle_success(self, trial: bool) -> None:
+        with self._lock:
+            if trial:
+                self._trials -= 1
+            self._failures = 0
+            old = self._move(_CLOSED) if self._state is CircuitState.HALF_OPEN else None
+        if old is not None:
+            self._notify(old, _CLOSED)
+
+    def _admit(self) -> bool:
+        """Admit a call while not CLOSED; returns True for a HALF_OPEN trial, raises if rejected."""
+        old = None
+        with self._lock:
+            state = self._state
+            if state is CircuitState.OPEN:
+                waited = self._clock() - self._opened_at
+                if waited < self.recovery_timeout:
+                    self._reject(state, self.recovery_timeout - waited)
+                old = self._move(CircuitState.HALF_OPEN)
+                state = CircuitState.HALF_OPEN
+            if state is CircuitState.HALF_OPEN:
+                if self._trials >= self.half_open_max_calls:
+                    self._reject(state, 0.0)
+                self._trials += 1
+                trial = True
+            else:
+                trial = False
+        if old is not None:
+            self._notify(old, CircuitState.HALF_OPEN)
+        return trial
+
+    def _reject(self, state: CircuitState, retry_after: float) -> None:
+        rows = self._rows
+        if rows is not None:
+            rows.row()[C2] += 1
+        raise CircuitOpenError(self.name, state, retry_after)
+
+    def _move(self, new: CircuitState) -> CircuitState | None:
+        """Change state (lock held); returns the old state, or None if nothing changed."""
+        old = self._state
+        if old is new:
+            return None
+        self._state = new
+        if new is CircuitState.OPEN:
+            self._opened_at = self._clock()
+        if new is not CircuitState.HALF_OPEN:
+            self._trials = 0
+        if self._series is not None:
+            self._series.count_transition(old.label, new.label)
+        return old
+
+    def _notify(self, old: CircuitState | None, new: CircuitState) -> None:
+        if old is None:
+            return
+        for listener in list(self._listeners):
+            try:
+                listener(self, old, new)
+            except Exception:
+                _logger.exception("circuit breaker %r: state listener %r failed", self.name, listener)
+
+    def _is_excluded(self, exc: BaseException) -> bool:
+        if self._excluded_types and isinstance(exc, self._excluded_types):
+            return True
+        for predicate in self._excluded_predicates:
+            try:
+                if predicate(exc):
+                    return True
+            except Exception:
+                _logger.exception("circuit breaker %r: excluded_exceptions predicate failed", self.name)
+        return False
+
+
+def _split_exclusions(
+    rules: Iterable[ExclusionRule],
+) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[BaseException], bool], ...]]:
+    if isinstance(rules, type) or callable(rules) and not isinstance(rules, Iterable):
+        rules = (rules,)  # type: ignore[assignment]
+    types: list[type[BaseException]] = []
+    predicates: list[Callable[[BaseException], bool]] = []
+    for rule in rules:
+        if isinstance(rule, type) and issubclass(rule, BaseException):
+            types.append(rule)
+        elif callable(rule) and not isinstance(rule, type):
+            predicates.append(rule)
+        else:
+            raise TypeError(
+                f"excluded_exceptions entries must be exception types or predicates, got {rule!r}"
+            )
+    return tuple(types), tuple(predicates)

@@ -1,0 +1,275 @@
+"""An asyncio event bus (ticks, orders, fills) that records the guide's event_bus_* metrics.
+
+Events are routed by type (a handler subscribed to a base class also gets its subclasses) and
+delivered in publish order by one worker task. The queue is bounded: ``publish()`` waits for room
+(backpressure on the producer, nothing dropped); ``publish_nowait()`` raises ``asyncio.QueueFull``
+instead. A handler that raises is logged and counted in ``event_bus_handler_errors_total``; the
+other handlers and later events are unaffected. ``stop()`` drains everything published before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from random import random
+from time import perf_counter
+from types import TracebackType
+from typing import Any, TypeVar
+
+from opentelemetry.metrics import MeterProvider
+
+from otel_trading import metric_contract as mc
+from otel_trading.recording import C0, C1, C2, HistogramSeries, Row, SingleRow, observe, registry_for
+from otel_trading.validation import check_bool, check_int, check_name, check_rate
+
+__all__ = ["EventBus", "Handler", "Subscription"]
+
+_logger = logging.getLogger(__name__)
+
+E = TypeVar("E")
+Handler = Callable[[Any], Awaitable[None] | None]
+
+_STOP = object()
+
+
+class Subscription:
+    """Returned by ``subscribe``; call it (or ``unsubscribe()``) to remove the handler."""
+
+    __slots__ = ("_bus", "_event_type", "_handler", "active")
+
+    def __init__(self, bus: EventBus, event_type: type, handler: Handler) -> None:
+        self._bus = bus
+        self._event_type = event_type
+        self._handler = handler
+        self.active = True
+
+    def unsubscribe(self) -> None:
+        if self.active:
+            self.active = False
+            self._bus._remove(self._event_type, self._handler)
+
+    __call__ = unsubscribe
+
+    def __repr__(self) -> str:
+        return f"Subscription({self._event_type.__name__}, {self._handler!r}, active={self.active})"
+
+
+class EventBus:
+    """Typed publish/subscribe on one asyncio event loop.
+
+    ``name`` labels ``event_bus_queue_size{bus=...}`` when a process runs several buses.
+    ``sample_rate`` (0..1) times only that share of events for the duration histogram; the
+    published/processed/error counters stay exact.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        max_queue_size: int = 10_000,
+        metrics_enabled: bool = True,
+        meter_provider: MeterProvider | None = None,
+        sample_rate: float = 1.0,
+    ) -> None:
+        self.name = check_name("name", name)
+        self.max_queue_size = check_int("max_queue_size", max_queue_size, 1)
+        self.sample_rate = check_rate("sample_rate", sample_rate)
+        check_bool("metrics_enabled", metrics_enabled)
+        self._handlers: dict[type, list[tuple[Handler, bool]]] = {}
+        self._routes: dict[type, tuple[tuple[Handler, bool], ...]] = {}
+        self._queue: asyncio.Queue[Any] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self._failing_handlers: set[int] = set()
+        self._registry = registry_for(meter_provider) if metrics_enabled else None
+        # Per event class: this bus's row (written on its loop only) and the labelled series.
+        self._stats: dict[type, tuple[Row, HistogramSeries]] = {}
+        self._timed = False
+        if self._registry is not None:
+            self._timed = self._registry.enabled(mc.BUS_PROCESSING_DURATION.key) and self.sample_rate > 0
+            self._registry.buses.add(self)
+
+    # -- subscriptions --------------------------------------------------------------------------------
+    def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None] | None]) -> Subscription:
+        """Call ``handler(event)`` (``def`` or ``async def``) for every event of ``event_type``."""
+        if not isinstance(event_type, type):
+            raise TypeError(f"event_type must be a class, got {event_type!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {handler!r}")
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+        )
+        self._handlers.setdefault(event_type, []).append((handler, is_async))
+        self._routes.clear()
+        if self._registry is not None:
+            self._stats_for(event_type)
+        return Subscription(self, event_type, handler)
+
+    def _remove(self, event_type: type, handler: Handler) -> None:
+        entries = self._handlers.get(event_type, [])
+        for i, (h, _) in enumerate(entries):
+            if h is handler:
+                del entries[i]
+                break
+        if not entries:
+            self._handlers.pop(event_type, None)
+        self._routes.clear()
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """{event type name: number of handlers}, for ``event_bus_subscribers_gauge``."""
+        counts: dict[str, int] = {}
+        for event_type, entries in list(self._handlers.items()):
+            counts[event_type.__name__] = counts.get(event_type.__name__, 0) + len(entries)
+        return counts
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start delivering on the running loop. Events published before start() are kept."""
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopped = False
+        self._ensure_queue()
+        self._worker = asyncio.create_task(self._run(), name=f"otel-trading-event-bus-{self.name}")
+
+    async def stop(self) -> None:
+        """Deliver everything already published, then stop the worker."""
+        self._stopped = True
+        if self._worker is None:
+            return
+        if not self._worker.done():
+            await self._ensure_queue().put(_STOP)
+        worker, self._worker = self._worker, None
+        await worker
+
+    async def __aenter__(self) -> EventBus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- publishing -------------------------------------------------------------------------------------
+    async def publish(self, event: object) -> None:
+        """Queue ``event``; waits for room when the queue is full (backpressure)."""
+        queue = self._check_open()
+        if self._registry is not None:
+            (self._stats.get(type(event)) or self._stats_for(type(event)))[0][C0] += 1
+        await queue.put(event)
+
+    def publish_nowait(self, event: object) -> None:
+        """Queue ``event`` or raise ``asyncio.QueueFull``; a refused event is not counted."""
+        queue = self._check_open()
+        queue.put_nowait(event)
+        if self._registry is not None:
+            (self._stats.get(type(event)) or self._stats_for(type(event)))[0][C0] += 1
+
+    def publish_threadsafe(self, event: object) -> None:
+        """Publish from another thread (e.g. a market-data feed's callback thread)."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError(f"event bus {self.name!r} is not started; start() it before publishing from threads")
+        if threading.get_ident() == getattr(loop, "_thread_id", None):
+            self.publish_nowait(event)
+            return
+        asyncio.run_coroutine_threadsafe(self.publish(event), loop)
+
+    def _check_open(self) -> asyncio.Queue[Any]:
+        if self._stopped:
+            raise RuntimeError(f"event bus {self.name!r} is stopped; start() it again before publishing")
+        return self._ensure_queue()
+
+    def _ensure_queue(self) -> asyncio.Queue[Any]:
+        if self._queue is None:
+            self._queue = asyncio.Queue(self.max_queue_size)
+        return self._queue
+
+    # -- delivery -----------------------------------------------------------------------------------------
+    def _route(self, event_type: type) -> tuple[tuple[Handler, bool], ...]:
+        handlers: list[tuple[Handler, bool]] = []
+        for klass in event_type.__mro__:
+            handlers.extend(self._handlers.get(klass, ()))
+        route = tuple(handlers)
+        self._routes[event_type] = route
+        return route
+
+    def _stats_for(self, event_type: type) -> tuple[Row, HistogramSeries]:
+        stats = self._stats.get(event_type)
+        if stats is None:
+            source = SingleRow()
+            series = self._registry.event(event_type.__name__)  # type: ignore[union-attr]
+            series.attach(self, source)
+            stats = self._stats[event_type] = (source.row, series)
+        return stats
+
+    async def _run(self) -> None:
+        queue = self._ensure_queue()
+        routes = self._routes
+        while True:
+            event = await queue.get()
+            if event is _STOP:
+                return
+            event_type = type(event)
+            handlers = routes.get(event_type)
+            if handlers is None:
+                handlers = self._route(event_type)
+            if self._registry is None:
+                for handler, is_async in handlers:
+                    try:
+                        if is_async:
+                            await handler(event)  # type: ignore[misc]
+                        else:
+                            handler(event)
+                    except Exception as exc:
+                        self._handler_failed(event, handler, exc, None)
+                continue
+            row, series = self._stats.get(event_type) or self._stats_for(event_type)
+            start = perf_counter()
+            for handler, is_async in handlers:
+                try:
+                    if is_async:
+                        await handler(event)  # type: ignore[misc]
+                    else:
+                        handler(event)
+                except Exception as exc:
+                    self._handler_failed(event, handler, exc, row)
+            row[C1] += 1
+            if self._timed and (self.sample_rate >= 1.0 or random() < self.sample_rate):
+                elapsed = perf_counter() - start
+                if series.bridged:
+                    observe(row, elapsed)
+                else:
+                    series.observe_slow(row, elapsed)
+
+    def _handler_failed(self, event: object, handler: Handler, exc: Exception, row: Row | None) -> None:
+        if row is not None:
+            row[C2] += 1
+        # Log a failing handler once with its traceback, then quietly: a handler that fails on
+        # every tick must not flood the log.
+        key = id(handler)
+        if key not in self._failing_handlers:
+            self._failing_handlers.add(key)
+            _logger.error(
+                "event bus %r: handler %r failed on %s (further failures of this handler are logged at "
+                "DEBUG and counted in event_bus_handler_errors_total)",
+                self.name,
+                handler,
+                type(event).__name__,
+                exc_info=exc,
+            )
+        else:
+            _logger.debug("event bus %r: handler %r failed again: %r", self.name, handler, exc)

@@ -1,0 +1,255 @@
+"""The metric contract: every instrument otel-trading records, declared once.
+
+Code, the README Metrics Reference, the Grafana dashboard generator, the alert rules and the
+collector docs all derive from (or are tested against) the specs in this module.
+
+How an OTel name becomes the guide's Prometheus name, on both the in-process exporter and the
+collector's prometheus exporter: dots become underscores, the unit is appended as a suffix
+(``s`` -> ``_seconds``; curly-brace annotations such as ``{call}`` add nothing) and monotonic
+sums get ``_total``. The units below are chosen so the output is exactly the guide's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "BREAKER_METRICS",
+    "DURATION_BUCKETS",
+    "EVENT_BUS_METRICS",
+    "METRICS",
+    "METRICS_BY_KEY",
+    "OVERFLOW_LABEL_VALUE",
+    "InstrumentKind",
+    "MetricGroup",
+    "MetricSpec",
+    "documented_metrics",
+]
+
+
+class InstrumentKind(str, Enum):
+    """The OTel instrument behind a metric, and so its Prometheus type."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+class MetricGroup(str, Enum):
+    """Groups that can be switched off together (``OTEL_TRADING_DISABLED_METRICS``)."""
+
+    BREAKER = "circuit_breaker"
+    EVENT_BUS = "event_bus"
+
+
+# Seconds, from 10 us (an in-process handler) to 30 s (a venue timing out). OTel's default
+# boundaries are meant for milliseconds and would put every sub-second call in the first bucket;
+# these resolve the guide's "p99 > 1 s" alert with buckets on both sides of 1 s.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+# Data-derived label values beyond the cardinality limit are folded into this one value.
+OVERFLOW_LABEL_VALUE = "__overflow__"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument: its OTel identity and the Prometheus series it becomes."""
+
+    key: str
+    otel_name: str
+    kind: InstrumentKind
+    unit: str
+    description: str
+    prometheus_name: str
+    labels: tuple[str, ...]
+    group: MetricGroup
+    documented_in_guide: bool = True
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def prometheus_type(self) -> str:
+        return self.kind.value
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """The sample names a scrape shows for this metric."""
+        if self.kind is InstrumentKind.HISTOGRAM:
+            base = self.prometheus_name
+            return (f"{base}_bucket", f"{base}_count", f"{base}_sum")
+        return (self.prometheus_name,)
+
+
+_B = MetricGroup.BREAKER
+_E = MetricGroup.EVENT_BUS
+
+BREAKER_STATE = MetricSpec(
+    key="breaker_state",
+    otel_name="circuit_breaker.state",
+    kind=InstrumentKind.GAUGE,
+    unit="{state}",
+    description="Current state (0=CLOSED, 1=OPEN, 2=HALF_OPEN)",
+    prometheus_name="circuit_breaker_state",
+    labels=("name",),
+    group=_B,
+)
+BREAKER_TRANSITIONS = MetricSpec(
+    key="breaker_transitions",
+    otel_name="circuit_breaker.transitions",
+    kind=InstrumentKind.COUNTER,
+    unit="{transition}",
+    description="Total state transitions",
+    prometheus_name="circuit_breaker_transitions_total",
+    labels=("name", "from_state", "to_state"),
+    group=_B,
+)
+BREAKER_FAILURES = MetricSpec(
+    key="breaker_failures",
+    otel_name="circuit_breaker.failures",
+    kind=InstrumentKind.COUNTER,
+    unit="{call}",
+    description="Total failures",
+    prometheus_name="circuit_breaker_failures_total",
+    labels=("name",),
+    group=_B,
+)
+BREAKER_SUCCESSES = MetricSpec(
+    key="breaker_successes",
+    otel_name="circuit_breaker.successes",
+    kind=InstrumentKind.COUNTER,
+    unit="{call}",
+    description="Total successes",
+    prometheus_name="circuit_breaker_successes_total",
+    labels=("name",),
+    group=_B,
+)
+BREAKER_LATENCY = MetricSpec(
+    key="breaker_latency",
+    otel_name="circuit_breaker.latency",
+    kind=InstrumentKind.HISTOGRAM,
+    unit="s",
+    description="Execution latency",
+    prometheus_name="circuit_breaker_latency_seconds",
+    labels=("name",),
+    group=_B,
+    buckets=DURATION_BUCKETS,
+)
+BREAKER_REJECTED = MetricSpec(
+    key="breaker_rejected",
+    otel_name="circuit_breaker.rejected",
+    kind=InstrumentKind.COUNTER,
+    unit="{call}",
+    description="Total calls rejected while the breaker was OPEN (or HALF_OPEN with no trial slot free)",
+    prometheus_name="circuit_breaker_rejected_total",
+    labels=("name",),
+    group=_B,
+    documented_in_guide=False,
+)
+BUS_PUBLISHED = MetricSpec(
+    key="bus_published",
+    otel_name="event_bus.events.published",
+    kind=InstrumentKind.COUNTER,
+    unit="{event}",
+    description="Total events published",
+    prometheus_name="event_bus_events_published_total",
+    labels=("event_type",),
+    group=_E,
+)
+BUS_PROCESSED = MetricSpec(
+    key="bus_processed",
+    otel_name="event_bus.events.processed",
+    kind=InstrumentKind.COUNTER,
+    unit="{event}",
+    description="Total events processed",
+    prometheus_name="event_bus_events_processed_total",
+    labels=("event_type",),
+    group=_E,
+)
+BUS_QUEUE_SIZE = MetricSpec(
+    key="bus_queue_size",
+    otel_name="event_bus.queue_size",
+    kind=InstrumentKind.GAUGE,
+    unit="{event}",
+    description="Current queue size",
+    prometheus_name="event_bus_queue_size",
+    labels=("bus",),
+    group=_E,
+)
+BUS_PROCESSING_DURATION = MetricSpec(
+    key="bus_processing_duration",
+    otel_name="event_bus.processing.duration",
+    kind=InstrumentKind.HISTOGRAM,
+    unit="s",
+    description="Event processing time",
+    prometheus_name="event_bus_processing_duration_seconds",
+    labels=("event_type",),
+    group=_E,
+    buckets=DURATION_BUCKETS,
+)
+# The guide names this series with a "_gauge" suffix; the OTel name keeps it so the output matches.
+BUS_SUBSCRIBERS = MetricSpec(
+    key="bus_subscribers",
+    otel_name="event_bus.subscribers_gauge",
+    kind=InstrumentKind.GAUGE,
+    unit="{subscriber}",
+    description="Current subscriber count",
+    prometheus_name="event_bus_subscribers_gauge",
+    labels=("event_type",),
+    group=_E,
+)
+BUS_HANDLER_ERRORS = MetricSpec(
+    key="bus_handler_errors",
+    otel_name="event_bus.handler.errors",
+    kind=InstrumentKind.COUNTER,
+    unit="{error}",
+    description="Total handler invocations that raised",
+    prometheus_name="event_bus_handler_errors_total",
+    labels=("event_type",),
+    group=_E,
+    documented_in_guide=False,
+)
+
+BREAKER_METRICS: tuple[MetricSpec, ...] = (
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    BREAKER_FAILURES,
+    BREAKER_SUCCESSES,
+    BREAKER_LATENCY,
+    BREAKER_REJECTED,
+)
+EVENT_BUS_METRICS: tuple[MetricSpec, ...] = (
+    BUS_PUBLISHED,
+    BUS_PROCESSED,
+    BUS_QUEUE_SIZE,
+    BUS_PROCESSING_DURATION,
+    BUS_SUBSCRIBERS,
+    BUS_HANDLER_ERRORS,
+)
+METRICS: tuple[MetricSpec, ...] = BREAKER_METRICS + EVENT_BUS_METRICS
+METRICS_BY_KEY: dict[str, MetricSpec] = {m.key: m for m in METRICS}
+
+
+def documented_metrics() -> tuple[MetricSpec, ...]:
+    """The ten metrics the monitoring guide's Metrics Reference lists."""
+    return tuple(m for m in METRICS if m.documented_in_guide)

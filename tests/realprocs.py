@@ -1,0 +1,290 @@
+"""Start real servers (Prometheus, Alertmanager, the collector, the bot) on free loopback ports.
+
+Every wait is a bounded poll; every process is stopped by its context manager. A missing binary
+skips the test on a developer machine and fails it in CI (``CI=true``), where a skip would hide a
+broken install step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def missing(what: str) -> None:
+    """Skip locally, fail in CI: a skipped integration test in CI hides a missing install step."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (run the README test command, which installs it)")
+    pytest.skip(f"{what} not available")
+
+
+def require_binary(name: str, *candidates: str) -> str:
+    """Absolute path of ``name`` (on PATH or at one of ``candidates``), else skip/fail."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for c in candidates:
+        if Path(c).is_file() and os.access(c, os.X_OK):
+            return c
+    missing(f"the `{name}` binary")
+    raise AssertionError("unreachable")
+
+
+def http_get(url: str, timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate!r}; last error: {last_exc!r}")
+
+
+def wait_http_ok(url: str, timeout: float = 30.0, proc: ManagedProcess | None = None) -> None:
+    def ok() -> bool:
+        if proc is not None and proc.popen.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            return http_get(url, timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(ok, timeout, what=url)
+    except (TimeoutError, RuntimeError) as exc:
+        tail = proc.log_tail() if proc else ""
+        raise AssertionError(f"{url} never became ready: {exc}\n{tail}") from exc
+
+
+@dataclass
+class ManagedProcess:
+    """A child process whose output goes to a log file; stop() terminates, then kills."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- last {n} lines of {self.name} log ---\n" + "\n".join(lines[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout)
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=15)
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    log = open(log_path, "wb")  # noqa: SIM115 - the child owns it until it exits
+    popen = subprocess.Popen(
+        list(argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd or REPO)
+    )
+    log.close()
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+@contextlib.contextmanager
+def running(proc: ManagedProcess) -> Iterator[ManagedProcess]:
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+
+@dataclass
+class Prometheus:
+    url: str
+    proc: ManagedProcess
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        status, body = http_get(f"{self.url}{path}{'?' + query if query else ''}", timeout=10)
+        data = json.loads(body)
+        if status != 200 or data.get("status") != "success":
+            raise AssertionError(f"Prometheus {path} {params} -> {status}: {body[:500]!r}")
+        return data["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        return self.api("/api/v1/query", query=expr)["result"]
+
+    def wait_for_series(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        return wait_until(lambda: self.query(expr), timeout, interval=0.5, what=f"PromQL {expr}")
+
+
+def prometheus_binary() -> str:
+    return require_binary("prometheus", "/usr/bin/prometheus")
+
+
+def promtool_binary() -> str:
+    return require_binary("promtool", "/usr/bin/promtool")
+
+
+@contextlib.contextmanager
+def start_prometheus(
+    workdir: Path, config_yaml: str, extra_args: Sequence[str] = (), files: Mapping[str, str] | None = None
+) -> Iterator[Prometheus]:
+    """Real Prometheus on a free loopback port with ``config_yaml`` (plus any ``files`` beside it)."""
+    binary = prometheus_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for rel, text in (files or {}).items():
+        p = workdir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    cfg = workdir / "prometheus.yml"
+    cfg.write_text(config_yaml)
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={cfg}",
+        f"--storage.tsdb.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--storage.tsdb.retention.time=1d",
+        *extra_args,
+    ]
+    proc = spawn("prometheus", argv, workdir)
+    url = f"http://127.0.0.1:{port}"
+    with running(proc):
+        wait_http_ok(f"{url}/-/ready", timeout=60, proc=proc)
+        yield Prometheus(url=url, proc=proc)
+
+
+# --- Alertmanager -----------------------------------------------------------------------------
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    proc: ManagedProcess
+
+
+@contextlib.contextmanager
+def start_alertmanager(workdir: Path, config_yaml: str) -> Iterator[Alertmanager]:
+    binary = require_binary("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "/usr/bin/alertmanager")
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = workdir / "alertmanager.yml"
+    cfg.write_text(config_yaml)
+    port = free_port()
+    argv = [
+        binary,
+        f"--config.file={cfg}",
+        f"--storage.path={workdir / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        # No gossip: a lone test instance must not open the cluster port.
+        "--cluster.listen-address=",
+    ]
+    proc = spawn("alertmanager", argv, workdir)
+    url = f"http://127.0.0.1:{port}"
+    with running(proc):
+        wait_http_ok(f"{url}/-/ready", timeout=60, proc=proc)
+        yield Alertmanager(url=url, proc=proc)
+
+
+# --- The bot (otel-trading demo) ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def start_demo_bot(
+    workdir: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None, port: int | None = None
+) -> Iterator[tuple[ManagedProcess, int]]:
+    """``otel-trading demo`` in a subprocess on a free port; yields (process, metrics port)."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "otel_trading", "demo", "--port", str(port), "--addr", "127.0.0.1", *args]
+    proc = spawn("demo-bot", argv, workdir, env=env)
+    with running(proc):
+        yield proc, port
+
+
+def scrape(url: str) -> str:
+    status, body = http_get(url, timeout=10)
+    assert status == 200, f"GET {url} -> {status}"
+    return body.decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse a Prometheus text exposition into {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def family_types(text: str) -> dict[str, str]:
+    """{family name as exposed: type}; counters are reported under their ``_total`` name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    types: dict[str, str] = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        types[name] = fam.type
+    return types
