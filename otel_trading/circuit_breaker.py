@@ -22,8 +22,17 @@ from typing import Any, ParamSpec, TypeVar
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
-from otel_trading.recording import C0, C1, C2, HistogramSeries, ThreadRows, observe, registry_for
-from otel_trading.validation import check_bool, check_int, check_name, check_number, check_rate
+from otel_trading.recording import (
+    C0,
+    C1,
+    C2,
+    HistogramSeries,
+    ThreadRows,
+    observe,
+    registry_for,
+    resolve_sample_rate,
+)
+from otel_trading.validation import check_bool, check_int, check_name, check_number
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "StateListener"]
 
@@ -85,14 +94,14 @@ class CircuitBreaker:
         listeners: Iterable[StateListener] = (),
         metrics_enabled: bool = True,
         meter_provider: MeterProvider | None = None,
-        sample_rate: float = 1.0,
+        sample_rate: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = check_name("name", name)
         self.failure_threshold = check_int("failure_threshold", failure_threshold, 1)
         self.recovery_timeout = check_number("recovery_timeout", recovery_timeout)
         self.half_open_max_calls = check_int("half_open_max_calls", half_open_max_calls, 1)
-        self.sample_rate = check_rate("sample_rate", sample_rate)
+        self.sample_rate = resolve_sample_rate(sample_rate)
         check_bool("metrics_enabled", metrics_enabled)
         if not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
@@ -313,7 +322,7 @@ class CircuitBreaker:
 def _split_exclusions(
     rules: Iterable[ExclusionRule],
 ) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[BaseException], bool], ...]]:
-    if isinstance(rules, type) or callable(rules) and not isinstance(rules, Iterable):
+    if isinstance(rules, type) or (callable(rules) and not isinstance(rules, Iterable)):
         rules = (rules,)  # type: ignore[assignment]
     types: list[type[BaseException]] = []
     predicates: list[Callable[[BaseException], bool]] = []

@@ -22,8 +22,18 @@ from typing import Any, TypeVar
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
-from otel_trading.recording import C0, C1, C2, HistogramSeries, Row, SingleRow, observe, registry_for
-from otel_trading.validation import check_bool, check_int, check_name, check_rate
+from otel_trading.recording import (
+    C0,
+    C1,
+    C2,
+    HistogramSeries,
+    Row,
+    SingleRow,
+    observe,
+    registry_for,
+    resolve_sample_rate,
+)
+from otel_trading.validation import check_bool, check_int, check_name
 
 __all__ = ["EventBus", "Handler", "Subscription"]
 
@@ -72,11 +82,11 @@ class EventBus:
         max_queue_size: int = 10_000,
         metrics_enabled: bool = True,
         meter_provider: MeterProvider | None = None,
-        sample_rate: float = 1.0,
+        sample_rate: float | None = None,
     ) -> None:
         self.name = check_name("name", name)
         self.max_queue_size = check_int("max_queue_size", max_queue_size, 1)
-        self.sample_rate = check_rate("sample_rate", sample_rate)
+        self.sample_rate = resolve_sample_rate(sample_rate)
         check_bool("metrics_enabled", metrics_enabled)
         self._handlers: dict[type, list[tuple[Handler, bool]]] = {}
         self._routes: dict[type, tuple[tuple[Handler, bool], ...]] = {}

@@ -24,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from otel_trading import metric_contract as mc
 from otel_trading.environment_variables import (
     OTEL_TRADING_DISABLED_METRICS,
+    OTEL_TRADING_HISTOGRAM_SAMPLE_RATE,
     OTEL_TRADING_MAX_LABEL_VALUES,
 )
 from otel_trading.sdk_bridge import PRIMING
@@ -239,6 +240,21 @@ def parse_disabled_metrics(raw: str | Iterable[str], source: str = "disabled_met
         allowed = sorted(groups) + sorted(mc.METRICS_BY_KEY)
         raise ValueError(f"{source}: unknown metric group or key {bad!r}; allowed: {', '.join(allowed)}")
     return frozenset(keys)
+
+
+def resolve_sample_rate(sample_rate: float | None) -> float:
+    """The component's ``sample_rate``, defaulting to OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, else 1.0."""
+    from otel_trading.validation import check_rate
+
+    if sample_rate is not None:
+        return check_rate("sample_rate", sample_rate)
+    raw = os.environ.get(OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        return check_rate(OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, float(raw))
+    except ValueError:
+        raise ValueError(f"{OTEL_TRADING_HISTOGRAM_SAMPLE_RATE} must be a number in [0, 1], got {raw!r}") from None
 
 
 def _env_max_label_values() -> int:

@@ -95,7 +95,7 @@ class _BridgedHistogram(_ExplicitBucketHistogramAggregation):
             self._previous_collection_start_nano = collection_start_nano
             if last is not None:
                 total_sum -= last[0]
-                buckets = tuple(b - p for b, p in zip(buckets, last[1]))
+                buckets = tuple(b - p for b, p in zip(buckets, last[1], strict=True))
         else:
             start = self._start_time_unix_nano
         count = sum(buckets)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the suite needs on a fresh machine, then runs it.
+#   pip packages (into .venv), Debian prometheus + prometheus-alertmanager (as root),
+#   the OpenTelemetry Collector built from collector/ with the official builder (needs Go).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+log "Debian packages: prometheus, promtool, alertmanager, amtool"
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+fi
+promtool --version 2>&1 | head -n1
+amtool --version 2>&1 | head -n1
+
+log "Python packages (.venv)"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+log "OpenTelemetry Collector (collector/build.sh)"
+OTELCOL_BINARY="$(bash collector/build.sh | tail -n 1)"
+export OTELCOL_BINARY
+"$OTELCOL_BINARY" --version
+
+log "ruff"
+.venv/bin/ruff check .
+
+log "promtool rule unit tests"
+promtool test rules deploy/prometheus/rules/tests/*.yml
+
+log "pytest"
+export PATH="$PWD/.venv/bin:$PATH"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+
+log "benchmark, quick mode (ratios are reported, not asserted)"
+.venv/bin/python bench/run.py --quick --json "${TMPDIR:-/tmp}/otel-trading-bench-quick.json"
