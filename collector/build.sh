@@ -48,7 +48,7 @@ else
     HASH="$(cat "${MANIFEST}" "${SELF}" | shasum -a 256 | cut -d' ' -f1)"
 fi
 
-CACHE_ROOT="${OTEL_TRADING_CACHE_DIR:-${HOME}/.cache/otel-trading}"
+CACHE_ROOT="${OTEL_TRADING_CACHE_DIR:-${HOME:?set HOME or OTEL_TRADING_CACHE_DIR}/.cache/otel-trading}"
 BASE="${CACHE_ROOT}/otelcol"
 OUT_DIR="${BASE}/${HASH}"
 BINARY="${OUT_DIR}/${DIST_NAME}"

@@ -130,9 +130,8 @@ class CircuitBreaker:
     # -- public state -------------------------------------------------------------------------------
     @property
     def state(self) -> CircuitState:
-        """The current state; an OPEN breaker whose timeout has passed reports HALF_OPEN."""
-        if self._state is CircuitState.OPEN and self._clock() - self._opened_at >= self.recovery_timeout:
-            return CircuitState.HALF_OPEN
+        """The current state. OPEN stays OPEN after ``recovery_timeout`` until a call tries the
+        dependency: an idle breaker has not seen the venue recover, and alerts should say so."""
         return self._state
 
     @property

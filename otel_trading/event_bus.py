@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import threading
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable
-from random import random
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,15 +24,20 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
 from otel_trading.recording import (
+    B0,
+    BOUNDS,
     C0,
     C1,
     C2,
+    MAX,
+    MIN,
+    SUM,
     HistogramSeries,
     Row,
     SingleRow,
-    observe,
     registry_for,
     resolve_sample_rate,
+    sample_gaps,
 )
 from otel_trading.validation import check_bool, check_int, check_name
 
@@ -43,6 +49,9 @@ E = TypeVar("E")
 Handler = Callable[[Any], Awaitable[None] | None]
 
 _STOP = object()
+
+# What the worker looks up once per event: (handlers with their is-async flag, row, series).
+Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, HistogramSeries | None]
 
 
 class Subscription:
@@ -89,19 +98,25 @@ class EventBus:
         self.sample_rate = resolve_sample_rate(sample_rate)
         check_bool("metrics_enabled", metrics_enabled)
         self._handlers: dict[type, list[tuple[Handler, bool]]] = {}
-        self._routes: dict[type, tuple[tuple[Handler, bool], ...]] = {}
+        self._routes: dict[type, Route] = {}
         self._queue: asyncio.Queue[Any] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self._failing_handlers: set[int] = set()
-        self._registry = registry_for(meter_provider) if metrics_enabled else None
+        registry = registry_for(meter_provider) if metrics_enabled else None
+        if registry is not None and not registry.group_enabled(mc.MetricGroup.EVENT_BUS):
+            registry = None  # every event_bus metric is disabled: run exactly as metrics_enabled=False
+        self._registry = registry
         # Per event class: this bus's row (written on its loop only) and the labelled series.
         self._stats: dict[type, tuple[Row, HistogramSeries]] = {}
+        # The same rows, for the publish path's single lookup; None when metrics are off.
+        self._published: dict[type, Row] | None = None
         self._timed = False
-        if self._registry is not None:
-            self._timed = self._registry.enabled(mc.BUS_PROCESSING_DURATION.key) and self.sample_rate > 0
-            self._registry.buses.add(self)
+        if registry is not None:
+            self._published = {}
+            self._timed = registry.enabled(mc.BUS_PROCESSING_DURATION.key) and self.sample_rate > 0
+            registry.buses.add(self)
 
     # -- subscriptions --------------------------------------------------------------------------------
     def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None] | None]) -> Subscription:
@@ -177,16 +192,24 @@ class EventBus:
     async def publish(self, event: object) -> None:
         """Queue ``event``; waits for room when the queue is full (backpressure)."""
         queue = self._check_open()
-        if self._registry is not None:
-            (self._stats.get(type(event)) or self._stats_for(type(event)))[0][C0] += 1
+        published = self._published
+        if published is not None:
+            row = published.get(type(event))
+            if row is None:
+                row = self._stats_for(type(event))[0]
+            row[C0] += 1
         await queue.put(event)
 
     def publish_nowait(self, event: object) -> None:
         """Queue ``event`` or raise ``asyncio.QueueFull``; a refused event is not counted."""
         queue = self._check_open()
         queue.put_nowait(event)
-        if self._registry is not None:
-            (self._stats.get(type(event)) or self._stats_for(type(event)))[0][C0] += 1
+        published = self._published
+        if published is not None:
+            row = published.get(type(event))
+            if row is None:
+                row = self._stats_for(type(event))[0]
+            row[C0] += 1
 
     def publish_threadsafe(self, event: object) -> None:
         """Publish from another thread (e.g. a market-data feed's callback thread)."""
@@ -209,46 +232,63 @@ class EventBus:
         return self._queue
 
     # -- delivery -----------------------------------------------------------------------------------------
-    def _route(self, event_type: type) -> tuple[tuple[Handler, bool], ...]:
+    def _route(self, event_type: type) -> Route:
+        """Handlers for ``event_type`` plus its metric row and series (None when metrics are off)."""
         handlers: list[tuple[Handler, bool]] = []
         for klass in event_type.__mro__:
             handlers.extend(self._handlers.get(klass, ()))
-        route = tuple(handlers)
+        row, series = self._stats_for(event_type) if self._registry is not None else (None, None)
+        route = (tuple(handlers), row, series)
         self._routes[event_type] = route
         return route
 
     def _stats_for(self, event_type: type) -> tuple[Row, HistogramSeries]:
         stats = self._stats.get(event_type)
         if stats is None:
-            source = SingleRow()
             series = self._registry.event(event_type.__name__)  # type: ignore[union-attr]
-            series.attach(self, source)
-            stats = self._stats[event_type] = (source.row, series)
+            source = series.source_for(self, SingleRow)
+            stats = self._stats[event_type] = (source.row, series)  # type: ignore[attr-defined]
+            self._published[event_type] = stats[0]  # type: ignore[index]
         return stats
 
     async def _run(self) -> None:
         queue = self._ensure_queue()
+        if self._registry is not None:
+            await self._run_metered(queue)
+            return
         routes = self._routes
         while True:
             event = await queue.get()
             if event is _STOP:
                 return
-            event_type = type(event)
-            handlers = routes.get(event_type)
-            if handlers is None:
-                handlers = self._route(event_type)
-            if self._registry is None:
-                for handler, is_async in handlers:
-                    try:
-                        if is_async:
-                            await handler(event)  # type: ignore[misc]
-                        else:
-                            handler(event)
-                    except Exception as exc:
-                        self._handler_failed(event, handler, exc, None)
-                continue
-            row, series = self._stats.get(event_type) or self._stats_for(event_type)
-            start = perf_counter()
+            handlers = (routes.get(type(event)) or self._route(type(event)))[0]
+            for handler, is_async in handlers:
+                try:
+                    if is_async:
+                        await handler(event)  # type: ignore[misc]
+                    else:
+                        handler(event)
+                except Exception as exc:
+                    self._handler_failed(event, handler, exc, None)
+
+    async def _run_metered(self, queue: asyncio.Queue[Any]) -> None:
+        # The tick path: one dict lookup per event, no method calls, observe() inlined.
+        routes = self._routes
+        gap = sample_gaps(self.sample_rate) if self._timed else None
+        # Events until the next timed one; infinite (never) when the histogram is off.
+        skip: float = (gap() if gap is not None else 1) if self._timed else math.inf
+        while True:
+            event = await queue.get()
+            if event is _STOP:
+                return
+            handlers, row, series = routes.get(type(event)) or self._route(type(event))
+            if skip > 1:
+                skip -= 1
+                start = None
+            else:
+                if gap is not None:
+                    skip = gap()
+                start = perf_counter()
             for handler, is_async in handlers:
                 try:
                     if is_async:
@@ -257,13 +297,18 @@ class EventBus:
                         handler(event)
                 except Exception as exc:
                     self._handler_failed(event, handler, exc, row)
-            row[C1] += 1
-            if self._timed and (self.sample_rate >= 1.0 or random() < self.sample_rate):
+            if start is not None:
                 elapsed = perf_counter() - start
-                if series.bridged:
-                    observe(row, elapsed)
+                if series.bridged:  # type: ignore[union-attr]
+                    row[SUM] += elapsed  # type: ignore[index]
+                    if elapsed < row[MIN]:  # type: ignore[index]
+                        row[MIN] = elapsed  # type: ignore[index]
+                    if elapsed > row[MAX]:  # type: ignore[index]
+                        row[MAX] = elapsed  # type: ignore[index]
+                    row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
                 else:
-                    series.observe_slow(row, elapsed)
+                    series.observe_slow(row, elapsed)  # type: ignore[union-attr,arg-type]
+            row[C1] += 1  # type: ignore[index]
 
     def _handler_failed(self, event: object, handler: Handler, exc: Exception, row: Row | None) -> None:
         if row is not None:

@@ -18,6 +18,8 @@ __all__ = [
     "BREAKER_METRICS",
     "DURATION_BUCKETS",
     "EVENT_BUS_METRICS",
+    "LABEL_VALUES_FOLDED",
+    "LIBRARY_METRICS",
     "METRICS",
     "METRICS_BY_KEY",
     "OVERFLOW_LABEL_VALUE",
@@ -41,11 +43,16 @@ class MetricGroup(str, Enum):
 
     BREAKER = "circuit_breaker"
     EVENT_BUS = "event_bus"
+    #: otel-trading's own health (e.g. cardinality folding), for both component kinds.
+    LIBRARY = "otel_trading"
 
 
 # Seconds, from 10 us (an in-process handler) to 30 s (a venue timing out). OTel's default
 # boundaries are meant for milliseconds and would put every sub-second call in the first bucket;
 # these resolve the guide's "p99 > 1 s" alert with buckets on both sides of 1 s.
+# Whole-number bounds are ints on purpose: the in-process exporter renders the ``le`` label with
+# Python's str() ("1.0" for a float) while the collector renders "1"; Prometheus 2.x treats those
+# as different series, so ``sum by (le)`` over both paths would break. Ints render as "1" on both.
 DURATION_BUCKETS: tuple[float, ...] = (
     0.00001,
     0.000025,
@@ -62,11 +69,11 @@ DURATION_BUCKETS: tuple[float, ...] = (
     0.1,
     0.25,
     0.5,
-    1.0,
+    1,
     2.5,
-    5.0,
-    10.0,
-    30.0,
+    5,
+    10,
+    30,
 )
 
 # Data-derived label values beyond the cardinality limit are folded into this one value.
@@ -246,7 +253,26 @@ EVENT_BUS_METRICS: tuple[MetricSpec, ...] = (
     BUS_SUBSCRIBERS,
     BUS_HANDLER_ERRORS,
 )
-METRICS: tuple[MetricSpec, ...] = BREAKER_METRICS + EVENT_BUS_METRICS
+# Self-monitoring: label values folded into OVERFLOW_LABEL_VALUE, by label (``name`` of the
+# circuit_breaker_* metrics, ``event_type`` of the event_bus_* ones). Always reported, at 0 until a
+# fold happens, so an alert on its increase works from the first scrape.
+LABEL_VALUES_FOLDED = MetricSpec(
+    key="label_values_folded",
+    otel_name="otel_trading.label_values.folded",
+    kind=InstrumentKind.COUNTER,
+    unit="{value}",
+    description=(
+        "Data-derived label values folded into __overflow__ after the OTEL_TRADING_MAX_LABEL_VALUES "
+        "limit (counted once per component that used the value)"
+    ),
+    prometheus_name="otel_trading_label_values_folded_total",
+    labels=("label",),
+    group=MetricGroup.LIBRARY,
+    documented_in_guide=False,
+)
+LIBRARY_METRICS: tuple[MetricSpec, ...] = (LABEL_VALUES_FOLDED,)
+
+METRICS: tuple[MetricSpec, ...] = BREAKER_METRICS + EVENT_BUS_METRICS + LIBRARY_METRICS
 METRICS_BY_KEY: dict[str, MetricSpec] = {m.key: m for m in METRICS}
 
 

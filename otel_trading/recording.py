@@ -16,6 +16,7 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from random import random
 from typing import Any, Protocol
 
 from opentelemetry import metrics as otel_metrics
@@ -60,6 +61,25 @@ def observe(row: Row, value: float) -> None:
     if value > row[MAX]:
         row[MAX] = value
     row[B0 + bisect_left(BOUNDS, value)] += 1
+
+
+def sample_gaps(rate: float) -> Callable[[], int] | None:
+    """Gaps between sampled events for a ``rate`` in (0, 1); ``None`` means time every event.
+
+    Drawing the geometric gap to the next sampled event is statistically the same as an
+    independent ``random() < rate`` per event, but costs one decrement per unsampled event and no
+    clock read: what makes ``sample_rate=0.1`` actually cheaper than 1.0 on a tick path.
+    """
+    if rate >= 1.0:
+        return None
+    if rate <= 0.0:
+        raise ValueError("sample_gaps needs a rate > 0")
+    scale = 1.0 / math.log1p(-rate)
+
+    def gap() -> int:
+        return int(math.log(1.0 - random()) * scale) + 1
+
+    return gap
 
 
 def add_row(into: Row, row: Row) -> None:
@@ -139,6 +159,7 @@ class HistogramSeries:
         self._sources: dict[int, RowSource] = {}
         self._retired = new_row()
         self.components: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._owned: weakref.WeakKeyDictionary[Any, RowSource] = weakref.WeakKeyDictionary()
         self.transitions: dict[tuple[str, str], int] = {}
         # Histogram export state; see sdk_bridge for the protocol.
         self.bridged = False
@@ -152,6 +173,21 @@ class HistogramSeries:
             self._sources[id(source)] = source
             self.components.add(component)
         weakref.finalize(component, self._retire, source)
+
+    def source_for(self, component: Any, make: Callable[[], RowSource]) -> RowSource:
+        """The source ``component`` already feeds this series through, else a new attached one.
+
+        Event classes sharing a label value (folded past the cardinality limit, or same-named)
+        then share one row per component: memory and collection cost follow series, not classes.
+        """
+        with self._lock:
+            source = self._owned.get(component)
+        if source is None:
+            source = make()
+            self.attach(component, source)
+            with self._lock:
+                self._owned[component] = source
+        return source
 
     def _retire(self, source: RowSource) -> None:
         with self._lock:
@@ -279,6 +315,9 @@ class _LabelFold:
         self.folded = 0
         self._warned = False
 
+    def full(self, known: dict[str, HistogramSeries]) -> bool:
+        return len(known) >= self.limit
+
     def fold(self, value: str, known: dict[str, HistogramSeries]) -> str:
         if value in known or len(known) < self.limit:
             return value
@@ -287,10 +326,11 @@ class _LabelFold:
             self._warned = True
             _logger.warning(
                 "otel-trading: more than %d distinct %r label values; further values are folded into %r "
-                "(totals stay exact). Raise %s if this is expected.",
+                "(totals stay exact; %s counts them). Raise %s if this is expected.",
                 self.limit,
                 self.label,
                 mc.OVERFLOW_LABEL_VALUE,
+                mc.LABEL_VALUES_FOLDED.prometheus_name,
                 OTEL_TRADING_MAX_LABEL_VALUES,
             )
         return mc.OVERFLOW_LABEL_VALUE
@@ -317,6 +357,10 @@ class MetricsRegistry:
     def enabled(self, key: str) -> bool:
         return key not in self.disabled
 
+    def group_enabled(self, group: mc.MetricGroup) -> bool:
+        """False when every metric of ``group`` is disabled: its components then skip all recording."""
+        return any(m.key not in self.disabled for m in mc.METRICS if m.group is group)
+
     def _create_instruments(self) -> None:
         m = self.meter
         counters: dict[str, Callable[[CallbackOptions], Iterable[Observation]]] = {
@@ -327,6 +371,7 @@ class MetricsRegistry:
             mc.BUS_PUBLISHED.key: self._column(self.event_series, C0),
             mc.BUS_PROCESSED.key: self._column(self.event_series, C1),
             mc.BUS_HANDLER_ERRORS.key: self._column(self.event_series, C2),
+            mc.LABEL_VALUES_FOLDED.key: self._folded,
         }
         gauges: dict[str, Callable[[CallbackOptions], Iterable[Observation]]] = {
             mc.BREAKER_STATE.key: self._breaker_states,
@@ -398,6 +443,11 @@ class MetricsRegistry:
 
         return callback
 
+    def _folded(self, options: CallbackOptions) -> Iterator[Observation]:
+        # Both labels always, at 0 before any fold, so an increase() alert sees the first one.
+        for fold in (self.breaker_fold, self.event_fold):
+            yield Observation(fold.folded, {"label": fold.label})
+
     def _transitions(self, options: CallbackOptions) -> Iterator[Observation]:
         for series in list(self.breaker_series.values()):
             for (frm, to), n in list(series.transitions.items()):
@@ -421,8 +471,12 @@ class MetricsRegistry:
         counts: dict[str, int] = {}
         for bus in list(self.buses):
             for type_name, n in bus.subscriber_counts().items():
-                label = type_name if type_name in self.event_series else None
-                if label is None:
+                if type_name in self.event_series:
+                    label = type_name
+                elif self.event_fold.full(self.event_series):
+                    # Folded (and counted) when subscribed; a collection must not count it again.
+                    label = mc.OVERFLOW_LABEL_VALUE
+                else:
                     label = self.event(type_name).attributes["event_type"]
                 counts[label] = counts.get(label, 0) + n
         for label, n in counts.items():

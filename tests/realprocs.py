@@ -288,3 +288,78 @@ def family_types(text: str) -> dict[str, str]:
         name = fam.name + "_total" if fam.type == "counter" else fam.name
         types[name] = fam.type
     return types
+
+
+# --- OpenTelemetry Collector (built from collector/) --------------------------------------------
+
+_collector_path: str | None = None
+
+
+def collector_binary() -> str:
+    """The collector built by collector/build.sh (``OTELCOL_BINARY`` if the test command set it)."""
+    global _collector_path
+    if _collector_path:
+        return _collector_path
+    env_path = os.environ.get("OTELCOL_BINARY")
+    if env_path and Path(env_path).is_file():
+        _collector_path = env_path
+        return env_path
+    if not shutil.which("go"):
+        missing("Go (to build the collector with collector/build.sh)")
+    try:
+        out = subprocess.run(
+            ["bash", str(REPO / "collector" / "build.sh")], check=True, capture_output=True, text=True, timeout=3000
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        missing(f"the collector build ({exc})")
+    path = out.stdout.strip().splitlines()[-1]
+    _collector_path = path
+    return path
+
+
+@dataclass
+class Collector:
+    proc: ManagedProcess
+    grpc_endpoint: str
+    http_endpoint: str
+    prometheus_url: str
+    health_url: str
+    env: dict[str, str]
+
+
+def collector_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every endpoint variable of collector/otelcol-config.yaml on a free loopback port."""
+    env = {
+        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_PROMETHEUS_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "OTELCOL_TELEMETRY_METRICS_HOST": "127.0.0.1",
+        "OTELCOL_TELEMETRY_METRICS_PORT": str(free_port()),
+        "OTELCOL_BATCH_TIMEOUT": "100ms",
+    }
+    env.update(extra or {})
+    return env
+
+
+@contextlib.contextmanager
+def start_collector(
+    workdir: Path, overlays: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[Collector]:
+    """The built collector with collector/otelcol-config.yaml (+ overlay files) on loopback ports."""
+    binary = collector_binary()
+    full_env = collector_env(env)
+    argv = [binary, f"--config={REPO / 'collector' / 'otelcol-config.yaml'}"]
+    argv += [f"--config={REPO / 'collector' / o}" for o in overlays]
+    proc = spawn("otelcol", argv, workdir, env=full_env)
+    health = f"http://{full_env['OTELCOL_HEALTH_ENDPOINT']}/"
+    with running(proc):
+        wait_http_ok(health, timeout=60, proc=proc)
+        yield Collector(
+            proc=proc,
+            grpc_endpoint=f"http://{full_env['OTELCOL_OTLP_GRPC_ENDPOINT']}",
+            http_endpoint=f"http://{full_env['OTELCOL_OTLP_HTTP_ENDPOINT']}",
+            prometheus_url=f"http://{full_env['OTELCOL_PROMETHEUS_ENDPOINT']}/metrics",
+            health_url=health,
+            env=full_env,
+        )

@@ -98,7 +98,7 @@ def test_after_recovery_timeout_a_trial_call_is_let_through_and_success_closes()
     cb, clock = breaker()
     trip(cb)
     clock.now += 10.0
-    assert cb.state is CircuitState.HALF_OPEN
+    assert cb.state is CircuitState.OPEN, "no call has tried the venue yet"
     assert cb.call(ok) == "filled"
     assert cb.state is CircuitState.CLOSED
 
