@@ -31,6 +31,11 @@ OTEL_TRADING_HISTOGRAM_SAMPLE_RATE = "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE"
 #: Maximum distinct values per data-derived label (event type, breaker name) before folding.
 OTEL_TRADING_MAX_LABEL_VALUES = "OTEL_TRADING_MAX_LABEL_VALUES"
 
+#: Auto-instrumentation of the bot's own breaker / event-bus classes: inline JSON, or the path of a
+#: TOML or JSON file (see ``otel_trading.instrumentation.config``). When unset, a
+#: ``[tool.otel-trading.instrument]`` section of ``pyproject.toml`` in the working directory is used.
+OTEL_TRADING_INSTRUMENT = "OTEL_TRADING_INSTRUMENT"
+
 __all__ = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -46,5 +51,6 @@ __all__ = [
     "OTEL_SERVICE_NAME",
     "OTEL_TRADING_DISABLED_METRICS",
     "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE",
+    "OTEL_TRADING_INSTRUMENT",
     "OTEL_TRADING_MAX_LABEL_VALUES",
 ]
