@@ -61,7 +61,7 @@ def test_every_dashboard_panel_query_returns_data(tmp_path: Path) -> None:
 class _Webhook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received.append(json.loads(body))
         self.send_response(200)
