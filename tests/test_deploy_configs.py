@@ -213,9 +213,13 @@ def test_every_alert_has_a_unit_test_where_it_stays_silent() -> None:
 
 
 def test_every_alert_has_a_runbook_anchor_that_exists_in_the_deploy_readme() -> None:
-    anchors = {
-        _github_anchor(line.lstrip("#")) for line in DEPLOY_README.read_text().splitlines() if line.startswith("#")
-    }
+    anchors = set()
+    in_code_block = False
+    for line in DEPLOY_README.read_text().splitlines():
+        if line.startswith("```"):
+            in_code_block = not in_code_block
+        elif line.startswith("#") and not in_code_block:
+            anchors.add(_github_anchor(line.lstrip("#")))
     missing = {}
     for rule in _rules():
         runbook = rule["annotations"].get("runbook", "")
@@ -233,7 +237,8 @@ def test_every_alert_has_a_severity_that_alertmanager_routes() -> None:
 
 def test_alert_rules_use_only_contract_series_names() -> None:
     known = {name for spec in METRICS for name in spec.series_names}
-    used = {m for rule in _rules() for m in re.findall(r"\b(?:circuit_breaker|event_bus)_[a-z_]+\b", rule["expr"])}
+    metric_name = re.compile(r"\b(?:circuit_breaker|event_bus|otel_trading)_[a-z_]+\b")
+    used = {m for rule in _rules() for m in metric_name.findall(rule["expr"])}
     assert used, "no contract metric found in the rules at all"
     assert used <= known, f"unknown series in alert rules: {sorted(used - known)}"
 
@@ -439,7 +444,11 @@ def test_histogram_panel_shows_p50_p95_p99_over_buckets_with_rate_interval(histo
 
 def test_one_row_per_component_and_unique_panel_ids() -> None:
     panels = _dashboard()["panels"]
-    assert [p["title"] for p in panels if p["type"] == "row"] == ["Circuit breakers", "Event bus"]
+    assert [p["title"] for p in panels if p["type"] == "row"] == [
+        "Circuit breakers",
+        "Event bus",
+        "otel-trading self-monitoring",
+    ]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
@@ -507,7 +516,7 @@ _SCOPE = 'otel_scope_name="otel_trading",otel_scope_version="0.1.0"'
 def _exposition(scrape: int) -> str:
     lines: list[str] = []
     for spec in METRICS:
-        labels = ",".join(f'{lbl}="{_LABEL_VALUES[lbl]}"' for lbl in spec.labels) + "," + _SCOPE
+        labels = ",".join(f'{lbl}="{_LABEL_VALUES.get(lbl, "x")}"' for lbl in spec.labels) + "," + _SCOPE
         base = spec.prometheus_name
         if spec.kind is InstrumentKind.HISTOGRAM:
             lines.append(f"# TYPE {base} histogram")
@@ -544,7 +553,7 @@ def _synthetic_exporter() -> Iterator[int]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield int(server.server_address[1])
@@ -563,13 +572,15 @@ def test_every_panel_query_returns_data_from_real_prometheus(tmp_path: Path) -> 
     with _synthetic_exporter() as port:
         config["scrape_configs"] = [{"job_name": "trading-bot", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
         with realprocs.start_prometheus(tmp_path / "prom", yaml.safe_dump(config)) as prom:
-            empty: list[tuple[str, str]] = []
-            for title, expr in dashboard.panel_queries():
-                query = dashboard.concrete_query(expr, rate_interval="10s")
-                try:
-                    prom.wait_for_series(query, timeout=30)
-                except TimeoutError:
-                    empty.append((title, query))
+            queries = [(t, dashboard.concrete_query(e, rate_interval="10s")) for t, e in dashboard.panel_queries()]
+
+            def without_data() -> list[tuple[str, str]]:
+                return [(title, query) for title, query in queries if not prom.query(query)]
+
+            # A bounded wait for the first scrapes; a query that never returns data fails below.
+            with contextlib.suppress(TimeoutError):
+                realprocs.wait_until(lambda: not without_data(), timeout=30, what="every panel query")
+            empty = without_data()
     assert not empty, f"panel queries with no data: {empty}"
 
 
