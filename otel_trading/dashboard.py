@@ -40,6 +40,8 @@ from otel_trading.metric_contract import (
     BUS_PUBLISHED,
     BUS_QUEUE_SIZE,
     BUS_SUBSCRIBERS,
+    LABEL_VALUES_FOLDED,
+    OVERFLOW_LABEL_VALUE,
     InstrumentKind,
     MetricSpec,
 )
@@ -352,6 +354,19 @@ def _event_bus_panels() -> list[Json]:
     ]
 
 
+def _library_panels() -> list[Json]:
+    return [
+        _timeseries(
+            f"Label values folded into {OVERFLOW_LABEL_VALUE}",
+            f"{LABEL_VALUES_FOLDED.description}; per rate interval, by label. Anything above 0 means "
+            "series of new breakers or event types are being merged (raise OTEL_TRADING_MAX_LABEL_VALUES "
+            "or fix the label source)",
+            _targets((_increase(LABEL_VALUES_FOLDED, ["label"]), "{{label}}")),
+            "short",
+        ),
+    ]
+
+
 def _row(title: str) -> Json:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -466,7 +481,13 @@ def build_dashboard() -> Json:
         },
         "links": [],
         "templating": _templating(),
-        "panels": _layout([("Circuit breakers", _breaker_panels()), ("Event bus", _event_bus_panels())]),
+        "panels": _layout(
+            [
+                ("Circuit breakers", _breaker_panels()),
+                ("Event bus", _event_bus_panels()),
+                ("otel-trading self-monitoring", _library_panels()),
+            ]
+        ),
     }
 
 

@@ -147,14 +147,13 @@ def _filename(uid: str) -> str:
     return _SAFE_FILENAME.sub("_", uid) + ".json"
 
 
-def backup_dashboards(
-    client: GrafanaClient, out_dir: str | Path, page_size: int = SEARCH_PAGE_SIZE
-) -> list[Path]:
+def backup_dashboards(client: GrafanaClient, out_dir: str | Path, page_size: int = SEARCH_PAGE_SIZE) -> list[Path]:
     """Write every dashboard to ``out_dir/<uid>.json``; returns the files written, in search order."""
+    hits = client.search_dashboards(page_size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for hit in client.search_dashboards(page_size):
+    for hit in hits:
         uid = hit.get("uid")
         if not isinstance(uid, str) or not uid:
             raise GrafanaError(f"/api/search hit without a uid: {json.dumps(hit)[:_BODY_EXCERPT]}")
@@ -180,9 +179,7 @@ def _restore_payload(document: Any, source: str) -> tuple[dict[str, Any], str, s
     if isinstance(document.get("dashboard"), dict):
         dashboard = dict(document["dashboard"])
         folder_uid = str(document.get("folderUid") or (document.get("meta") or {}).get("folderUid") or "")
-        folder_title = str(
-            document.get("folderTitle") or (document.get("meta") or {}).get("folderTitle") or folder_uid
-        )
+        folder_title = str(document.get("folderTitle") or (document.get("meta") or {}).get("folderTitle") or folder_uid)
     elif "panels" in document or "uid" in document:
         dashboard, folder_uid, folder_title = dict(document), "", ""
     else:

@@ -701,3 +701,12 @@ def test_compose_ports_other_than_the_bot_are_published_on_loopback_only() -> No
         if not str(port).startswith("127.0.0.1:")
     }
     assert not exposed
+
+
+def test_compose_collector_image_matches_the_built_distribution_version() -> None:
+    # The sidecar image and collector/builder-config.yaml must run the same component versions,
+    # or the shared otelcol-config.yaml may use a component name one of them does not know.
+    manifest = yaml.safe_load((REPO / "collector" / "builder-config.yaml").read_text())
+    contrib = [m["gomod"].split()[-1] for m in manifest["exporters"] if "collector-contrib" in m["gomod"]]
+    image = _compose()["services"]["otel-collector"]["image"]
+    assert image.rsplit(":", 1)[1] == contrib[0].lstrip("v")
