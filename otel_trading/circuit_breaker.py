@@ -13,6 +13,7 @@ import inspect
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 from enum import IntEnum
 from random import random
@@ -23,12 +24,16 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
 from otel_trading.recording import (
+    B0,
+    BOUNDS,
     C0,
     C1,
     C2,
+    MAX,
+    MIN,
+    SUM,
     HistogramSeries,
     ThreadRows,
-    observe,
     registry_for,
     resolve_sample_rate,
 )
@@ -70,6 +75,7 @@ StateListener = Callable[["CircuitBreaker", CircuitState, CircuitState], None]
 ExclusionRule = type[BaseException] | Callable[[BaseException], bool]
 
 _CLOSED = CircuitState.CLOSED
+_FIRST_BOUND = BOUNDS[0]
 
 
 class CircuitBreaker:
@@ -115,16 +121,22 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._trials = 0
+        # Numbers HALF_OPEN episodes: only trials admitted in the current one hold a slot or decide.
+        self._episode = 0
 
         self._rows: ThreadRows | None = None
         self._series: HistogramSeries | None = None
-        self._timed = False
-        if metrics_enabled:
-            registry = registry_for(meter_provider)
+        # Which calls read the clock: all (_time_all), a sampled share (_time_rate), or none.
+        self._time_all = False
+        self._time_rate = 0.0
+        registry = registry_for(meter_provider) if metrics_enabled else None
+        if registry is not None and registry.group_enabled(mc.MetricGroup.BREAKER):
             series = registry.breaker(self.name)
             self._rows = ThreadRows()
             self._series = series
-            self._timed = registry.enabled(mc.BREAKER_LATENCY.key) and self.sample_rate > 0.0
+            if registry.enabled(mc.BREAKER_LATENCY.key) and self.sample_rate > 0.0:
+                self._time_all = self.sample_rate >= 1.0
+                self._time_rate = self.sample_rate
             series.attach(self, self._rows)
 
     # -- public state -------------------------------------------------------------------------------
@@ -164,25 +176,26 @@ class CircuitBreaker:
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)`` through the breaker."""
         trial = self._admit() if self._state is not _CLOSED else False
-        start = perf_counter()
+        # Read the clock only for calls the latency histogram will see (metrics on, sampled in).
+        start = perf_counter() if self._time_all or (self._time_rate and random() < self._time_rate) else None
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._on_error(exc, trial, perf_counter() - start)
+            self._on_error(exc, trial, None if start is None else perf_counter() - start)
             raise
-        self._on_success(trial, perf_counter() - start)
+        self._on_success(trial, None if start is None else perf_counter() - start)
         return result
 
     async def call_async(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` through the breaker."""
         trial = self._admit() if self._state is not _CLOSED else False
-        start = perf_counter()
+        start = perf_counter() if self._time_all or (self._time_rate and random() < self._time_rate) else None
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._on_error(exc, trial, perf_counter() - start)
+            self._on_error(exc, trial, None if start is None else perf_counter() - start)
             raise
-        self._on_success(trial, perf_counter() - start)
+        self._on_success(trial, None if start is None else perf_counter() - start)
         return result
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
@@ -205,18 +218,18 @@ class CircuitBreaker:
         return f"CircuitBreaker(name={self.name!r}, state={self.state.name}, failures={self._failures})"
 
     # -- internals ------------------------------------------------------------------------------------
-    def _on_success(self, trial: bool, elapsed: float) -> None:
+    def _on_success(self, trial: int, elapsed: float | None) -> None:
         if self._rows is not None:
             self._record(C0, elapsed)
         if trial or self._failures:
             self._settle_success(trial)
 
-    def _on_error(self, exc: BaseException, trial: bool, elapsed: float) -> None:
+    def _on_error(self, exc: BaseException, trial: int, elapsed: float | None) -> None:
         if not isinstance(exc, Exception):
             # Cancellation or interpreter exit says nothing about the dependency's health.
             if trial:
                 with self._lock:
-                    self._trials -= 1
+                    self._end_trial(trial)
             return
         if self._is_excluded(exc):
             self._on_success(trial, elapsed)
@@ -224,39 +237,58 @@ class CircuitBreaker:
         if self._rows is not None:
             self._record(C1, elapsed)
         with self._lock:
-            if trial:
-                self._trials -= 1
+            current_trial = self._end_trial(trial)
             self._failures += 1
             old = None
-            if self._state is CircuitState.HALF_OPEN or (
-                self._state is _CLOSED and self._failures >= self.failure_threshold
-            ):
+            if current_trial or (self._state is _CLOSED and self._failures >= self.failure_threshold):
                 old = self._move(CircuitState.OPEN)
         if old is not None:
             self._notify(old, CircuitState.OPEN)
 
-    def _record(self, column: int, elapsed: float) -> None:
-        """Count an outcome in this thread's row and time it (metrics on only)."""
-        row = self._rows.row()  # type: ignore[union-attr]
+    def _record(self, column: int, elapsed: float | None) -> None:
+        """Count an outcome in this thread's row, and its duration if it was timed (metrics on only)."""
+        rows = self._rows
+        try:
+            row = rows.local.row  # type: ignore[union-attr]
+        except AttributeError:
+            row = rows.row()  # type: ignore[union-attr]
         row[column] += 1
-        if self._timed and (self.sample_rate >= 1.0 or random() < self.sample_rate):
+        if elapsed is not None:
             series = self._series
             if series.bridged:  # type: ignore[union-attr]
-                observe(row, elapsed)
+                # recording.observe() inlined: a call costs as much as the work on this path.
+                row[SUM] += elapsed
+                if elapsed < row[MIN]:
+                    row[MIN] = elapsed
+                if elapsed > row[MAX]:
+                    row[MAX] = elapsed
+                # Calls within the first bucket (10 us, e.g. a cached quote) skip the bisect.
+                row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
             else:
                 series.observe_slow(row, elapsed)  # type: ignore[union-attr]
 
-    def _settle_success(self, trial: bool) -> None:
+    def _end_trial(self, trial: int) -> bool:
+        """Free the slot of a trial of the current HALF_OPEN episode (lock held); True if it was one.
+
+        A call admitted in an earlier episode (before a re-open or a forced open()/close()) must
+        neither free a slot of this one (more than half_open_max_calls would run) nor decide it.
+        """
+        if trial and trial == self._episode and self._state is CircuitState.HALF_OPEN:
+            self._trials -= 1
+            return True
+        return False
+
+    def _settle_success(self, trial: int) -> None:
         with self._lock:
-            if trial:
-                self._trials -= 1
+            current_trial = self._end_trial(trial)
             self._failures = 0
-            old = self._move(_CLOSED) if self._state is CircuitState.HALF_OPEN else None
+            old = self._move(_CLOSED) if current_trial else None
         if old is not None:
             self._notify(old, _CLOSED)
 
-    def _admit(self) -> bool:
-        """Admit a call while not CLOSED; returns True for a HALF_OPEN trial, raises if rejected."""
+    def _admit(self) -> int:
+        """Admit a call while not CLOSED: a trial's HALF_OPEN episode number (> 0), else 0; raises
+        CircuitOpenError if rejected."""
         old = None
         with self._lock:
             state = self._state
@@ -270,9 +302,9 @@ class CircuitBreaker:
                 if self._trials >= self.half_open_max_calls:
                     self._reject(state, 0.0)
                 self._trials += 1
-                trial = True
+                trial = self._episode
             else:
-                trial = False
+                trial = 0
         if old is not None:
             self._notify(old, CircuitState.HALF_OPEN)
         return trial
@@ -291,7 +323,9 @@ class CircuitBreaker:
         self._state = new
         if new is CircuitState.OPEN:
             self._opened_at = self._clock()
-        if new is not CircuitState.HALF_OPEN:
+        if new is CircuitState.HALF_OPEN:
+            self._episode += 1
+        else:
             self._trials = 0
         if self._series is not None:
             self._series.count_transition(old.label, new.label)

@@ -194,10 +194,11 @@ class EventBus:
         queue = self._check_open()
         published = self._published
         if published is not None:
-            row = published.get(type(event))
-            if row is None:
-                row = self._stats_for(type(event))[0]
-            row[C0] += 1
+            # try/except, not .get(): free when the type is known, which is every event but its first.
+            try:
+                published[type(event)][C0] += 1
+            except KeyError:
+                self._stats_for(type(event))[0][C0] += 1
         await queue.put(event)
 
     def publish_nowait(self, event: object) -> None:
@@ -206,10 +207,10 @@ class EventBus:
         queue.put_nowait(event)
         published = self._published
         if published is not None:
-            row = published.get(type(event))
-            if row is None:
-                row = self._stats_for(type(event))[0]
-            row[C0] += 1
+            try:
+                published[type(event)][C0] += 1
+            except KeyError:
+                self._stats_for(type(event))[0][C0] += 1
 
     def publish_threadsafe(self, event: object) -> None:
         """Publish from another thread (e.g. a market-data feed's callback thread)."""
@@ -261,7 +262,10 @@ class EventBus:
             event = await queue.get()
             if event is _STOP:
                 return
-            handlers = (routes.get(type(event)) or self._route(type(event)))[0]
+            try:
+                handlers = routes[type(event)][0]
+            except KeyError:
+                handlers = self._route(type(event))[0]
             for handler, is_async in handlers:
                 try:
                     if is_async:
@@ -272,8 +276,10 @@ class EventBus:
                     self._handler_failed(event, handler, exc, None)
 
     async def _run_metered(self, queue: asyncio.Queue[Any]) -> None:
-        # The tick path: one dict lookup per event, no method calls, observe() inlined.
+        # The tick path: one dict lookup per event, no method calls, observe() inlined. Measured
+        # on a 2-core VM, each of these cuts 50-250 ns from a ~2 us event (bench/run.py).
         routes = self._routes
+        first_bound = BOUNDS[0]
         gap = sample_gaps(self.sample_rate) if self._timed else None
         # Events until the next timed one; infinite (never) when the histogram is off.
         skip: float = (gap() if gap is not None else 1) if self._timed else math.inf
@@ -281,7 +287,10 @@ class EventBus:
             event = await queue.get()
             if event is _STOP:
                 return
-            handlers, row, series = routes.get(type(event)) or self._route(type(event))
+            try:
+                handlers, row, series = routes[type(event)]
+            except KeyError:
+                handlers, row, series = self._route(type(event))
             if skip > 1:
                 skip -= 1
                 start = None
@@ -305,7 +314,12 @@ class EventBus:
                         row[MIN] = elapsed  # type: ignore[index]
                     if elapsed > row[MAX]:  # type: ignore[index]
                         row[MAX] = elapsed  # type: ignore[index]
-                    row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
+                    if elapsed <= first_bound:
+                        # Most ticks are handled within the first bucket (10 us): skip the bisect,
+                        # which costs more than the rest of this block.
+                        row[B0] += 1  # type: ignore[index]
+                    else:
+                        row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
                 else:
                     series.observe_slow(row, elapsed)  # type: ignore[union-attr,arg-type]
             row[C1] += 1  # type: ignore[index]

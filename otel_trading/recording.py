@@ -60,7 +60,7 @@ def observe(row: Row, value: float) -> None:
         row[MIN] = value
     if value > row[MAX]:
         row[MAX] = value
-    row[B0 + bisect_left(BOUNDS, value)] += 1
+    row[B0 if value <= BOUNDS[0] else B0 + bisect_left(BOUNDS, value)] += 1
 
 
 def sample_gaps(rate: float) -> Callable[[], int] | None:
@@ -117,22 +117,23 @@ class ThreadRows:
     bounded by the number of live threads.
     """
 
-    __slots__ = ("_local", "_lock", "_retired", "_rows")
+    __slots__ = ("_lock", "_retired", "_rows", "local")
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        # ``local.row`` is this thread's row once ``row()`` made it; hot paths read it directly.
+        self.local = threading.local()
         self._rows: list[tuple[threading.Thread, Row]] = []
         self._lock = threading.Lock()
         self._retired = new_row()
 
     def row(self) -> Row:
         try:
-            return self._local.row  # type: ignore[no-any-return]
+            return self.local.row  # type: ignore[no-any-return]
         except AttributeError:
             row = new_row()
             with self._lock:
                 self._rows.append((threading.current_thread(), row))
-            self._local.row = row
+            self.local.row = row
             return row
 
     def rows(self) -> Iterable[Row]:
@@ -351,6 +352,9 @@ class MetricsRegistry:
         self.event_fold = _LabelFold("event_type", max_values)
         self.buses: weakref.WeakSet[Any] = weakref.WeakSet()
         self._instruments: dict[str, Any] = {}
+        # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
+        self._hooks: list[Callable[[], Callable[[], object] | None]] = []
+        self._hooked = False
         self._create_instruments()
 
     # -- instruments ------------------------------------------------------------------------------
@@ -383,11 +387,17 @@ class MetricsRegistry:
                 continue
             if spec.kind is mc.InstrumentKind.COUNTER:
                 inst = m.create_observable_counter(
-                    spec.otel_name, [_safe(counters[spec.key])], unit=spec.unit, description=spec.description
+                    spec.otel_name,
+                    [_safe(self._hooks_first(counters[spec.key]))],
+                    unit=spec.unit,
+                    description=spec.description,
                 )
             elif spec.kind is mc.InstrumentKind.GAUGE:
                 inst = m.create_observable_gauge(
-                    spec.otel_name, [_safe(gauges[spec.key])], unit=spec.unit, description=spec.description
+                    spec.otel_name,
+                    [_safe(self._hooks_first(gauges[spec.key]))],
+                    unit=spec.unit,
+                    description=spec.description,
                 )
             else:
                 inst = m.create_histogram(
@@ -397,6 +407,64 @@ class MetricsRegistry:
                     explicit_bucket_boundaries_advisory=list(spec.buckets or BOUNDS),
                 )
             self._instruments[spec.key] = inst
+
+    # -- collection hooks ---------------------------------------------------------------------------
+    def add_collection_hook(self, hook: Callable[[], object]) -> Callable[[], None]:
+        """Run ``hook()`` once at the start of every collection of this provider; returns a remover.
+
+        Hooks run in the SDK's callback phase, before it aggregates what readers get, so values a
+        hook records into synchronous instruments are part of the same collection. A bound method
+        is held weakly (its object may be garbage-collected without removing the hook).
+        """
+        ref: Callable[[], Callable[[], object] | None]
+        if hasattr(hook, "__self__") and hasattr(hook, "__func__"):
+            ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
+        else:
+
+            def ref() -> Callable[[], object]:
+                return hook
+
+        with self._lock:
+            self._hooks.append(ref)
+
+        def remove() -> None:
+            with self._lock:
+                if ref in self._hooks:
+                    self._hooks.remove(ref)
+
+        return remove
+
+    def _hooks_first(
+        self, callback: Callable[[CallbackOptions], Iterable[Observation]]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        """Only the first observable instrument created runs the hooks: the SDK calls every
+        observable callback on every collection, in creation order, so that is once per collection."""
+        if self._hooked:
+            return callback
+        self._hooked = True
+
+        def run(options: CallbackOptions) -> Iterable[Observation]:
+            if self._hooks:
+                self._run_hooks()
+            return callback(options)
+
+        run.__name__ = getattr(callback, "__name__", "callback")
+        return run
+
+    def _run_hooks(self) -> None:
+        with self._lock:
+            refs = list(self._hooks)
+        for ref in refs:
+            hook = ref()
+            if hook is None:
+                with self._lock:
+                    if ref in self._hooks:
+                        self._hooks.remove(ref)
+                continue
+            try:
+                hook()
+            except Exception:
+                _logger.exception("otel-trading: collection hook %r failed", hook)
 
     def has_sdk_provider(self) -> bool:
         if self._explicit_provider is not None:

@@ -9,6 +9,7 @@ breaker's attributes and the library's classes.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import threading
 import time
@@ -314,7 +315,9 @@ OPS: dict[str, Callable[[pybreaker.CircuitBreaker], Any]] = {
 }
 
 
-def run_ops(ops: list[str], fail_max: int, timeout: float, success_threshold: int) -> tuple[list[Any], Recorder]:
+def run_ops(
+    ops: list[str], fail_max: int, timeout: float, success_threshold: int, name: str
+) -> tuple[list[Any], Recorder, pybreaker.CircuitBreaker]:
     recorder = Recorder()
     b = pybreaker.CircuitBreaker(
         fail_max=fail_max,
@@ -322,7 +325,7 @@ def run_ops(ops: list[str], fail_max: int, timeout: float, success_threshold: in
         success_threshold=success_threshold,
         exclude=[Excluded],
         listeners=[recorder],
-        name="prop",
+        name=name,
     )
     trace: list[Any] = []
     for op in ops:
@@ -344,7 +347,7 @@ def run_ops(ops: list[str], fail_max: int, timeout: float, success_threshold: in
                 recorder.events[start:],
             )
         )
-    return trace, recorder
+    return trace, recorder, b
 
 
 def expected_metrics(trace: list[Any], recorder: Recorder) -> dict[str, Any]:
@@ -371,19 +374,23 @@ def expected_metrics(trace: list[Any], recorder: Recorder) -> dict[str, Any]:
     }
 
 
-def observed_metrics(m: Metrics) -> dict[str, Any]:
-    hist = m.histogram(N["breaker_latency"], name="prop")
+def observed_metrics(m: Metrics, name: str) -> dict[str, Any]:
+    hist = m.histogram(N["breaker_latency"], name=name)
     return {
-        "successes": m.value(N["breaker_successes"], name="prop"),
-        "failures": m.value(N["breaker_failures"], name="prop"),
-        "rejected": m.value(N["breaker_rejected"], name="prop"),
+        "successes": m.value(N["breaker_successes"], name=name),
+        "failures": m.value(N["breaker_failures"], name=name),
+        "rejected": m.value(N["breaker_rejected"], name=name),
         "latency_count": hist.count if hist is not None else 0,
         "transitions": {
             (p.attributes["from_state"], p.attributes["to_state"]): p.value
             for p in m.points(N["breaker_transitions"])
+            if p.attributes["name"] == name
         },
-        "state": m.value(N["breaker_state"], name="prop"),
+        "state": m.value(N["breaker_state"], name=name),
     }
+
+
+_example = itertools.count()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -396,18 +403,22 @@ def observed_metrics(m: Metrics) -> dict[str, Any]:
 def test_pybreaker_behaves_identically_and_metrics_match_its_own_callbacks(
     ops: list[str], fail_max: int, timeout: float, success_threshold: int
 ) -> None:
-    plain_trace, _ = run_ops(ops, fail_max, timeout, success_threshold)
+    # A fresh name per example: breakers of earlier examples may still be alive (reference cycles)
+    # and, being pre-existing pybreaker breakers, are rightly picked up by instrument().
+    name = f"prop-{next(_example)}"
+    plain_trace, _, _ = run_ops(ops, fail_max, timeout, success_threshold, "plain")
     metrics = make_metrics(bridged=True)
     inst = TradingInstrumentor()
     inst.instrument(meter_provider=metrics.provider, config={})
     try:
-        traced, recorder = run_ops(ops, fail_max, timeout, success_threshold)
-        observed = observed_metrics(metrics)
+        traced, recorder, breaker = run_ops(ops, fail_max, timeout, success_threshold, name)
+        observed = observed_metrics(metrics, name)  # while ``breaker`` is alive: the state gauge needs it
     finally:
         inst.uninstrument()
         metrics.provider.shutdown()
     assert traced == plain_trace
     assert observed == expected_metrics(traced, recorder)
+    assert breaker.name == name
 
 
 def test_breaker_attributes_listeners_and_storage_are_untouched(instrumented: Metrics) -> None:

@@ -1,0 +1,102 @@
+"""What one instrumented breaker records into, shared by the pybreaker, aiobreaker and custom targets.
+
+A ``BreakerBinding`` plays the part our own ``CircuitBreaker`` plays for the recording layer: it is
+attached to the series of its ``name`` label with its own per-thread rows, and the
+``circuit_breaker_state`` gauge reads its ``state`` (an int 0/1/2) at collection. The instrumented
+breaker itself is never modified: the binding is kept in a ``WeakIdentityMap`` beside it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from otel_trading import metric_contract as mc
+from otel_trading.instrumentation._support import report
+from otel_trading.recording import MetricsRegistry, ThreadRows, observe
+
+CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+#: State code -> the ``from_state``/``to_state`` label value (as our own breaker reports it).
+STATE_LABELS: tuple[str, ...] = ("closed", "open", "half_open")
+#: Label of breakers that have no name (pybreaker's default ``name=None``).
+UNNAMED = "unnamed"
+
+
+def breaker_label(name: object) -> str:
+    return name if isinstance(name, str) and name.strip() else UNNAMED
+
+
+class BreakerBinding:
+    """One instrumented breaker: the series of its name, its rows, and how to read its state.
+
+    ``polled`` bindings (custom classes) detect transitions by comparing successive state reads;
+    library bindings are told about transitions by a hook and never infer them.
+    """
+
+    __slots__ = ("__weakref__", "_last", "_lock", "_polled", "_read_state", "name", "rows", "series", "timed")
+
+    def __init__(
+        self,
+        registry: MetricsRegistry,
+        name: str,
+        read_state: Callable[[], int | None],
+        *,
+        polled: bool = False,
+    ) -> None:
+        self.name = name
+        self.series = registry.breaker(name)
+        self.rows = ThreadRows()
+        self.timed = registry.enabled(mc.BREAKER_LATENCY.key)
+        self._read_state = read_state
+        self._polled = polled
+        self._lock = threading.Lock()
+        self._last = CLOSED
+        first = self._safe_read()
+        if first is not None:
+            self._last = first
+        self.series.attach(self, self.rows)
+
+    def _safe_read(self) -> int | None:
+        try:
+            return self._read_state()
+        except Exception as exc:
+            report(f"reading the state of breaker {self.name!r}", exc)
+            return None
+
+    @property
+    def state(self) -> int:
+        """Read by the ``circuit_breaker_state`` gauge at collection; never raises."""
+        code = self._safe_read()
+        if code is None:
+            return self._last
+        if self._polled:
+            self.observe_state(code)
+        else:
+            self._last = code
+        return code
+
+    def observe_state(self, code: int) -> None:
+        """Record a transition if ``code`` differs from the last state seen (polled bindings)."""
+        if code == self._last:
+            return
+        with self._lock:
+            old, self._last = self._last, code
+        if old != code:
+            self.series.count_transition(STATE_LABELS[old], STATE_LABELS[code])
+
+    def transition(self, old: int, new: int) -> None:
+        """A transition reported by a library hook."""
+        self._last = new
+        if old != new:
+            self.series.count_transition(STATE_LABELS[old], STATE_LABELS[new])
+
+    def count(self, column: int, elapsed: float | None = None) -> None:
+        """Count an outcome (C0 success, C1 failure, C2 rejected) and time it when ``elapsed`` is known."""
+        row = self.rows.row()
+        row[column] += 1
+        if elapsed is not None and self.timed:
+            series = self.series
+            if series.bridged:
+                observe(row, elapsed)
+            else:
+                series.observe_slow(row, elapsed)

@@ -1,0 +1,55 @@
+"""otel-trading's own ``CircuitBreaker`` and ``EventBus`` under the instrumentor.
+
+They record by themselves; what the instrumentor adds is at construction only (their hot paths
+are untouched): a component built without ``metrics_enabled`` records even if that default ever
+changes, and one built without ``meter_provider`` records into the instrumentor's
+``meter_provider`` when ``instrument(meter_provider=...)`` was given one. An explicit
+``metrics_enabled=False`` or ``meter_provider=`` from the bot always wins. ``uninstrument()``
+restores both constructors; components built meanwhile keep the provider they were built with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_trading.instrumentation._session import Session
+from otel_trading.instrumentation._support import report
+
+_TARGETS = (
+    ("otel_trading.circuit_breaker", "CircuitBreaker"),
+    ("otel_trading.event_bus", "EventBus"),
+)
+
+
+class OwnComponents:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def start(self) -> None:
+        for module, cls_name in _TARGETS:
+            self.session.on_import(
+                module,
+                lambda mod, _existed, cls_name=cls_name: self.session.patcher.wrap(
+                    getattr(mod, cls_name), "__init__", self._init
+                ),
+                f"otel_trading.{cls_name}",
+            )
+
+    def _init(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.session.active:
+            try:
+                kwargs = self._defaults(kwargs)
+            except Exception as exc:  # pragma: no cover - defensive
+                report("filling otel-trading component defaults", exc)
+        return wrapped(*args, **kwargs)
+
+    def _defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        provider = self.session.meter_provider
+        wants_provider = provider is not None and kwargs.get("meter_provider") is None
+        if "metrics_enabled" in kwargs and not wants_provider:
+            return kwargs
+        filled = dict(kwargs)
+        filled.setdefault("metrics_enabled", True)
+        if wants_provider:
+            filled["meter_provider"] = provider
+        return filled

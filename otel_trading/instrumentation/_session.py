@@ -1,0 +1,75 @@
+"""One ``instrument()`` .. ``uninstrument()`` lifetime: its patches, import hooks and bindings.
+
+Every wrapper checks ``session.active`` first, so a wrapper that survives ``uninstrument()`` (a
+bound method the bot kept, a wrapper re-wrapped by other code) does nothing but call through.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import types
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry.metrics import MeterProvider
+
+from otel_trading import metric_contract as mc
+from otel_trading.instrumentation._bindings import BreakerBinding
+from otel_trading.instrumentation._support import ImportWatcher, Patcher, WeakIdentityMap, report, reset_reports
+from otel_trading.recording import MetricsRegistry, registry_for
+
+#: The guarded calls running in this thread / task: ``(id(breaker), start)``, innermost last. Hooks
+#: that learn an outcome (success, failure) look up the start of their breaker's call here.
+CALLS: ContextVar[tuple[tuple[int, float], ...]] = ContextVar("otel_trading_calls", default=())
+
+
+def call_start(breaker: Any) -> float | None:
+    key = id(breaker)
+    for entry_key, start in reversed(CALLS.get()):
+        if entry_key == key:
+            return start
+    return None
+
+
+def existing_instances(cls: type) -> list[Any]:
+    """Live instances of ``cls`` (and subclasses) created before instrumentation."""
+    return [obj for obj in gc.get_objects() if issubclass(type(obj), cls)]
+
+
+class Session:
+    """What one ``instrument()`` call set up, undone by ``stop()``."""
+
+    def __init__(self, meter_provider: MeterProvider | None) -> None:
+        reset_reports()
+        self.meter_provider = meter_provider
+        self.registry: MetricsRegistry = registry_for(meter_provider)
+        self.breakers_on = self.registry.group_enabled(mc.MetricGroup.BREAKER)
+        self.buses_on = self.registry.group_enabled(mc.MetricGroup.EVENT_BUS)
+        self.patcher = Patcher()
+        self.watcher = ImportWatcher()
+        self.breakers: WeakIdentityMap[BreakerBinding] = WeakIdentityMap()
+        self.buses: WeakIdentityMap[Any] = WeakIdentityMap()
+        self.active = True
+
+    def on_import(self, module: str, patch: Callable[[types.ModuleType, bool], None], what: str) -> None:
+        """Run ``patch(module, existed_before)`` now if imported, else when the bot imports it."""
+        existed = module in sys.modules
+
+        def run(mod: types.ModuleType) -> None:
+            if not self.active:
+                return
+            try:
+                patch(mod, existed)
+            except Exception as exc:
+                report(f"instrumenting {what}", exc)
+
+        self.watcher.when_imported(module, run)
+
+    def stop(self) -> None:
+        self.active = False
+        self.watcher.close()
+        self.patcher.restore()
+        self.breakers.clear()
+        self.buses.clear()
