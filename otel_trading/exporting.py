@@ -125,8 +125,10 @@ def _resolve_endpoint(port: int | None, addr: str | None) -> tuple[int, str]:
         port = check_port("port", port)
     if addr is None:
         addr = os.environ.get(OTEL_EXPORTER_PROMETHEUS_HOST) or DEFAULT_METRICS_ADDR
-    elif not isinstance(addr, str) or not addr:
-        raise TypeError(f"addr must be a non-empty host string, got {addr!r}")
+    elif not isinstance(addr, str):
+        raise TypeError(f"addr must be a host string, got {type(addr).__name__}")
+    elif not addr.strip():
+        raise ValueError("addr must be a non-empty host such as '127.0.0.1' or '0.0.0.0'")
     return port, addr
 
 

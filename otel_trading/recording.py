@@ -159,6 +159,8 @@ class HistogramSeries:
         self._lock = threading.Lock()
         self._sources: dict[int, RowSource] = {}
         self._retired = new_row()
+        # Sources of garbage-collected components, folded into _retired at the next collection.
+        self._retiring: list[RowSource] = []
         self.components: weakref.WeakSet[Any] = weakref.WeakSet()
         self._owned: weakref.WeakKeyDictionary[Any, RowSource] = weakref.WeakKeyDictionary()
         self.transitions: dict[tuple[str, str], int] = {}
@@ -191,7 +193,15 @@ class HistogramSeries:
         return source
 
     def _retire(self, source: RowSource) -> None:
-        with self._lock:
+        # A weakref finalizer: the garbage collector may run it at any allocation, including in
+        # this thread while it holds self._lock, so taking the lock here could deadlock. Queue the
+        # source (list.append is atomic); it keeps counting as a live source until folded.
+        self._retiring.append(source)
+
+    def _fold_retiring(self) -> None:
+        """Fold queued sources of collected components into ``_retired`` (lock held)."""
+        while self._retiring:
+            source = self._retiring.pop()
             if self._sources.pop(id(source), None) is not None:
                 for row in source.rows():
                     add_row(self._retired, row)
@@ -199,6 +209,7 @@ class HistogramSeries:
     def total_row(self) -> Row:
         total = new_row()
         with self._lock:
+            self._fold_retiring()
             add_row(total, self._retired)
             sources = list(self._sources.values())
         for source in sources:

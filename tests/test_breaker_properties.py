@@ -288,7 +288,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 BreakerMachine.TestCase.settings = settings(
-    max_examples=3000,
+    max_examples=200,
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -296,3 +296,56 @@ BreakerMachine.TestCase.settings = settings(
 
 # pytest collects the state machine's unittest TestCase under this name.
 TestBreakerMatchesTheReferenceModel = pytest.mark.timeout(240)(BreakerMachine.TestCase)
+
+
+# -- the counterexamples Hypothesis found, pinned -----------------------------------------------------
+
+
+def _raise_failure() -> None:
+    raise Failure()
+
+
+async def _admitted(breaker: CircuitBreaker) -> tuple[asyncio.Task[Any], asyncio.Future[None]]:
+    """A call through ``breaker`` that is admitted and then waits on the returned gate."""
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(breaker.call_async(_guarded, gate, []))
+    await asyncio.sleep(0)
+    assert not task.done(), "expected the call to be admitted"
+    return task, gate
+
+
+async def test_a_trial_from_an_earlier_episode_does_not_free_a_slot_of_the_current_one() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("stale", recovery_timeout=1.0, metrics_enabled=False, clock=lambda: now[0])
+    breaker.open()
+    now[0] = 2.0
+    stale, _ = await _admitted(breaker)  # trial of episode 1
+    breaker.open()  # an operator re-opens while that trial is in flight
+    now[0] = 4.0
+    current, _ = await _admitted(breaker)  # the one trial of episode 2
+    stale.cancel()
+    await asyncio.wait([stale])
+    # Before the fix the stale trial freed episode 2's only slot and a second trial ran.
+    with pytest.raises(CircuitOpenError):
+        await breaker.call_async(asyncio.sleep, 0)
+    current.cancel()
+    await asyncio.wait([current])
+
+
+async def test_a_call_admitted_before_the_breaker_opened_does_not_decide_the_half_open_trial() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(
+        "late", failure_threshold=1, recovery_timeout=1.0, metrics_enabled=False, clock=lambda: now[0]
+    )
+    early, early_gate = await _admitted(breaker)  # admitted while CLOSED
+    with pytest.raises(Failure):
+        breaker.call(_raise_failure)  # opens the breaker
+    now[0] = 2.0
+    trial, trial_gate = await _admitted(breaker)
+    early_gate.set_result(None)
+    await early
+    # Only the trial decides; the early call's success is counted but closes nothing.
+    assert breaker.state is HALF_OPEN
+    trial_gate.set_result(None)
+    await trial
+    assert breaker.state is CLOSED

@@ -8,11 +8,13 @@ breaker's attributes and the library's classes.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -209,7 +211,9 @@ def test_breaker_created_before_instrumentation_is_reported_without_any_call(
     assert metrics.value(N["breaker_state"], name="early") == 1
 
 
-def test_breaker_created_after_instrumentation_reports_its_state_before_any_call(instrumented: Metrics) -> None:
+def test_breaker_created_after_instrumentation_reports_its_state_before_any_call(
+    instrumented: Metrics,
+) -> None:
     pybreaker.CircuitBreaker(name="late")
     assert instrumented.value(N["breaker_state"], name="late") == 0
 
@@ -252,7 +256,9 @@ def test_uninstrument_restores_every_pybreaker_class_attribute_exactly(
     assert identical(class_dicts(), before)
 
 
-def test_breaker_stops_recording_after_uninstrument(instrumented: Metrics, instrumentor: TradingInstrumentor) -> None:
+def test_breaker_stops_recording_after_uninstrument(
+    instrumented: Metrics, instrumentor: TradingInstrumentor
+) -> None:
     breaker = pybreaker.CircuitBreaker(name="binance")
     breaker.call(lambda: None)
     instrumentor.uninstrument()
@@ -441,10 +447,19 @@ def test_signatures_names_and_docs_of_wrapped_methods_are_unchanged(
     def describe() -> list[Any]:
         out: list[Any] = [str(inspect.signature(pybreaker.CircuitBreaker))]
         for cls in (pybreaker.CircuitBreaker, pybreaker.CircuitBreakerState, pybreaker.CircuitOpenState):
-            for name in ("__init__", "call", "_inc_counter", "_handle_success", "before_call", "generator_call"):
+            for name in (
+                "__init__",
+                "call",
+                "_inc_counter",
+                "_handle_success",
+                "before_call",
+                "generator_call",
+            ):
                 attr = getattr(cls, name, None)
                 if attr is not None:
-                    out.append((cls.__name__, name, str(inspect.signature(attr)), attr.__name__, attr.__doc__))
+                    out.append(
+                        (cls.__name__, name, str(inspect.signature(attr)), attr.__name__, attr.__doc__)
+                    )
         out.append(inspect.isgeneratorfunction(pybreaker.CircuitBreakerState.generator_call))
         return out
 
@@ -497,4 +512,25 @@ def test_state_read_failure_at_collection_keeps_the_last_state_and_the_other_met
     assert instrumented.value(N["breaker_state"], name="redis") == 1
     storage.broken = True
     assert instrumented.value(N["breaker_state"], name="redis") == 1
-    assert instrumented.value(N["breaker_transitions"], name="redis", from_state="closed", to_state="open") == 1
+    assert (
+        instrumented.value(N["breaker_transitions"], name="redis", from_state="closed", to_state="open") == 1
+    )
+
+
+def test_binding_of_a_collected_breaker_is_released_at_collection_not_inside_the_gc(
+    instrumented: Metrics, instrumentor: TradingInstrumentor
+) -> None:
+    # pybreaker breakers live in reference cycles, so they die inside a GC pass, which may run
+    # while a recording-layer lock is held: releasing the binding there could self-deadlock.
+    breaker = pybreaker.CircuitBreaker(name="gone")
+    breaker.call(lambda: None)
+    session = instrumentor._session
+    assert session is not None
+    binding = weakref.ref(session.breakers.get(breaker))
+    del breaker
+    gc.collect()
+    assert binding() is not None
+    instrumented.collect()  # the state gauge finds the breaker gone and releases the binding
+    assert binding() is None
+    assert instrumented.value(N["breaker_state"], name="gone") is None
+    assert instrumented.value(N["breaker_successes"], name="gone") == 1

@@ -5,6 +5,7 @@ reports speed; CI runs it once in quick mode below)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import subprocess
@@ -117,6 +118,30 @@ async def test_bus_counts_exactly_160000_events_from_8_producer_tasks(bridged: M
     assert bridged.value(N["bus_processed"], event_type="Tick") == TOTAL
     point = bridged.histogram(N["bus_processing_duration"], event_type="Tick")
     assert point is not None and point.count == TOTAL
+
+
+def test_a_breaker_collected_while_its_series_lock_is_held_neither_deadlocks_nor_loses_counts(
+    bridged: Metrics,
+) -> None:
+    # The garbage collector runs weakref finalizers at any allocation, e.g. inside the series'
+    # own locked sections; the finalizer must not wait for that lock.
+    keep = CircuitBreaker("gc", meter_provider=bridged.provider)
+    keep.call(_noop)
+    series = keep._series
+    assert series is not None
+
+    def collect_a_breaker_under_the_lock() -> None:
+        doomed = CircuitBreaker("gc", meter_provider=bridged.provider)
+        doomed.call(_noop)
+        with series._lock:
+            del doomed
+            gc.collect()
+
+    worker = threading.Thread(target=collect_a_breaker_under_the_lock, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the finalizer deadlocked on the series lock"
+    assert bridged.value(N["breaker_successes"], name="gc") == 2
 
 
 # -- sampling --------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from otel_trading.instrumentation._components import OwnComponents
 from otel_trading.instrumentation._custom import CustomClasses, check_imported
 from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
 from otel_trading.instrumentation._session import Session
-from otel_trading.instrumentation.config import InstrumentConfig, load_config
+from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
 
 __all__ = [
     "ENTRY_POINT_NAME",
@@ -49,6 +49,7 @@ __all__ = [
     "BotInstrumentation",
     "ConfigurationError",
     "InstrumentConfig",
+    "InstrumentConfigurationError",
     "TradingInstrumentor",
     "disabled_targets",
     "instrument_bot",
@@ -94,7 +95,7 @@ class TradingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             config = load_config(kwargs.get("config"))
             problems = check_imported(config)
             if problems:
-                raise ConfigurationError(problems)
+                raise InstrumentConfigurationError(problems)
         session = Session(meter_provider)
         targets: list[Any] = []
         if "pybreaker" not in disabled:

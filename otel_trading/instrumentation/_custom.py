@@ -195,9 +195,22 @@ def state_mapper(states: tuple[tuple[Scalar, int], ...], where: str) -> Callable
 class BusBinding:
     """One instrumented custom bus, as the registry's queue-size and subscriber gauges see it."""
 
-    __slots__ = ("__weakref__", "_counted", "_lock", "_ref", "_registry", "_spec", "_stats", "timed")
+    __slots__ = (
+        "__weakref__",
+        "_counted",
+        "_lock",
+        "_on_dead",
+        "_ref",
+        "_registry",
+        "_spec",
+        "_stats",
+        "timed",
+    )
 
-    def __init__(self, registry: MetricsRegistry, spec: EventBusClassSpec, bus: Any) -> None:
+    def __init__(
+        self, registry: MetricsRegistry, spec: EventBusClassSpec, bus: Any, on_dead: Callable[[], None]
+    ) -> None:
+        self._on_dead = on_dead
         self._registry = registry
         self._spec = spec
         self._ref = weakref.ref(bus)
@@ -211,6 +224,7 @@ class BusBinding:
     def name(self) -> str:
         bus = self._ref()
         if bus is None:
+            self._on_dead()  # read at collection, outside recording locks: release dead bindings
             return UNNAMED
         try:
             value = read_path(bus, self._spec.name)
@@ -359,10 +373,12 @@ class CustomClasses:
         assert isinstance(spec, BreakerClassSpec)
         ref = weakref.ref(breaker)
         mapper = state_mapper(spec.states, spec.where)
+        bindings = session.breakers
 
         def read_state() -> int | None:
             b = ref()
             if b is None:
+                bindings.flush()  # at collection, outside recording locks: release dead bindings
                 return None
             try:
                 value = read_path(b, spec.state)
@@ -453,7 +469,7 @@ class CustomClasses:
         binding = session.buses.get(bus)
         if binding is None:
             assert isinstance(r.spec, EventBusClassSpec)
-            binding = BusBinding(session.registry, r.spec, bus)
+            binding = BusBinding(session.registry, r.spec, bus, session.buses.flush)
             session.buses.set(bus, binding)
         return binding  # type: ignore[no-any-return]
 

@@ -183,10 +183,14 @@ class LibraryBreakers:
             return None
         ref = weakref.ref(breaker)
         state_code = self.family.state_code
+        bindings = session.breakers
 
         def read_state() -> int | None:
             b = ref()
-            return None if b is None else state_code(b.current_state)
+            if b is None:
+                bindings.flush()  # at collection, outside recording locks: release dead bindings
+                return None
+            return state_code(b.current_state)
 
         binding = BreakerBinding(session.registry, breaker_label(breaker.name), read_state)
         session.breakers.set(breaker, binding)

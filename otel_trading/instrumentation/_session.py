@@ -17,7 +17,13 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._bindings import BreakerBinding
-from otel_trading.instrumentation._support import ImportWatcher, Patcher, WeakIdentityMap, report, reset_reports
+from otel_trading.instrumentation._support import (
+    ImportWatcher,
+    Patcher,
+    WeakIdentityMap,
+    report,
+    reset_reports,
+)
 from otel_trading.recording import MetricsRegistry, registry_for
 
 #: The guarded calls running in this thread / task: ``(id(breaker), start)``, innermost last. Hooks

@@ -51,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "EventBusClassSpec",
     "InstrumentConfig",
+    "InstrumentConfigurationError",
     "load_config",
     "parse_config",
 ]
@@ -73,6 +74,16 @@ _BUS_KEYS = {
     "subscribers",
 }
 _TOP_KEYS = {"breakers", "event_buses"}
+
+
+class InstrumentConfigurationError(ConfigurationError):
+    """The instrumentation configuration is invalid; ``problems`` names every bad entry."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(problems)
+        self.args = (
+            "invalid otel-trading instrumentation configuration:\n  - " + "\n  - ".join(self.problems),
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,9 @@ def load_config(
             try:
                 data = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise ConfigurationError([f"{OTEL_TRADING_INSTRUMENT}: invalid JSON: {exc}"]) from None
+                raise _Invalid(
+                    [f"{OTEL_TRADING_INSTRUMENT}: invalid JSON: {exc}"]
+                ) from None
             return parse_config(data, OTEL_TRADING_INSTRUMENT)
         return _from_file(Path(raw), f"{OTEL_TRADING_INSTRUMENT}={raw}")
     pyproject = Path(cwd if cwd is not None else os.getcwd()) / "pyproject.toml"
@@ -163,19 +176,21 @@ def _from_file(path: Path, source: str) -> InstrumentConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError([f"{source}: cannot read the configuration file: {exc}"]) from None
+        raise _Invalid([f"{source}: cannot read the configuration file: {exc}"]) from None
     if path.suffix.lower() == ".json":
         try:
             return parse_config(json.loads(text), source)
         except json.JSONDecodeError as exc:
-            raise ConfigurationError([f"{source}: invalid JSON: {exc}"]) from None
+            raise _Invalid([f"{source}: invalid JSON: {exc}"]) from None
     doc = _toml_loads(text, source)
     if "tool" in doc:
         section = (
             doc["tool"].get("otel-trading", {}).get("instrument") if isinstance(doc["tool"], dict) else None
         )
         if section is None:
-            raise ConfigurationError([f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"])
+            raise _Invalid(
+                [f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"]
+            )
         return parse_config(section, f"{source} {PYPROJECT_SECTION}")
     return parse_config(doc, source)
 
@@ -187,7 +202,7 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
         try:
             import tomli as toml  # type: ignore[import-not-found,no-redef,unused-ignore]
         except ModuleNotFoundError:
-            raise ConfigurationError(
+            raise _Invalid(
                 [
                     f"{source}: reading TOML on Python < 3.11 needs the 'tomli' package "
                     "(pip install 'otel-trading[instrumentation]'), or give the configuration as JSON"
@@ -196,7 +211,7 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
     try:
         return toml.loads(text)  # type: ignore[no-any-return]
     except toml.TOMLDecodeError as exc:
-        raise ConfigurationError([f"{source}: invalid TOML: {exc}"]) from None
+        raise _Invalid([f"{source}: invalid TOML: {exc}"]) from None
 
 
 # -- validation ---------------------------------------------------------------------------------------
@@ -206,7 +221,9 @@ def parse_config(data: Any, source: str) -> InstrumentConfig:
     """Validate a decoded configuration; raises ``ConfigurationError`` listing every problem."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
-        raise ConfigurationError([f"{source}: must be a table/object with 'breakers' and/or 'event_buses'"])
+        raise _Invalid(
+            [f"{source}: must be a table/object with 'breakers' and/or 'event_buses'"]
+        )
     for key in sorted(set(data) - _TOP_KEYS):
         problems.append(f"{source}: unknown key {key!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
     breakers = [
@@ -226,7 +243,7 @@ def parse_config(data: Any, source: str) -> InstrumentConfig:
         else:
             seen[spec.cls] = spec.where
     if problems:
-        raise ConfigurationError(problems)
+        raise _Invalid(problems)
     return InstrumentConfig(
         source=source,
         breakers=tuple(b for b in breakers if b is not None),

@@ -1,0 +1,941 @@
+"""``otel-trading doctor``: walk the metrics pipeline the way the monitoring guide's Troubleshooting does.
+
+Each check returns a :class:`CheckResult` (name, status, detail, fix), in pipeline order:
+
+==================== ===================================================== ==========================
+check                question                                              guide step
+==================== ===================================================== ==========================
+metrics_endpoint     does /metrics answer, in Prometheus format?           "Verify the metrics server"
+documented_metrics   are the guide's ten metrics there (else: why not)?    "Check if metrics enabled"
+container_reachable  can a container reach it, or does it bind loopback?   (compose/Kubernetes set-ups)
+prometheus_target    does Prometheus list the target, and is it up?        "Check Prometheus targets"
+alert_rules          are the alert rules loaded and evaluating?            Alerting Setup
+alertmanager         is Alertmanager up, and does Prometheus send to it?   Notification Channels
+cardinality          series per trading metric; folded label values        "High Resource Usage"
+==================== ===================================================== ==========================
+
+Checks needing a URL that was not given report ``skip``. The exit status is 0 when no check
+fails (1 otherwise; ``--strict`` also fails on warnings). ``--json`` prints the same results for
+machines. HTTP goes through urllib with short timeouts and no proxy, and only to the given URLs:
+container reachability is judged from the endpoint's host, never by probing other addresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from otel_trading import metric_contract as mc
+from otel_trading.environment_variables import (
+    OTEL_EXPORTER_PROMETHEUS_HOST,
+    OTEL_EXPORTER_PROMETHEUS_PORT,
+    OTEL_METRICS_EXPORTER,
+    OTEL_TRADING_DISABLED_METRICS,
+    OTEL_TRADING_MAX_LABEL_VALUES,
+)
+
+__all__ = [
+    "CHECKS",
+    "CheckResult",
+    "DoctorOptions",
+    "Status",
+    "add_subcommand",
+    "assess_bind",
+    "exit_status",
+    "render_json",
+    "render_text",
+    "run_doctor",
+]
+
+#: The guide's two alerts; deploy/prometheus/rules/trading_alerts.yml carries them verbatim.
+GUIDE_ALERTS = ("CircuitBreakerTripped", "HighEventProcessingLatency")
+DEFAULT_CARDINALITY_THRESHOLD = 200
+_MAX_BODY = 64 * 1024 * 1024
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+class Status(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict. ``fix`` is a concrete next step (empty when nothing is to be done)."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    metrics_url: str
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    timeout: float = 3.0
+    cardinality_threshold: int = DEFAULT_CARDINALITY_THRESHOLD
+    cafile: str | None = None
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Response:
+    """``status`` is None when no HTTP response came back; ``error`` then says why."""
+
+    status: int | None
+    body: bytes = b""
+    error: str = ""
+    elapsed_ms: float = 0.0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def redact(url: str) -> str:
+    """``url`` without user:password, for printing."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def http_get(url: str, timeout: float, cafile: str | None = None) -> Response:
+    """GET ``url``; credentials in the URL become a basic Authorization header. Never raises."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"User-Agent": "otel-trading-doctor", "Accept": "text/plain, application/json"}
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        url = redact(url)
+    # No proxy: the doctor talks to the bot and its monitoring directly.
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if parts.scheme == "https":
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
+    opener = urllib.request.build_opener(*handlers)
+    start = time.perf_counter()
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+            body = resp.read(_MAX_BODY)
+            return Response(resp.status, body, elapsed_ms=(time.perf_counter() - start) * 1000)
+    except urllib.error.HTTPError as exc:
+        return Response(exc.code, exc.read(_MAX_BODY), f"HTTP {exc.code} {exc.reason}")
+    except urllib.error.URLError as exc:
+        return Response(None, error=_reason(exc.reason))
+    except TimeoutError:
+        return Response(None, error=f"timed out after {timeout:g}s")
+    except (OSError, ValueError) as exc:
+        # http.client errors (e.g. a TLS endpoint answering a plain request) land here.
+        return Response(None, error=_reason(exc))
+
+
+def _reason(reason: object) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve host ({reason.strerror})"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error: {reason.reason or reason}"
+    return str(reason) or type(reason).__name__
+
+
+# --- context shared by the checks ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    value: float
+
+
+@dataclass
+class Scrape:
+    response: Response
+    samples: list[Sample] | None = None
+    parse_error: str = ""
+
+    @property
+    def names(self) -> set[str]:
+        return {s.name for s in self.samples or ()}
+
+
+class Context:
+    """Options plus lazily fetched, cached answers, so checks that share a scrape fetch it once."""
+
+    def __init__(self, options: DoctorOptions) -> None:
+        self.options = options
+        self._cache: dict[str, Any] = {}
+
+    def get(self, url: str) -> Response:
+        if url not in self._cache:
+            self._cache[url] = http_get(url, self.options.timeout, self.options.cafile)
+        return self._cache[url]  # type: ignore[no-any-return]
+
+    def scrape(self) -> Scrape:
+        if "scrape" not in self._cache:
+            resp = self.get(self.options.metrics_url)
+            scrape = Scrape(resp)
+            if resp.status == 200:
+                try:
+                    scrape.samples = _parse_exposition(resp.body.decode("utf-8", "replace"))
+                except ValueError as exc:
+                    scrape.parse_error = str(exc)
+            self._cache["scrape"] = scrape
+        return self._cache["scrape"]  # type: ignore[no-any-return]
+
+    def prometheus_api(self, path: str) -> tuple[Any, str]:
+        """(data, "") from a Prometheus HTTP API call, or (None, what went wrong)."""
+        base = (self.options.prometheus_url or "").rstrip("/")
+        resp = self.get(base + path)
+        if resp.status is None:
+            return None, f"cannot reach Prometheus at {redact(base)}: {resp.error}"
+        try:
+            payload = resp.json()
+        except ValueError:
+            return (
+                None,
+                f"{redact(base)}{path} answered HTTP {resp.status} with non-JSON: is this Prometheus?",
+            )
+        if resp.status != 200 or payload.get("status") != "success":
+            return None, f"{redact(base)}{path} -> HTTP {resp.status}: {payload.get('error', payload)}"
+        return payload.get("data"), ""
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int]:
+        parts = urllib.parse.urlsplit(self.options.metrics_url)
+        default = 443 if parts.scheme == "https" else 80
+        return parts.hostname or "", parts.port or default
+
+
+def _parse_exposition(text: str) -> list[Sample]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: list[Sample] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.append(Sample(s.name, tuple(sorted(s.labels.items())), float(s.value)))
+    return out
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+_START_SERVER_FIX = (
+    "start the endpoint in the bot: otel_trading.start_metrics_server(port={port}) or configure_metrics() "
+    "(OTEL_EXPORTER_PROMETHEUS_PORT={port}), or try `otel-trading demo --port {port}`; check that the bot "
+    "process runs and its log shows no start-up error"
+)
+
+
+def check_metrics_endpoint(ctx: Context) -> CheckResult:
+    name = "metrics_endpoint"
+    url = redact(ctx.options.metrics_url)
+    host, port = ctx.metrics_host_port
+    scrape = ctx.scrape()
+    resp = scrape.response
+    if resp.status is None:
+        fix = _START_SERVER_FIX.format(port=port)
+        if "refused" not in resp.error and urllib.parse.urlsplit(url).scheme == "http":
+            fix += "; if the endpoint serves TLS, use an https:// URL"
+        if "timed out" in resp.error:
+            fix = f"a firewall drops traffic to {host}:{port}, or the bot is stuck; " + fix
+        return CheckResult(name, Status.FAIL, f"cannot reach {url}: {resp.error}", fix)
+    if resp.status == 401:
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"{url} requires HTTP basic auth (HTTP 401)",
+            "pass the credentials: --metrics-url 'https://USER:PASSWORD@host:port/metrics' (and the same "
+            "basic_auth in the Prometheus scrape config)",
+        )
+    if resp.status != 200:
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"{url} answered HTTP {resp.status}",
+            f"point --metrics-url at the bot's /metrics endpoint (port {port}); another service may hold it",
+        )
+    if scrape.samples is None:
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"{url} answered 200 but not in Prometheus text format: {scrape.parse_error}",
+            "point --metrics-url at the bot's metrics endpoint, not at another web service",
+        )
+    families = {s.name for s in scrape.samples}
+    return CheckResult(
+        name,
+        Status.OK,
+        f"{url} answered in {resp.elapsed_ms:.0f} ms: {len(scrape.samples)} samples, {len(families)} names",
+        data={"samples": len(scrape.samples), "elapsed_ms": round(resp.elapsed_ms, 1)},
+    )
+
+
+# Metrics that only appear once something happened, and what that something is.
+_APPEARS_AFTER = {
+    mc.BREAKER_TRANSITIONS.key: "a breaker's first state change (normal while every breaker stays CLOSED)",
+    mc.BREAKER_LATENCY.key: "the first timed call through a breaker (none with sample_rate=0)",
+    mc.BUS_PROCESSING_DURATION.key: "the first event is processed: is the bus started (async with bus / "
+    "await bus.start())?",
+    mc.BUS_PROCESSED.key: "the first event is processed: is the bus started?",
+}
+
+
+def _present(spec: mc.MetricSpec, names: set[str]) -> bool:
+    return any(n in names for n in spec.series_names)
+
+
+def check_documented_metrics(ctx: Context) -> CheckResult:
+    name = "documented_metrics"
+    scrape = ctx.scrape()
+    if scrape.samples is None:
+        return CheckResult(name, Status.SKIP, "no scrape to inspect (see metrics_endpoint)")
+    names = scrape.names
+    documented = mc.documented_metrics()
+    missing = [s for s in documented if not _present(s, names)]
+    data = {"missing": [s.prometheus_name for s in missing], "documented": len(documented)}
+    if not missing:
+        return CheckResult(
+            name, Status.OK, f"all {len(documented)} documented metrics are present", data=data
+        )
+    missing_names = ", ".join(s.prometheus_name for s in missing)
+    if not any(_present(s, names) for s in mc.METRICS):
+        is_otel = "target_info" in names or any(
+            key == "otel_scope_name" for s in scrape.samples for key, _ in s.labels
+        )
+        if not scrape.samples or is_otel:
+            # The OTel exporter serves an empty page until some instrument exists.
+            detail = (
+                "no otel-trading metric at all, although this looks like an OpenTelemetry Prometheus "
+                f"exporter ({'no samples' if not scrape.samples else 'target_info/otel_scope present'}): no "
+                "CircuitBreaker/EventBus reports to its MeterProvider"
+            )
+            fix = (
+                "likely causes: components created with metrics_enabled=False; components given another "
+                "meter_provider= (or the server started with set_global=False and the provider not passed "
+                f"on); {OTEL_TRADING_DISABLED_METRICS} switching them off; or no component created yet"
+            )
+        else:
+            detail = "no otel-trading metric and no OpenTelemetry target_info: not otel-trading's exporter"
+            fix = (
+                f"wrong exporter selected: {OTEL_METRICS_EXPORTER} must include 'prometheus' "
+                "(otlp/console/none send metrics elsewhere), or another process serves this port; components "
+                "created with "
+                "metrics_enabled=False export nothing either"
+            )
+        return CheckResult(name, Status.FAIL, f"{detail}; missing: {missing_names}", fix, data)
+    reasons: list[str] = []
+    for group, label in ((mc.MetricGroup.BREAKER, "CircuitBreaker"), (mc.MetricGroup.EVENT_BUS, "EventBus")):
+        group_missing = [s for s in missing if s.group is group]
+        if group_missing and len(group_missing) == len([s for s in documented if s.group is group]):
+            reasons.append(
+                f"no {label} reports here (none created, metrics_enabled=False, or "
+                f"{OTEL_TRADING_DISABLED_METRICS}={group.value})"
+            )
+            missing = [s for s in missing if s.group is not group]
+    for spec in missing:
+        after = _APPEARS_AFTER.get(spec.key)
+        reasons.append(
+            f"{spec.prometheus_name} appears after {after}"
+            if after
+            else f"{spec.prometheus_name} missing: is it in {OTEL_TRADING_DISABLED_METRICS}?"
+        )
+    return CheckResult(
+        name,
+        Status.WARN,
+        f"missing: {missing_names}",
+        "; ".join(reasons) + f"; also check {OTEL_TRADING_DISABLED_METRICS}",
+        data,
+    )
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
+
+
+def local_interface_addresses() -> list[str]:
+    """This machine's own non-loopback, non-link-local addresses (Linux interfaces, else hostname)."""
+    found: set[str] = set()
+    with contextlib.suppress(ImportError, OSError, AttributeError):
+        import fcntl
+        import struct
+
+        for _, ifname in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", ifname.encode()[:15]))
+                except OSError:
+                    continue  # no IPv4 address on this interface
+                found.add(socket.inet_ntoa(packed[20:24]))
+    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
+        for line in f:
+            raw = line.split()[0]
+            found.add(str(ipaddress.IPv6Address(bytes.fromhex(raw))))
+    if not found:
+        with contextlib.suppress(OSError):
+            found.update(i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None))
+    usable = []
+    for addr in found:
+        ip = ipaddress.ip_address(addr)
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+            usable.append(addr)
+    return sorted(usable)
+
+
+def _tcp_accepts(addr: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def assess_bind(
+    host: str,
+    port: int,
+    own_addresses: Sequence[str],
+    accepts: Callable[[str, int], bool],
+    loopback: bool,
+) -> CheckResult:
+    """The container-reachability verdict, from the URL's host and probes of our own addresses."""
+    name = "container_reachable"
+    if not loopback:
+        return CheckResult(
+            name,
+            Status.OK,
+            f"the endpoint answers on {host}:{port}, a non-loopback address: other network namespaces "
+            "(containers, other hosts) can reach it unless a firewall blocks them",
+        )
+    reachable = [a for a in own_addresses if accepts(a, port)]
+    if reachable:
+        shown = ", ".join(f"{a}:{port}" for a in reachable)
+        return CheckResult(
+            name,
+            Status.OK,
+            f"the endpoint also answers on this host's address {shown}: it binds beyond loopback, so "
+            f"Prometheus in a container can scrape it (e.g. as host.docker.internal:{port})",
+            data={"reachable": reachable},
+        )
+    if own_addresses:
+        detail = (
+            f"the endpoint answers on {host}:{port} but refuses connections on this host's own addresses "
+            f"({', '.join(own_addresses)}): it binds loopback only, so Prometheus in a container cannot "
+            "scrape it"
+        )
+    else:
+        detail = (
+            f"the URL's host {host} is loopback and this machine has no other address to probe: a bot "
+            "bound to loopback is unreachable from containers"
+        )
+    fix = (
+        f"if Prometheus runs in a container, bind all interfaces: start_metrics_server(addr='0.0.0.0'), "
+        f"{OTEL_EXPORTER_PROMETHEUS_HOST}=0.0.0.0 or `otel-trading demo --addr 0.0.0.0` (or the docker "
+        "bridge address), and protect /metrics (firewall, basic auth/TLS); Prometheus on this host is fine"
+    )
+    return CheckResult(name, Status.WARN, detail, fix, data={"probed": list(own_addresses)})
+
+
+def check_container_reachable(ctx: Context) -> CheckResult:
+    if ctx.scrape().response.status is None:
+        return CheckResult("container_reachable", Status.SKIP, "endpoint unreachable (see metrics_endpoint)")
+    host, port = ctx.metrics_host_port
+    # No probes of this host's other addresses: doctor only talks to the URLs it is given.
+    return assess_bind(host, port, [], _tcp_accepts, _is_loopback_host(host))
+
+
+def _hosts_equivalent(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    if a == b:
+        return True
+    this_machine = {"host.docker.internal", socket.gethostname().lower(), *local_interface_addresses()}
+
+    def local(h: str) -> bool:
+        return h in this_machine or _is_loopback_host(h)
+
+    return local(a) and local(b)
+
+
+def _target_endpoint(target: dict[str, Any]) -> tuple[str, int, str]:
+    parts = urllib.parse.urlsplit(str(target.get("scrapeUrl", "")))
+    default = 443 if parts.scheme == "https" else 80
+    return parts.hostname or "", parts.port or default, parts.path or "/metrics"
+
+
+def _describe_target(t: dict[str, Any]) -> str:
+    labels = t.get("labels", {})
+    text = f"{labels.get('instance', t.get('scrapeUrl'))} (job {labels.get('job', '?')}, {t.get('health')}"
+    if t.get("lastError"):
+        text += f": {t['lastError']}"
+    return text + ")"
+
+
+def _target_fix(error: str, port: int) -> str:
+    if "refused" in error:
+        return (
+            "Prometheus cannot connect: nothing listens at the scraped address (wrong port in "
+            "scrape_configs?), or the bot binds 127.0.0.1 while Prometheus runs in a container (bind "
+            f"0.0.0.0, see container_reachable); the bot serves port {port}"
+        )
+    if "deadline" in error or "timeout" in error.lower():
+        return "scrapes time out: a firewall drops them, or raise scrape_timeout if the bot answers slowly"
+    if "401" in error or "403" in error:
+        return "the endpoint needs credentials: add basic_auth (password_file) to the scrape job"
+    if "no such host" in error:
+        return "Prometheus cannot resolve the target's host (on Linux map host.docker.internal:host-gateway)"
+    return "fix the error Prometheus reports for the target, then wait one scrape_interval"
+
+
+_ADD_TARGET_FIX = (
+    "add the bot to prometheus.yml: scrape_configs: [{{job_name: trading-bot, static_configs: "
+    "[{{targets: ['{target}']}}]}}] (from a container: host.docker.internal:{port}); then reload Prometheus "
+    "(SIGHUP, or POST /-/reload with --web.enable-lifecycle)"
+)
+
+
+def check_prometheus_target(ctx: Context) -> CheckResult:
+    name = "prometheus_target"
+    if not ctx.options.prometheus_url:
+        return CheckResult(name, Status.SKIP, "not checked", "pass --prometheus-url http://HOST:9090")
+    data, error = ctx.prometheus_api("/api/v1/targets?state=any")
+    if data is None:
+        return CheckResult(
+            name,
+            Status.FAIL,
+            error,
+            "check the URL (default port 9090) and that Prometheus runs: GET /-/ready",
+        )
+    host, port = ctx.metrics_host_port
+    path = urllib.parse.urlsplit(ctx.options.metrics_url).path or "/metrics"
+    active: list[dict[str, Any]] = data.get("activeTargets") or []
+    dropped: list[dict[str, Any]] = data.get("droppedTargets") or []
+
+    def matches(t: dict[str, Any]) -> bool:
+        t_host, t_port, t_path = _target_endpoint(t)
+        return t_port == port and t_path == path and _hosts_equivalent(t_host, host)
+
+    mine = [t for t in active if matches(t)]
+    summary = {"targets": [_describe_target(t) for t in active]}
+    if mine:
+        down = [t for t in mine if t.get("health") == "down"]
+        if down:
+            err = str(down[0].get("lastError", ""))
+            return CheckResult(
+                name,
+                Status.FAIL,
+                "target is down: " + _describe_target(down[0]),
+                _target_fix(err, port),
+                summary,
+            )
+        unknown = [t for t in mine if t.get("health") != "up"]
+        if unknown:
+            return CheckResult(
+                name,
+                Status.WARN,
+                "target listed but not scraped yet: " + _describe_target(unknown[0]),
+                "wait one scrape_interval and run doctor again",
+                summary,
+            )
+        t = mine[0]
+        return CheckResult(
+            name,
+            Status.OK,
+            f"Prometheus scrapes {_describe_target(t)}, every {t.get('scrapeInterval', '?')}, "
+            f"last scrape took {float(t.get('lastScrapeDuration', 0)) * 1000:.0f} ms",
+            data=summary,
+        )
+    if any(matches({"scrapeUrl": t.get("discoveredLabels", {}).get("__address__", "")}) for t in dropped):
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"Prometheus discovered {host}:{port} but dropped it (relabel_configs)",
+            "fix the job's relabel_configs so the target is kept",
+            summary,
+        )
+    others = ", ".join(summary["targets"]) or "none"
+    fix = _ADD_TARGET_FIX.format(target=f"{host}:{port}", port=port)
+    same_host_down = [
+        t for t in active if t.get("health") == "down" and _hosts_equivalent(_target_endpoint(t)[0], host)
+    ]
+    if same_host_down:
+        wrong = _target_endpoint(same_host_down[0])
+        fix = (
+            f"Prometheus scrapes {wrong[0]}:{wrong[1]}, which is down, but the bot serves port {port}: wrong "
+            f"port in scrape_configs? Change the target to {host}:{port} (or start the bot on {wrong[1]}), "
+            "then reload Prometheus"
+        )
+    return CheckResult(
+        name,
+        Status.FAIL,
+        f"Prometheus has no target for {host}:{port}{path}; its targets: {others}",
+        fix,
+        summary,
+    )
+
+
+def check_alert_rules(ctx: Context) -> CheckResult:
+    name = "alert_rules"
+    if not ctx.options.prometheus_url:
+        return CheckResult(name, Status.SKIP, "not checked", "pass --prometheus-url http://HOST:9090")
+    data, error = ctx.prometheus_api("/api/v1/rules?type=alert")
+    if data is None:
+        return CheckResult(name, Status.FAIL, error, "check the Prometheus URL")
+    groups = data.get("groups") or []
+    rules = [r for g in groups for r in g.get("rules", []) if r.get("type", "alerting") == "alerting"]
+    load_fix = (
+        "add `rule_files: ['rules/*.yml']` to prometheus.yml with deploy/prometheus/rules/trading_alerts.yml "
+        "beside it, check with `promtool check config prometheus.yml`, then reload Prometheus"
+    )
+    if not rules:
+        return CheckResult(name, Status.FAIL, "Prometheus has no alerting rules loaded", load_fix)
+    names = {r.get("name") for r in rules}
+    broken = [r for r in rules if r.get("health") not in (None, "ok", "unknown")]
+    firing = sorted({r.get("name") for r in rules if r.get("state") == "firing"})
+    data_out = {"rules": len(rules), "groups": len(groups), "firing": firing}
+    if broken:
+        shown = "; ".join(f"{r.get('name')}: {r.get('lastError')}" for r in broken[:5])
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"{len(broken)} alerting rule(s) fail to evaluate: {shown}",
+            "fix the expressions (promtool test rules deploy/prometheus/rules/tests/*.yml)",
+            data_out,
+        )
+    missing = [a for a in GUIDE_ALERTS if a not in names]
+    if missing:
+        return CheckResult(
+            name,
+            Status.WARN,
+            f"{len(rules)} alerting rules loaded, but not the guide's {', '.join(missing)}",
+            load_fix,
+            data_out,
+        )
+    detail = f"{len(rules)} alerting rules in {len(groups)} groups loaded and evaluating"
+    if firing:
+        detail += f"; firing now: {', '.join(firing)}"
+    return CheckResult(name, Status.OK, detail, data=data_out)
+
+
+def check_alertmanager(ctx: Context) -> CheckResult:
+    name = "alertmanager"
+    opts = ctx.options
+    if not opts.alertmanager_url and not opts.prometheus_url:
+        return CheckResult(name, Status.SKIP, "not checked", "pass --alertmanager-url http://HOST:9093")
+    parts: list[str] = []
+    version = ""
+    if opts.alertmanager_url:
+        base = opts.alertmanager_url.rstrip("/")
+        resp = ctx.get(base + "/api/v2/status")
+        if resp.status is None or resp.status >= 400:
+            ready = ctx.get(base + "/-/ready")
+            if ready.status != 200:
+                why = resp.error or f"HTTP {resp.status}"
+                return CheckResult(
+                    name,
+                    Status.FAIL,
+                    f"cannot reach Alertmanager at {redact(base)}: {why}",
+                    "start Alertmanager (default port 9093) and check the URL: GET /-/ready",
+                )
+        else:
+            with contextlib.suppress(ValueError, AttributeError):
+                version = resp.json().get("versionInfo", {}).get("version", "")
+        parts.append(f"Alertmanager {version or ''} at {redact(base)} is up".replace("  ", " "))
+    if opts.prometheus_url:
+        data, error = ctx.prometheus_api("/api/v1/alertmanagers")
+        if data is None:
+            return CheckResult(name, Status.FAIL, error, "check the Prometheus URL")
+        urls = [str(a.get("url", "")) for a in data.get("activeAlertmanagers") or []]
+        if not urls:
+            return CheckResult(
+                name,
+                Status.FAIL,
+                "; ".join([*parts, "Prometheus sends alerts to no Alertmanager"]),
+                "add `alerting: {alertmanagers: [{static_configs: [{targets: ['alertmanager:9093']}]}]}` to "
+                "prometheus.yml and reload",
+            )
+        if opts.alertmanager_url:
+            am = urllib.parse.urlsplit(opts.alertmanager_url)
+            am_port = am.port or 80
+
+            def same(u: str) -> bool:
+                p = urllib.parse.urlsplit(u)
+                return (p.port or 80) == am_port and _hosts_equivalent(p.hostname or "", am.hostname or "")
+
+            if not any(same(u) for u in urls):
+                return CheckResult(
+                    name,
+                    Status.WARN,
+                    f"Prometheus sends alerts to {', '.join(urls)}, not to the Alertmanager at "
+                    f"{redact(opts.alertmanager_url)}",
+                    "point prometheus.yml's alerting.alertmanagers at that Alertmanager",
+                )
+        parts.append(f"Prometheus sends alerts to {', '.join(urls)}")
+    return CheckResult(name, Status.OK, "; ".join(parts))
+
+
+def check_cardinality(ctx: Context) -> CheckResult:
+    name = "cardinality"
+    scrape = ctx.scrape()
+    if scrape.samples is None:
+        return CheckResult(name, Status.SKIP, "no scrape to inspect (see metrics_endpoint)")
+    threshold = ctx.options.cardinality_threshold
+    by_name = {n: spec for spec in mc.METRICS for n in spec.series_names}
+    label_sets: dict[str, set[tuple[tuple[str, str], ...]]] = {}
+    series: dict[str, int] = {}
+    overflow: set[str] = set()
+    sdk_overflow: set[str] = set()
+    folded = 0.0
+    for s in scrape.samples:
+        spec = by_name.get(s.name)
+        if spec is None:
+            continue
+        if spec is mc.LABEL_VALUES_FOLDED:
+            folded += s.value
+            continue
+        key = spec.prometheus_name
+        series[key] = series.get(key, 0) + 1
+        labels = tuple(kv for kv in s.labels if kv[0] != "le" and not kv[0].startswith("otel_scope_"))
+        label_sets.setdefault(key, set()).add(labels)
+        values = dict(s.labels)
+        if mc.OVERFLOW_LABEL_VALUE in values.values():
+            overflow.add(key)
+        if values.get("otel_metric_overflow") == "true":
+            sdk_overflow.add(key)
+    counts = {k: len(v) for k, v in label_sets.items()}
+    data = {
+        "label_sets": counts,
+        "series": series,
+        "threshold": threshold,
+        "folded_label_values": folded,
+    }
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    over = [(k, n) for k, n in top if n > threshold]
+    problems: list[str] = []
+    fixes: list[str] = []
+    if over:
+        problems.append(
+            "above the threshold of "
+            f"{threshold}: " + ", ".join(f"{k} has {n} label sets ({series[k]} series)" for k, n in over)
+        )
+        fixes.append(
+            "derive labels from bounded sets (enums), not data: fewer event classes/breaker names (label "
+            "optimization in the guide); disable non-essential metrics with "
+            f"{OTEL_TRADING_DISABLED_METRICS}=bus_processing_duration (or a group); scrape less often"
+        )
+    if overflow or folded:
+        problems.append(
+            f"{folded:.0f} label values were folded into {mc.OVERFLOW_LABEL_VALUE!r} "
+            f"(in {', '.join(sorted(overflow)) or 'no series yet'}); totals stay exact"
+        )
+        fixes.append(
+            f"stop deriving label values from data, or raise {OTEL_TRADING_MAX_LABEL_VALUES} if the values "
+            "are genuinely needed"
+        )
+    if sdk_overflow:
+        problems.append(
+            "the OpenTelemetry SDK's own 2000-attribute-set limit was hit in "
+            f'{", ".join(sorted(sdk_overflow))} (series labelled otel_metric_overflow="true")'
+        )
+        fixes.append(f"lower {OTEL_TRADING_MAX_LABEL_VALUES} so otel-trading folds before the SDK does")
+    if problems:
+        return CheckResult(name, Status.WARN, "; ".join(problems), "; ".join(fixes), data)
+    if not counts:
+        return CheckResult(name, Status.OK, "no otel-trading series to count", data=data)
+    largest = ", ".join(f"{k} {n}" for k, n in top[:3])
+    return CheckResult(
+        name,
+        Status.OK,
+        f"{sum(series.values())} trading series; most label sets: {largest} (threshold {threshold})",
+        data=data,
+    )
+
+
+CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
+    check_metrics_endpoint,
+    check_documented_metrics,
+    check_container_reachable,
+    check_prometheus_target,
+    check_alert_rules,
+    check_alertmanager,
+    check_cardinality,
+)
+
+
+def run_doctor(options: DoctorOptions) -> list[CheckResult]:
+    """Run every check in pipeline order; a bug in one check becomes its own failed result."""
+    ctx = Context(options)
+    results: list[CheckResult] = []
+    for check in CHECKS:
+        try:
+            results.append(check(ctx))
+        except Exception as exc:  # pragma: no cover - defensive: the doctor must always report
+            results.append(
+                CheckResult(
+                    check.__name__.removeprefix("check_"),
+                    Status.FAIL,
+                    f"the check itself crashed: {exc!r}",
+                    "please report this as an otel-trading bug",
+                )
+            )
+    return results
+
+
+def exit_status(results: Iterable[CheckResult], strict: bool = False) -> int:
+    bad = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
+    return 1 if any(r.status in bad for r in results) else 0
+
+
+def render_text(results: Sequence[CheckResult], options: DoctorOptions) -> str:
+    marks = {Status.OK: " ok ", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}
+    width = max(len(r.name) for r in results)
+    lines = [f"otel-trading doctor: {redact(options.metrics_url)}"]
+    for r in results:
+        lines.append(f"[{marks[r.status]}] {r.name:<{width}}  {r.detail}")
+        if r.fix and r.status is not Status.OK:
+            lines.append(f"       {'':<{width}}  fix: {r.fix}")
+    counts = {s: sum(1 for r in results if r.status is s) for s in Status}
+    lines.append(
+        f"{counts[Status.FAIL]} failed, {counts[Status.WARN]} warnings, {counts[Status.OK]} ok, "
+        f"{counts[Status.SKIP]} skipped. Also check the bot's log for 'otel-trading' errors."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_json(results: Sequence[CheckResult], options: DoctorOptions, strict: bool = False) -> str:
+    status = exit_status(results, strict)
+    payload = {
+        "healthy": status == 0,
+        "exit_status": status,
+        "metrics_url": redact(options.metrics_url),
+        "prometheus_url": redact(options.prometheus_url) if options.prometheus_url else None,
+        "alertmanager_url": redact(options.alertmanager_url) if options.alertmanager_url else None,
+        "checks": [{**asdict(r), "status": r.status.value} for r in results],
+    }
+    return json.dumps(payload, indent=2) + "\n"
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+def _url(value: str) -> str:
+    parts = urllib.parse.urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s)://host[:port] URL")
+    return value
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return number
+
+    return parse
+
+
+def default_metrics_url() -> str:
+    """The URL the bot serves by default, from the same variables start_metrics_server reads."""
+    host = os.environ.get(OTEL_EXPORTER_PROMETHEUS_HOST) or "127.0.0.1"
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    port = os.environ.get(OTEL_EXPORTER_PROMETHEUS_PORT, "8000").strip()
+    if not port.isdigit():
+        port = "8000"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/metrics"
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = DoctorOptions(
+        metrics_url=args.metrics_url or default_metrics_url(),
+        prometheus_url=args.prometheus_url,
+        alertmanager_url=args.alertmanager_url,
+        timeout=args.timeout,
+        cardinality_threshold=args.cardinality_threshold,
+        cafile=args.cafile,
+    )
+    results = run_doctor(options)
+    out = render_json(results, options, args.strict) if args.json else render_text(results, options)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return exit_status(results, args.strict)
+
+
+def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "doctor",
+        help="check the metrics pipeline (endpoint, metrics, Prometheus target, rules, Alertmanager)",
+        description=(
+            "Walks the monitoring guide's troubleshooting list and prints one line per check with a "
+            "concrete fix. Exit status 0 when no check fails, 1 otherwise."
+        ),
+    )
+    p.add_argument(
+        "--metrics-url",
+        type=_url,
+        default=None,
+        help="the bot's endpoint (default from OTEL_EXPORTER_PROMETHEUS_HOST/PORT: http://127.0.0.1:8000/metrics);"
+        " user:password@ in the URL is sent as basic auth",
+    )
+    p.add_argument(
+        "--prometheus-url", type=_url, help="e.g. http://localhost:9090 (targets, rules, alerting)"
+    )
+    p.add_argument("--alertmanager-url", type=_url, help="e.g. http://localhost:9093")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.add_argument(
+        "--timeout", type=_positive(float), default=3.0, help="seconds per HTTP request (default 3)"
+    )
+    p.add_argument(
+        "--cardinality-threshold",
+        type=_positive(int),
+        default=DEFAULT_CARDINALITY_THRESHOLD,
+        help=f"warn when a trading metric has more label sets (default {DEFAULT_CARDINALITY_THRESHOLD})",
+    )
+    p.add_argument("--cafile", help="CA bundle to verify an https:// metrics endpoint")
+    p.set_defaults(func=_run)

@@ -1,0 +1,127 @@
+"""The instrumentor as OpenTelemetry sees it (entry point, disabling), and ``instrument_bot()``."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from importlib.metadata import entry_points
+
+import aiobreaker
+import pybreaker
+import pytest
+
+from otel_trading.exporting import ConfigurationError
+from otel_trading.instrumentation import TradingInstrumentor, instrument_bot
+from otel_trading.metric_contract import METRICS_BY_KEY
+
+from .conftest import Metrics
+from .realprocs import free_port, samples, scrape
+
+N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "OTEL_TRADING_INSTRUMENT", "OTEL_METRICS_EXPORTER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[TradingInstrumentor]:
+    inst = TradingInstrumentor()
+    yield inst
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+
+
+def test_entry_point_is_registered_for_opentelemetry_instrument() -> None:
+    (ep,) = [ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "otel_trading"]
+    assert ep.load() is TradingInstrumentor
+
+
+def test_disabling_otel_trading_by_name_patches_nothing(
+    metrics: Metrics, instrumentor: TradingInstrumentor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "requests, otel_trading")
+    instrumentor.instrument(meter_provider=metrics.provider)
+    assert instrumentor.patched == []
+    pybreaker.CircuitBreaker(name="binance").call(lambda: None)
+    assert metrics.value(N["breaker_successes"], name="binance") is None
+
+
+def test_one_target_can_be_disabled_on_its_own(
+    metrics: Metrics, instrumentor: TradingInstrumentor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "otel_trading.pybreaker")
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    owners = {owner for owner, _ in instrumentor.patched}
+    assert pybreaker.CircuitBreaker not in owners
+    assert aiobreaker.CircuitBreaker in owners
+
+
+def test_reinstrumenting_keeps_counters_monotonic(
+    metrics: Metrics, instrumentor: TradingInstrumentor
+) -> None:
+    breaker = pybreaker.CircuitBreaker(name="binance")
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    breaker.call(lambda: None)
+    instrumentor.uninstrument()
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    breaker.call(lambda: None)
+    assert metrics.value(N["breaker_successes"], name="binance") == 2
+
+
+def test_instrument_bot_serves_pybreaker_metrics_over_http(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    with instrument_bot(config={}) as bot:
+        assert bot.metrics is not None
+        breaker = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=600, name="kraken")
+        with pytest.raises(pybreaker.CircuitBreakerError):
+            breaker.call(lambda: 1 / 0)
+        scraped = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
+    found = {(name, dict(labels).get("name")): v for (name, labels), v in scraped.items()}
+    assert found[("circuit_breaker_state", "kraken")] == 1
+    assert found[("circuit_breaker_failures_total", "kraken")] == 1
+
+
+def test_instrument_bot_close_uninstruments_and_frees_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    init = vars(pybreaker.CircuitBreaker)["__init__"]
+    bot = instrument_bot(config={})
+    bot.close()
+    assert vars(pybreaker.CircuitBreaker)["__init__"] is init
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_instrument_bot_uses_an_existing_global_provider_and_starts_nothing(global_metrics: Metrics) -> None:
+    with instrument_bot(config={}) as bot:
+        assert bot.metrics is None
+        pybreaker.CircuitBreaker(name="binance").call(lambda: None)
+        assert global_metrics.value(N["breaker_successes"], name="binance") == 1
+
+
+def test_instrument_bot_honours_disabled_instrumentations(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "otel_trading")
+    init = vars(pybreaker.CircuitBreaker)["__init__"]
+    bot = instrument_bot()
+    assert bot.instrumentor is None and bot.metrics is None
+    assert vars(pybreaker.CircuitBreaker)["__init__"] is init
+
+
+def test_instrument_bot_with_invalid_config_raises_and_stops_the_endpoint_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+    monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
+    with pytest.raises(ConfigurationError, match=r"event_buses\[0\]"):
+        instrument_bot(config={"event_buses": [{"class": "bus:Bus"}]})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
