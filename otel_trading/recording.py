@@ -366,6 +366,7 @@ class MetricsRegistry:
         # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
         self._hooks: list[Callable[[], Callable[[], object] | None]] = []
         self._hooked = False
+        self._trigger_lock = threading.Lock()
         self._create_instruments()
 
     # -- instruments ------------------------------------------------------------------------------
@@ -437,6 +438,15 @@ class MetricsRegistry:
 
         with self._lock:
             self._hooks.append(ref)
+        # Not under self._lock: the SDK holds its own lock while running callbacks (which take
+        # self._lock) and takes it again to register an instrument.
+        with self._trigger_lock:
+            if not self._hooked:
+                # Every otel-trading metric is disabled, so no callback would run the hooks: add
+                # one that only does that. It never observes anything, so it exports nothing.
+                self.meter.create_observable_gauge(
+                    "otel_trading.collection_hooks", [_safe(self._hooks_first(_observe_nothing))]
+                )
 
         def remove() -> None:
             with self._lock:
@@ -560,6 +570,10 @@ class MetricsRegistry:
                 counts[label] = counts.get(label, 0) + n
         for label, n in counts.items():
             yield Observation(n, {"event_type": label})
+
+
+def _observe_nothing(options: CallbackOptions) -> Iterable[Observation]:
+    return ()
 
 
 def _safe(

@@ -277,10 +277,12 @@ def test_no_private_key_or_certificate_is_committed() -> None:
     ).stdout.split(b"\0")
     if not any(tracked):
         pytest.skip("not a git checkout")
+    # Split so this file does not match its own needle.
+    needle = b"PRIVATE" + b" KEY-----"
     offenders = []
     for rel in filter(None, tracked):
         path = REPO / rel.decode()
-        if path.is_file() and b"PRIVATE KEY-----" in path.read_bytes():
+        if path.is_file() and needle in path.read_bytes():
             offenders.append(rel.decode())
     assert offenders == []
 

@@ -125,3 +125,15 @@ def test_instrument_bot_with_invalid_config_raises_and_stops_the_endpoint_it_sta
         instrument_bot(config={"event_buses": [{"class": "bus:Bus"}]})
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_instrument_bot_under_an_active_instrumentation_changes_and_undoes_nothing(
+    metrics: Metrics, instrumentor: TradingInstrumentor
+) -> None:
+    instrumentor.instrument(meter_provider=metrics.provider, config={})  # as opentelemetry-instrument does
+    bot = instrument_bot(config={})
+    assert bot.instrumentor is None and bot.metrics is None
+    bot.close()
+    assert instrumentor.is_instrumented_by_opentelemetry
+    pybreaker.CircuitBreaker(name="binance").call(lambda: None)
+    assert metrics.value(N["breaker_successes"], name="binance") == 1

@@ -34,6 +34,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 class BotRun:
     summary: dict[str, Any]
     samples: Samples
+    log: str
 
     def value(self, sample_name: str, /, **labels: str) -> float | None:
         for (sample, sample_labels), value in self.samples.items():
@@ -55,7 +56,7 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def run_instrumented(workdir: Path, disabled: bool) -> BotRun:
+def run_instrumented(workdir: Path, disabled: bool, config: str = "") -> BotRun:
     if not OTEL_INSTRUMENT.exists():
         missing(f"opentelemetry-instrument next to {sys.executable}")
     port = free_port()
@@ -66,7 +67,7 @@ def run_instrumented(workdir: Path, disabled: bool) -> BotRun:
         "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
         "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "otel_trading" if disabled else "",
-        "OTEL_TRADING_INSTRUMENT": "",  # the bot's pyproject.toml section applies
+        "OTEL_TRADING_INSTRUMENT": config,  # empty: the bot's pyproject.toml section applies
         "PYTHONUNBUFFERED": "1",
     }
     argv = [str(OTEL_INSTRUMENT), sys.executable, "bot.py"]
@@ -83,7 +84,8 @@ def run_instrumented(workdir: Path, disabled: bool) -> BotRun:
         except (TimeoutError, RuntimeError) as exc:
             raise AssertionError(f"{exc}\n{proc.log_tail()}") from exc
         scraped = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
-    return BotRun(_summary(proc.log_path.read_text(errors="replace")), scraped)
+    log = proc.log_path.read_text(errors="replace")
+    return BotRun(_summary(log), scraped, log)
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +179,20 @@ def test_disabled_instrumentation_bot_behaves_exactly_as_the_plain_bot(
     disabled: BotRun, plain_summary: dict[str, Any]
 ) -> None:
     assert disabled.summary == plain_summary
+
+
+# -- invalid configuration ---------------------------------------------------------------------------
+
+
+def test_invalid_configuration_is_reported_at_start_up_and_the_bot_runs_unchanged(
+    tmp_path: Path, plain_summary: dict[str, Any]
+) -> None:
+    bad = json.dumps({"event_buses": [{"class": "tinybus:TinyBus", "publsh": "publish"}]})
+    run = run_instrumented(tmp_path, disabled=False, config=bad)
+    assert "invalid otel-trading instrumentation configuration" in run.log
+    assert "OTEL_TRADING_INSTRUMENT event_buses[0] (tinybus:TinyBus): unknown key 'publsh'" in run.log
+    assert run.summary == plain_summary
+    assert not [name for name, _ in run.samples if name.startswith(TRADING_PREFIXES)]
 
 
 def test_plain_bot_scenario_is_the_documented_one(plain_summary: dict[str, Any]) -> None:

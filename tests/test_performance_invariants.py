@@ -8,9 +8,9 @@ import asyncio
 import gc
 import json
 import math
+import os
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_trading import CircuitBreaker, EventBus, views
+from otel_trading import batching as batching_module
 from otel_trading import event_bus as event_bus_module
 from otel_trading.batching import BatchedMetrics
 from otel_trading.environment_variables import OTEL_TRADING_DISABLED_METRICS
@@ -446,6 +447,31 @@ def test_batch_max_pending_must_be_a_positive_integer(max_pending: Any) -> None:
         BatchedMetrics(make_metrics(True).provider, max_pending=max_pending)
 
 
+def test_exit_handler_flushes_every_open_batch(plain: tuple[MeterProvider, InMemoryMetricReader]) -> None:
+    provider, _ = plain
+    batch = BatchedMetrics(provider)
+    fills = batch.wrap(provider.get_meter("test").create_counter("strategy.fills"))
+    fills.add(3)
+    batching_module._flush_at_exit()
+    assert batch.pending == 0 and batch.flushed == 1
+
+
+def test_collection_hook_runs_with_every_otel_trading_metric_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(OTEL_TRADING_DISABLED_METRICS, ",".join(g.value for g in MetricGroup))
+    metrics = make_metrics(True)
+    runs = [0]
+
+    def hook() -> None:
+        runs[0] += 1
+
+    registry_for(metrics.provider).add_collection_hook(hook)
+    collected = metrics.collect()
+    assert runs[0] == 1
+    assert collected == {}  # the hook's trigger instrument reports nothing
+
+
 def test_collection_hook_runs_once_per_collection(plain: tuple[MeterProvider, InMemoryMetricReader]) -> None:
     provider, reader = plain
     runs = [0]
@@ -462,36 +488,43 @@ def test_collection_hook_runs_once_per_collection(plain: tuple[MeterProvider, In
     assert runs[0] == 2
 
 
-_EXIT_SCRIPT = """
-import sys
-{first}
-{second}
+_EXIT_PROVIDER = """
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 reader = PeriodicExportingMetricReader(
     ConsoleMetricExporter(out=sys.stdout, formatter=lambda d: d.to_json(indent=None) + "\\n"),
     export_interval_millis=3_600_000,
 )
 provider = MeterProvider(metric_readers=[reader])
+"""
+_EXIT_BATCHING = "from otel_trading.batching import BatchedMetrics\n"
+_EXIT_RECORD = """
 batch = BatchedMetrics(provider)
 fills = batch.wrap(provider.get_meter("exit-test").create_counter("exit.fills"))
 for _ in range(1234):
     fills.add(1)
 # No flush, no shutdown: the interpreter just exits.
 """
-_IMPORT_BATCHING = "from otel_trading.batching import BatchedMetrics"
-_IMPORT_SDK = (
-    "from opentelemetry.sdk.metrics import MeterProvider\n"
-    "from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader"
-)
 
 
+# atexit handlers run last-in first-out: the orders exercise both flush paths (the provider's final
+# collection through the hook, and batching's own atexit flush before it), the last one with every
+# otel-trading metric disabled (no otel-trading callback left to carry the hook).
 @pytest.mark.parametrize(
-    "first, second",
-    [(_IMPORT_BATCHING, _IMPORT_SDK), (_IMPORT_SDK, _IMPORT_BATCHING)],
-    ids=["batching-imported-first", "sdk-imported-first"],
+    "setup, disabled",
+    [
+        (_EXIT_BATCHING + _EXIT_PROVIDER, ""),
+        (_EXIT_PROVIDER + _EXIT_BATCHING, ""),
+        (_EXIT_BATCHING + _EXIT_PROVIDER, "circuit_breaker,event_bus,otel_trading"),
+    ],
+    ids=["batching-imported-first", "provider-created-first", "all-otel-trading-metrics-disabled"],
 )
-def test_batched_values_are_exported_at_interpreter_exit(first: str, second: str) -> None:
-    script = textwrap.dedent(_EXIT_SCRIPT.format(first=first, second=second))
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+def test_batched_values_are_exported_at_interpreter_exit(setup: str, disabled: str) -> None:
+    script = "import sys\n" + setup + _EXIT_RECORD
+    env = {**os.environ, OTEL_TRADING_DISABLED_METRICS: disabled}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     values = [
         p["value"]

@@ -19,8 +19,13 @@ set. Targets, each can be switched off by naming it in ``OTEL_PYTHON_DISABLED_IN
 
 Instrumentation is invisible to the instrumented code: wrappers call through unchanged (same
 arguments, return values, exceptions), nothing is added to instances, and an exception inside
-instrumentation code is logged, never raised into the bot. ``uninstrument()`` puts back every
+instrumentation code is logged, never raised into the bot (the one visible trace: a traceback
+through a patched method shows one extra wrapper frame). ``uninstrument()`` puts back every
 patched class attribute exactly.
+
+Under ``opentelemetry-instrument`` the SDK builds the meter provider without otel-trading's views,
+so duration histograms go through the SDK's own (slower, equally correct) aggregation;
+``instrument_bot()`` / ``configure_metrics()`` / ``views()`` give the fast path.
 """
 
 from __future__ import annotations
@@ -166,10 +171,15 @@ def instrument_bot(
     if disabled_targets() == frozenset(TARGETS):
         _logger.info("otel-trading instrumentation disabled by %s", OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)
         return BotInstrumentation(None, None)
+    instrumentor = TradingInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        # Typically the bot also runs under opentelemetry-instrument: nothing more to do, and
+        # nothing for close() to undo.
+        _logger.info("otel-trading instrumentation is already active; instrument_bot() does nothing")
+        return BotInstrumentation(None, None)
     handle: MetricsHandle | None = None
     if meter_provider is None and start_exporter and not _global_provider_set():
         handle = configure_metrics()
-    instrumentor = TradingInstrumentor()
     try:
         instrumentor.instrument(meter_provider=meter_provider, config=config)
     except BaseException:

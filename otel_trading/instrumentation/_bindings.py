@@ -33,7 +33,18 @@ class BreakerBinding:
     library bindings are told about transitions by a hook and never infer them.
     """
 
-    __slots__ = ("__weakref__", "_last", "_lock", "_polled", "_read_state", "name", "rows", "series", "timed")
+    __slots__ = (
+        "__weakref__",
+        "_last",
+        "_lock",
+        "_polled",
+        "_read_state",
+        "name",
+        "raw_name",
+        "rows",
+        "series",
+        "timed",
+    )
 
     def __init__(
         self,
@@ -42,8 +53,11 @@ class BreakerBinding:
         read_state: Callable[[], int | None],
         *,
         polled: bool = False,
+        raw_name: object = None,
     ) -> None:
         self.name = name
+        #: the instrumented object's own name value, compared cheaply to notice a rename
+        self.raw_name = raw_name
         self.series = registry.breaker(name)
         self.rows = ThreadRows()
         self.timed = registry.enabled(mc.BREAKER_LATENCY.key)

@@ -10,6 +10,7 @@ restores both constructors; components built meanwhile keep the provider they we
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from otel_trading.instrumentation._session import Session
@@ -29,19 +30,24 @@ class OwnComponents:
         for module, cls_name in _TARGETS:
             self.session.on_import(
                 module,
-                lambda mod, _existed, cls_name=cls_name: self.session.patcher.wrap(
+                lambda mod, _existed, cls_name=cls_name: self.session.patcher.replace(
                     getattr(mod, cls_name), "__init__", self._init
                 ),
                 f"otel_trading.{cls_name}",
             )
 
-    def _init(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.session.active:
-            try:
-                kwargs = self._defaults(kwargs)
-            except Exception as exc:  # pragma: no cover - defensive
-                report("filling otel-trading component defaults", exc)
-        return wrapped(*args, **kwargs)
+    def _init(self, orig: Callable[..., None]) -> Callable[..., None]:
+        session = self.session
+
+        def __init__(component: Any, *args: Any, **kwargs: Any) -> None:
+            if session.active:
+                try:
+                    kwargs = self._defaults(kwargs)
+                except Exception as exc:  # pragma: no cover - defensive
+                    report("filling otel-trading component defaults", exc)
+            orig(component, *args, **kwargs)
+
+        return __init__
 
     def _defaults(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         provider = self.session.meter_provider

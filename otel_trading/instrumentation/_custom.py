@@ -326,13 +326,16 @@ class CustomClasses:
         patcher = self.session.patcher
         is_breaker = isinstance(spec, BreakerClassSpec)
         if isinstance(inspect.getattr_static(resolved.cls, "__init__", None), types.FunctionType):
-            patcher.wrap(resolved.cls, "__init__", self._init_wrapper(resolved, is_breaker))
-        for name, function in resolved.functions.items():
-            if isinstance(spec, BreakerClassSpec):
-                wrapper = self._breaker_wrapper(resolved, inspect.iscoroutinefunction(function))
+            patcher.replace(
+                resolved.cls, "__init__", lambda orig: self._init_wrapper(resolved, is_breaker, orig)
+            )
+        for name in resolved.functions:
+            if is_breaker:
+                patcher.replace(resolved.cls, name, lambda orig: self._breaker_wrapper(resolved, orig))
             else:
-                wrapper = self._bus_wrapper(resolved, name, inspect.iscoroutinefunction(function))
-            patcher.wrap(resolved.cls, name, wrapper)
+                patcher.replace(
+                    resolved.cls, name, lambda orig, name=name: self._bus_wrapper(resolved, name, orig)
+                )
         if existed:
             for instance in existing_instances(resolved.cls):
                 self._guarded_bind(resolved, instance, is_breaker)
@@ -344,14 +347,15 @@ class CustomClasses:
             report(f"{r.spec.where}: binding an instance", exc)
             return None
 
-    def _init_wrapper(self, r: Resolved, is_breaker: bool) -> Callable[..., Any]:
-        def init(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            result = wrapped(*args, **kwargs)
-            if self.session.active and instance is not None:
-                self._guarded_bind(r, instance, is_breaker)
-            return result
+    def _init_wrapper(self, r: Resolved, is_breaker: bool, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
 
-        return init
+        def __init__(instance: Any, *args: Any, **kwargs: Any) -> None:
+            orig(instance, *args, **kwargs)
+            if session.active:
+                self._guarded_bind(r, instance, is_breaker)
+
+        return __init__
 
     # -- breakers -----------------------------------------------------------------------------------
     def _breaker_name(self, r: Resolved, breaker: Any) -> str:
@@ -418,20 +422,21 @@ class CustomClasses:
         except Exception as report_exc:
             report(f"{r.spec.where}: recording a call", report_exc)
 
-    def _breaker_wrapper(self, r: Resolved, is_async: bool) -> Callable[..., Any]:
+    def _breaker_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
+        is_async = inspect.iscoroutinefunction(orig)
 
-        def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
             active = _IN_BREAKER.get()
-            if not session.active or instance is None or id(instance) in active:
-                return wrapped(*args, **kwargs)
+            if not session.active or id(instance) in active:
+                return orig(instance, *args, **kwargs)
             binding = self._breaker_before(r, instance)
             if binding is None:
-                return wrapped(*args, **kwargs)
+                return orig(instance, *args, **kwargs)
             token = _IN_BREAKER.set(active | {id(instance)})
             start = perf_counter()
             try:
-                result = wrapped(*args, **kwargs)
+                result = orig(instance, *args, **kwargs)
             except BaseException as exc:
                 self._breaker_after(r, binding, exc, perf_counter() - start)
                 raise
@@ -440,17 +445,17 @@ class CustomClasses:
             self._breaker_after(r, binding, None, perf_counter() - start)
             return result
 
-        async def coro(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
             active = _IN_BREAKER.get()
-            if not session.active or instance is None or id(instance) in active:
-                return await wrapped(*args, **kwargs)
+            if not session.active or id(instance) in active:
+                return await orig(instance, *args, **kwargs)
             binding = self._breaker_before(r, instance)
             if binding is None:
-                return await wrapped(*args, **kwargs)
+                return await orig(instance, *args, **kwargs)
             token = _IN_BREAKER.set(active | {id(instance)})
             start = perf_counter()
             try:
-                result = await wrapped(*args, **kwargs)
+                result = await orig(instance, *args, **kwargs)
             except BaseException as exc:
                 self._breaker_after(r, binding, exc, perf_counter() - start)
                 raise
@@ -532,7 +537,8 @@ class CustomClasses:
         except Exception as exc:
             report(f"{r.spec.where}: counting a subscription", exc)
 
-    def _bus_wrapper(self, r: Resolved, method: str, is_async: bool) -> Callable[..., Any]:
+    def _bus_wrapper(self, r: Resolved, method: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+        is_async = inspect.iscoroutinefunction(orig)
         spec = r.spec
         assert isinstance(spec, EventBusClassSpec)
         session = self.session
@@ -540,32 +546,30 @@ class CustomClasses:
         if not roles:
             delta = 1 if method in spec.subscribe else -1
 
-            def sub_sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                result = wrapped(*args, **kwargs)
-                if session.active and instance is not None:
+            def sub_sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
+                result = orig(instance, *args, **kwargs)
+                if session.active:
                     self._subscription(r, method, delta, instance, args, kwargs)
                 return result
 
-            async def sub_coro(
-                wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-            ) -> Any:
-                result = await wrapped(*args, **kwargs)
-                if session.active and instance is not None:
+            async def sub_coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await orig(instance, *args, **kwargs)
+                if session.active:
                     self._subscription(r, method, delta, instance, args, kwargs)
                 return result
 
             return sub_coro if is_async else sub_sync
 
-        def sync(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if not session.active or instance is None:
-                return wrapped(*args, **kwargs)
+        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return orig(instance, *args, **kwargs)
             pre = self._bus_before(r, method, roles, instance, args, kwargs)
             if pre is None:
-                return wrapped(*args, **kwargs)
+                return orig(instance, *args, **kwargs)
             binding, label, todo, token = pre
             start = perf_counter()
             try:
-                result = wrapped(*args, **kwargs)
+                result = orig(instance, *args, **kwargs)
             except BaseException as exc:
                 self._bus_after(r, binding, label, todo, exc, perf_counter() - start)
                 raise
@@ -574,16 +578,16 @@ class CustomClasses:
             self._bus_after(r, binding, label, todo, None, perf_counter() - start)
             return result
 
-        async def coro(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if not session.active or instance is None:
-                return await wrapped(*args, **kwargs)
+        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return await orig(instance, *args, **kwargs)
             pre = self._bus_before(r, method, roles, instance, args, kwargs)
             if pre is None:
-                return await wrapped(*args, **kwargs)
+                return await orig(instance, *args, **kwargs)
             binding, label, todo, token = pre
             start = perf_counter()
             try:
-                result = await wrapped(*args, **kwargs)
+                result = await orig(instance, *args, **kwargs)
             except BaseException as exc:
                 self._bus_after(r, binding, label, todo, exc, perf_counter() - start)
                 raise

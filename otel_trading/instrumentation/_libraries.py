@@ -17,7 +17,9 @@ counts are the library's own, never re-derived:
 
 No listener is added and no attribute is set on a breaker: ``listeners``, state, counters and
 storage are exactly what the library keeps. Breakers created before instrumentation are found
-(``gc``) and bound when the library was already imported, else on their first event.
+(``gc``) and bound when the library was already imported, else on their first event. The state
+gauge reads ``current_state`` (the storage, no side effect), never the ``state`` property.
+pybreaker's Tornado ``call_async`` is counted but not timed.
 """
 
 from __future__ import annotations
@@ -146,21 +148,21 @@ class LibraryBreakers:
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         c = self.family.classes(module)
-        plan: list[tuple[type, str, Any]] = [
+        replace: list[tuple[type, str, Callable[[types.FunctionType], Callable[..., Any]]]] = [
             (c.breaker, "__init__", self._init),
             (c.breaker, "_create_new_state", self._new_state),
             (c.breaker, "_inc_counter", self._failure),
             (c.base_state, "_handle_success", self._success),
             (c.base_state, "call", self._call),
-            (c.base_state, "generator_call", self._generator_call),
             (c.open_state, "before_call", self._open_before_call),
         ]
         call_async = inspect.getattr_static(c.base_state, "call_async", None)
         if inspect.iscoroutinefunction(call_async):
-            plan.append((c.base_state, "call_async", self._call_async))
+            replace.append((c.base_state, "call_async", self._call_async))
+        wrap = [(c.base_state, "generator_call", self._generator_call)]
         missing = [
             f"{owner.__qualname__}.{name}"
-            for owner, name, _ in plan
+            for owner, name, _ in (*replace, *wrap)
             if not isinstance(inspect.getattr_static(owner, name, None), types.FunctionType)
         ]
         if missing:
@@ -170,8 +172,12 @@ class LibraryBreakers:
                 f"{self.family.target} is left uninstrumented"
             )
         self._error = c.error
-        for owner, name, wrapper in plan:
-            self.session.patcher.wrap(owner, name, wrapper)
+        patcher = self.session.patcher
+        for owner, name, factory in replace:
+            patcher.replace(owner, name, factory)
+        for owner, name, wrapper in wrap:
+            # wrapt keeps ``inspect.isgeneratorfunction`` true; generator calls are rare.
+            patcher.wrap(owner, name, wrapper)
         if existed:
             for breaker in existing_instances(c.breaker):
                 self._guarded_bind(breaker)
@@ -192,8 +198,9 @@ class LibraryBreakers:
                 return None
             return state_code(b.current_state)
 
-        binding = BreakerBinding(session.registry, breaker_label(breaker.name), read_state)
-        session.breakers.set(breaker, binding)
+        name = breaker.name
+        binding = BreakerBinding(session.registry, breaker_label(name), read_state, raw_name=name)
+        bindings.set(breaker, binding)
         return binding
 
     def _guarded_bind(self, breaker: Any) -> None:
@@ -202,78 +209,105 @@ class LibraryBreakers:
         except Exception as exc:
             report(f"binding a {self.family.target} breaker", exc)
 
-    def _binding(self, breaker: Any) -> BreakerBinding | None:
-        binding = self.session.breakers.get(breaker)
-        if binding is not None and binding.name == breaker_label(breaker.name):
-            return binding
-        # Not bound yet (created before instrumentation), or renamed since: (re)bind.
-        return self._bind(breaker)
-
     def _record(self, breaker: Any, column: int, timed: bool) -> None:
         try:
-            binding = self._binding(breaker)
-            if binding is not None:
-                start = call_start(breaker) if timed else None
-                binding.count(column, None if start is None else perf_counter() - start)
+            binding = self.session.breakers.get(breaker)
+            name = breaker.name
+            if binding is None or (binding.raw_name is not name and binding.raw_name != name):
+                # Not bound yet (created before instrumentation), or renamed since: (re)bind.
+                binding = self._bind(breaker)
+                if binding is None:
+                    return
+            start = call_start(breaker) if timed else None
+            binding.count(column, None if start is None else perf_counter() - start)
         except Exception as exc:
             report(f"recording a {self.family.target} call", exc)
 
-    # -- wrappers (wrapt convention: wrapped, instance, args, kwargs) ----------------------------------
-    def _init(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result = wrapped(*args, **kwargs)
-        if self.session.active:
-            self._guarded_bind(instance)
-        return result
+    # -- patches (factories of the replacement functions) --------------------------------------------
+    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
 
-    def _new_state(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result = wrapped(*args, **kwargs)
-        if self.session.active and kwarg_or_arg(args, kwargs, 2, "notify", False):
+        def __init__(breaker: Any, *args: Any, **kwargs: Any) -> None:
+            orig(breaker, *args, **kwargs)
+            if session.active:
+                self._guarded_bind(breaker)
+
+        return __init__
+
+    def _new_state(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+        family = self.family
+
+        def _create_new_state(breaker: Any, *args: Any, **kwargs: Any) -> Any:
+            result = orig(breaker, *args, **kwargs)
+            if session.active and kwarg_or_arg(args, kwargs, 2, "notify", False):
+                try:
+                    prev = kwarg_or_arg(args, kwargs, 1, "prev_state", None)
+                    old = family.state_object_code(prev) if prev is not None else None
+                    new = family.state_object_code(result)
+                    if old is not None and new is not None and old != new:
+                        binding = session.breakers.get(breaker) or self._bind(breaker)
+                        if binding is not None:
+                            binding.transition(old, new)
+                except Exception as exc:
+                    report(f"recording a {family.target} transition", exc)
+            return result
+
+        return _create_new_state
+
+    def _failure(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def _inc_counter(breaker: Any, *args: Any, **kwargs: Any) -> Any:
+            if session.active:
+                self._record(breaker, C1, True)
+            return orig(breaker, *args, **kwargs)
+
+        return _inc_counter
+
+    def _success(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def _handle_success(state: Any, *args: Any, **kwargs: Any) -> Any:
+            if session.active:
+                breaker = getattr(state, "_breaker", None)
+                if breaker is not None:
+                    self._record(breaker, C0, True)
+            return orig(state, *args, **kwargs)
+
+        return _handle_success
+
+    def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def call(state: Any, *args: Any, **kwargs: Any) -> Any:
+            breaker = getattr(state, "_breaker", None)
+            if not session.active or breaker is None:
+                return orig(state, *args, **kwargs)
+            saved = CALLS.get()
+            CALLS.set((*saved, (id(breaker), perf_counter())))
             try:
-                prev = kwarg_or_arg(args, kwargs, 1, "prev_state", None)
-                old = self.family.state_object_code(prev) if prev is not None else None
-                new = self.family.state_object_code(result)
-                if old is not None and new is not None and old != new:
-                    binding = self._binding(instance)
-                    if binding is not None:
-                        binding.transition(old, new)
-            except Exception as exc:
-                report(f"recording a {self.family.target} transition", exc)
-        return result
+                return orig(state, *args, **kwargs)
+            finally:
+                CALLS.set(saved)
 
-    def _failure(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if self.session.active:
-            self._record(instance, C1, True)
-        return wrapped(*args, **kwargs)
+        return call
 
-    def _success(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        breaker = getattr(instance, "_breaker", None)
-        if self.session.active and breaker is not None:
-            self._record(breaker, C0, True)
-        return wrapped(*args, **kwargs)
+    def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
 
-    def _call(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        breaker = getattr(instance, "_breaker", None)
-        if not self.session.active or breaker is None:
-            return wrapped(*args, **kwargs)
-        saved = CALLS.get()
-        CALLS.set((*saved, (id(breaker), perf_counter())))
-        try:
-            return wrapped(*args, **kwargs)
-        finally:
-            CALLS.set(saved)
+        async def call_async(state: Any, *args: Any, **kwargs: Any) -> Any:
+            breaker = getattr(state, "_breaker", None)
+            if not session.active or breaker is None:
+                return await orig(state, *args, **kwargs)
+            saved = CALLS.get()
+            CALLS.set((*saved, (id(breaker), perf_counter())))
+            try:
+                return await orig(state, *args, **kwargs)
+            finally:
+                CALLS.set(saved)
 
-    async def _call_async(
-        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        breaker = getattr(instance, "_breaker", None)
-        if not self.session.active or breaker is None:
-            return await wrapped(*args, **kwargs)
-        saved = CALLS.get()
-        CALLS.set((*saved, (id(breaker), perf_counter())))
-        try:
-            return await wrapped(*args, **kwargs)
-        finally:
-            CALLS.set(saved)
+        return call_async
 
     def _generator_call(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -285,18 +319,21 @@ class LibraryBreakers:
         start = call_start(breaker)
         return _relay(gen, (id(breaker), perf_counter() if start is None else start))
 
-    def _open_before_call(
-        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        breaker = getattr(instance, "_breaker", None)
-        if not self.session.active or breaker is None:
-            return wrapped(*args, **kwargs)
-        before = getattr(breaker, "_state", None)
-        try:
-            return wrapped(*args, **kwargs)
-        except self._error:
-            # Still the same state object: no half-open trial ran, so the call was rejected
-            # (pybreaker runs the trial inside before_call; its failure replaces the state).
-            if self.session.active and getattr(breaker, "_state", None) is before:
-                self._record(breaker, C2, False)
-            raise
+    def _open_before_call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def before_call(state: Any, *args: Any, **kwargs: Any) -> Any:
+            breaker = getattr(state, "_breaker", None)
+            if not session.active or breaker is None:
+                return orig(state, *args, **kwargs)
+            before = getattr(breaker, "_state", None)
+            try:
+                return orig(state, *args, **kwargs)
+            except self._error:
+                # Still the same state object: no half-open trial ran, so the call was rejected
+                # (pybreaker runs the trial inside before_call; its failure replaces the state).
+                if session.active and getattr(breaker, "_state", None) is before:
+                    self._record(breaker, C2, False)
+                raise
+
+        return before_call

@@ -1,7 +1,7 @@
 """Plumbing shared by every instrumentation target.
 
-- ``Patcher`` swaps class attributes for ``wrapt.FunctionWrapper`` proxies and puts back exactly
-  what was in each class ``__dict__`` (or removes the entry when there was none).
+- ``Patcher`` swaps class attributes for wrappers and puts back exactly what was in each class
+  ``__dict__`` (or removes the entry when there was none).
 - ``ImportWatcher`` runs a callback right after a module is first imported, so a library or a bot
   module is patched when the bot imports it, never imported early by us. It is a removable
   ``sys.meta_path`` finder, and the module's own loader is put back once the module has run.
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.util
 import inspect
 import logging
@@ -82,22 +83,41 @@ class _Patch:
 
 
 class Patcher:
-    """Wraps plain functions found on classes; ``restore()`` undoes every patch exactly."""
+    """Patches plain functions found on classes; ``restore()`` undoes every patch exactly.
+
+    ``replace`` installs a plain function built by ``factory(original)`` (with the original's
+    ``__name__``, ``__qualname__``, ``__doc__``, ``__wrapped__`` and so its signature): ~0.3 us per
+    call. ``wrap`` installs a ``wrapt.FunctionWrapper``, which also proxies ``__code__`` (so e.g.
+    ``inspect.isgeneratorfunction`` is unchanged) but costs ~1 us per call: used off the hot path.
+    """
 
     def __init__(self) -> None:
         self._applied: list[_Patch] = []
 
-    def wrap(self, owner: type, name: str, wrapper: Wrapper) -> None:
-        """Wrap ``owner.name`` (looked up through the MRO) with a proxy set on ``owner`` itself."""
+    def _original(self, owner: type, name: str) -> types.FunctionType:
         raw = inspect.getattr_static(owner, name)
         if not isinstance(raw, types.FunctionType):
-            raise TypeError(
-                f"{owner.__module__}:{owner.__qualname__}.{name} is a {type(raw).__name__}, not a function"
-            )
+            where = f"{owner.__module__}:{owner.__qualname__}.{name}"
+            raise TypeError(f"{where} is a {type(raw).__name__}, not a function")
+        return raw
+
+    def _install(self, owner: type, name: str, patched: Any) -> None:
         own = vars(owner)
-        patch = _Patch(owner, name, name in own, own.get(name), wrapt.FunctionWrapper(raw, wrapper))
-        setattr(owner, name, patch.proxy)
+        patch = _Patch(owner, name, name in own, own.get(name), patched)
+        setattr(owner, name, patched)
         self._applied.append(patch)
+
+    def replace(
+        self, owner: type, name: str, factory: Callable[[types.FunctionType], Callable[..., Any]]
+    ) -> None:
+        """Set ``owner.name`` (looked up through the MRO) to ``factory(original)``, on ``owner`` itself."""
+        raw = self._original(owner, name)
+        self._install(owner, name, functools.update_wrapper(factory(raw), raw))
+
+    def wrap(self, owner: type, name: str, wrapper: Wrapper) -> None:
+        """Set ``owner.name`` to a ``wrapt.FunctionWrapper(original, wrapper)``, on ``owner`` itself."""
+        raw = self._original(owner, name)
+        self._install(owner, name, wrapt.FunctionWrapper(raw, wrapper))
 
     @property
     def patched(self) -> list[tuple[type, str]]:
@@ -108,7 +128,7 @@ class Patcher:
             patch = self._applied.pop()
             current = vars(patch.owner).get(patch.name)
             if current is not patch.proxy:
-                # Someone wrapped on top of us: leave their wrapper; ours is inert once stopped.
+                # Someone patched on top of us: leave their patch; ours is inert once stopped.
                 _logger.warning(
                     "otel-trading instrumentation: %s.%s was re-wrapped by other code; leaving it in place",
                     patch.owner.__qualname__,

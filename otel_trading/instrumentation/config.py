@@ -81,9 +81,11 @@ class InstrumentConfigurationError(ConfigurationError):
 
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__(problems)
-        self.args = (
-            "invalid otel-trading instrumentation configuration:\n  - " + "\n  - ".join(self.problems),
-        )
+        header = "invalid otel-trading instrumentation configuration:"
+        self.args = (header + "\n  - " + "\n  - ".join(self.problems),)
+
+
+_Invalid = InstrumentConfigurationError
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,7 @@ def load_config(
             try:
                 data = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise _Invalid(
-                    [f"{OTEL_TRADING_INSTRUMENT}: invalid JSON: {exc}"]
-                ) from None
+                raise _Invalid([f"{OTEL_TRADING_INSTRUMENT}: invalid JSON: {exc}"]) from None
             return parse_config(data, OTEL_TRADING_INSTRUMENT)
         return _from_file(Path(raw), f"{OTEL_TRADING_INSTRUMENT}={raw}")
     pyproject = Path(cwd if cwd is not None else os.getcwd()) / "pyproject.toml"
@@ -188,9 +188,7 @@ def _from_file(path: Path, source: str) -> InstrumentConfig:
             doc["tool"].get("otel-trading", {}).get("instrument") if isinstance(doc["tool"], dict) else None
         )
         if section is None:
-            raise _Invalid(
-                [f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"]
-            )
+            raise _Invalid([f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"])
         return parse_config(section, f"{source} {PYPROJECT_SECTION}")
     return parse_config(doc, source)
 
@@ -221,9 +219,7 @@ def parse_config(data: Any, source: str) -> InstrumentConfig:
     """Validate a decoded configuration; raises ``ConfigurationError`` listing every problem."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
-        raise _Invalid(
-            [f"{source}: must be a table/object with 'breakers' and/or 'event_buses'"]
-        )
+        raise _Invalid([f"{source}: must be a table/object with 'breakers' and/or 'event_buses'"])
     for key in sorted(set(data) - _TOP_KEYS):
         problems.append(f"{source}: unknown key {key!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
     breakers = [
