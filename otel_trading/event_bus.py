@@ -54,6 +54,15 @@ _STOP = object()
 Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, HistogramSeries | None]
 
 
+def _worker_cancelled() -> bool:
+    """Whether the worker task itself is being cancelled, as opposed to a handler raising
+    CancelledError on its own (e.g. from a cancelled inner request). Python 3.10 cannot tell the
+    two apart, so there the cancellation always propagates."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 class Subscription:
     """Returned by ``subscribe``; call it (or ``unsubscribe()``) to remove the handler."""
 
@@ -280,6 +289,10 @@ class EventBus:
                         handler(event)
                 except Exception as exc:
                     self._handler_failed(event, handler, exc, None)
+                except asyncio.CancelledError as exc:
+                    if _worker_cancelled():
+                        raise
+                    self._handler_failed(event, handler, exc, None)
 
     async def _run_metered(self, queue: asyncio.Queue[Any]) -> None:
         # The tick path: one dict lookup per event, no method calls, observe() inlined. Measured
@@ -315,6 +328,10 @@ class EventBus:
                         handler(event)
                 except Exception as exc:
                     self._handler_failed(event, handler, exc, row)
+                except asyncio.CancelledError as exc:
+                    if _worker_cancelled():
+                        raise
+                    self._handler_failed(event, handler, exc, row)
             if start is not None:
                 elapsed = perf_counter() - start
                 if series.bridged:  # type: ignore[union-attr]
@@ -333,7 +350,7 @@ class EventBus:
                     series.observe_slow(row, elapsed)  # type: ignore[union-attr,arg-type]
             row[C1] += 1  # type: ignore[index]
 
-    def _handler_failed(self, event: object, handler: Handler, exc: Exception, row: Row | None) -> None:
+    def _handler_failed(self, event: object, handler: Handler, exc: BaseException, row: Row | None) -> None:
         if row is not None:
             row[C2] += 1
         # Log a failing handler once with its traceback, then quietly: a handler that fails on

@@ -206,3 +206,18 @@ def test_breakers_sharing_a_name_share_counters_and_report_the_worst_state(metri
     run_breaker(b, 1, 1)
     assert metrics.value(N["breaker_successes"], name="dup") == 3
     assert metrics.value(N["breaker_state"], name="dup") == 1
+
+
+async def test_a_handler_raising_cancelled_error_is_counted_and_the_bus_goes_on(metrics: Metrics) -> None:
+    seen: list[float] = []
+
+    async def cancelled(_: Tick) -> None:
+        raise asyncio.CancelledError()
+
+    async with EventBus(meter_provider=metrics.provider) as bus:
+        bus.subscribe(Tick, cancelled)
+        bus.subscribe(Tick, lambda e: seen.append(e.price))
+        await bus.publish(Tick(1.0))
+        await bus.publish(Tick(2.0))
+    assert seen == [1.0, 2.0]
+    assert metrics.value(N["bus_handler_errors"], event_type="Tick") == 2
