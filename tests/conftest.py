@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,14 @@ def reset_metrics_globals() -> None:
     metrics_internal._METER_PROVIDER = None
     metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()
     recording.reset_global_registry()
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OTEL_* / OTEL_TRADING_* variable of the developer's shell leaks into a test."""
+    for var in list(os.environ):
+        if var.startswith("OTEL_"):
+            monkeypatch.delenv(var)
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +110,21 @@ def global_metrics() -> Iterator[Metrics]:
     otel_metrics.set_meter_provider(m.provider)
     yield m
     m.provider.shutdown()
+
+
+@pytest.fixture
+def instrumentor() -> Iterator[Any]:
+    """A TradingInstrumentor that is uninstrumented again after the test."""
+    from otel_trading.instrumentation import TradingInstrumentor
+
+    inst = TradingInstrumentor()
+    yield inst
+    if inst.is_instrumented_by_opentelemetry:
+        inst.uninstrument()
+
+
+@pytest.fixture
+def instrumented(metrics: Metrics, instrumentor: Any) -> Metrics:
+    """``metrics`` with the instrumentor installed on its provider (no custom classes)."""
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    return metrics

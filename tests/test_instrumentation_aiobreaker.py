@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -45,25 +45,6 @@ async def slow() -> None:
 
 async def boom() -> None:
     raise Boom("venue down")
-
-
-@pytest.fixture(autouse=True)
-def _no_instrumentation_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
-
-
-@pytest.fixture
-def instrumentor() -> Iterator[TradingInstrumentor]:
-    inst = TradingInstrumentor()
-    yield inst
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
-
-
-@pytest.fixture
-def instrumented(metrics: Metrics, instrumentor: TradingInstrumentor) -> Metrics:
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    return metrics
 
 
 async def test_async_successes_and_failures_are_counted_per_name(instrumented: Metrics) -> None:

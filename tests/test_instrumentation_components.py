@@ -6,7 +6,6 @@ and the instrumentor's ``meter_provider`` when the bot passed none. The bot's ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -23,25 +22,6 @@ N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 @dataclass
 class Tick:
     price: float
-
-
-@pytest.fixture(autouse=True)
-def _no_instrumentation_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
-
-
-@pytest.fixture
-def instrumentor() -> Iterator[TradingInstrumentor]:
-    inst = TradingInstrumentor()
-    yield inst
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
-
-
-@pytest.fixture
-def instrumented(metrics: Metrics, instrumentor: TradingInstrumentor) -> Metrics:
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    return metrics
 
 
 def test_breaker_built_without_meter_provider_records_into_the_instrumentors(instrumented: Metrics) -> None:

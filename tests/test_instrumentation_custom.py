@@ -186,12 +186,6 @@ def queue_bus_entry(module: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _no_instrumentation_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
-    monkeypatch.delenv("OTEL_TRADING_INSTRUMENT", raising=False)
-
-
 @pytest.fixture
 def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
     """Writes a module under a fresh name (not imported); returns the name."""
@@ -208,14 +202,6 @@ def write_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ca
     yield write
     for name in names:
         sys.modules.pop(name, None)
-
-
-@pytest.fixture
-def instrumentor() -> Iterator[TradingInstrumentor]:
-    inst = TradingInstrumentor()
-    yield inst
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
 
 
 @pytest.fixture

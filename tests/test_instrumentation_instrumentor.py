@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from importlib.metadata import entry_points
 
 import aiobreaker
@@ -18,20 +17,6 @@ from .conftest import Metrics
 from .realprocs import free_port, samples, scrape
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "OTEL_TRADING_INSTRUMENT", "OTEL_METRICS_EXPORTER"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-def instrumentor() -> Iterator[TradingInstrumentor]:
-    inst = TradingInstrumentor()
-    yield inst
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
 
 
 def test_entry_point_is_registered_for_opentelemetry_instrument() -> None:

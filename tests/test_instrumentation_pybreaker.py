@@ -59,26 +59,6 @@ def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> b
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_instrumentation_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
-    monkeypatch.delenv("OTEL_TRADING_INSTRUMENT", raising=False)
-
-
-@pytest.fixture
-def instrumentor() -> Iterator[TradingInstrumentor]:
-    inst = TradingInstrumentor()
-    yield inst
-    if inst.is_instrumented_by_opentelemetry:
-        inst.uninstrument()
-
-
-@pytest.fixture
-def instrumented(metrics: Metrics, instrumentor: TradingInstrumentor) -> Metrics:
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    return metrics
-
-
 def trip(breaker: pybreaker.CircuitBreaker, failures: int) -> None:
     for _ in range(failures):
         with pytest.raises((Boom, pybreaker.CircuitBreakerError)):
