@@ -38,6 +38,7 @@ from otel_trading.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_PROMETHEUS_HOST,
     OTEL_EXPORTER_PROMETHEUS_PORT,
@@ -67,6 +68,7 @@ DEFAULT_METRICS_PORT = 8000
 
 _EXPORTERS = ("prometheus", "otlp", "console", "none")
 _PROTOCOLS = ("grpc", "http/protobuf")
+_TEMPORALITIES = ("cumulative", "delta", "lowmemory")
 
 
 class ConfigurationError(ValueError):
@@ -471,6 +473,13 @@ def _otlp_settings() -> tuple[str, list[str]]:
             parsed_port = -1
         if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed_port == -1:
             problems.append(f"{var}: {value!r} is not an endpoint URL like http://collector:4317")
+    # The OTLP exporter would only log an unknown preference and fall back to cumulative.
+    temporality = os.environ.get(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "").strip().lower()
+    if temporality and temporality not in _TEMPORALITIES:
+        problems.append(
+            f"{OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE}: {temporality!r} is not one of "
+            f"{', '.join(_TEMPORALITIES)}"
+        )
     return protocol, problems
 
 

@@ -163,3 +163,26 @@ def test_configure_metrics_none_builds_a_provider_without_readers(monkeypatch: p
         assert handle.readers == () and handle.server is None
     finally:
         handle.shutdown()
+
+
+def test_configure_metrics_rejects_an_unknown_temporality_preference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes")
+    with pytest.raises(ConfigurationError, match="TEMPORALITY_PREFERENCE.*sometimes"):
+        configure_metrics(set_global=False)
+
+
+def test_configure_metrics_otlp_honours_the_delta_preference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import Counter, Histogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    handle = configure_metrics(set_global=False)
+    try:
+        (reader,) = handle.readers
+        preferred = {cls.__name__: t for cls, t in reader._exporter._preferred_temporality.items()}
+        assert preferred[Counter.__name__] is preferred[Histogram.__name__] is AggregationTemporality.DELTA
+    finally:
+        handle.meter_provider.shutdown(timeout_millis=1000)
