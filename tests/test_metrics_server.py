@@ -168,7 +168,7 @@ def test_configure_metrics_none_builds_a_provider_without_readers(monkeypatch: p
 def test_configure_metrics_rejects_an_unknown_temporality_preference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "sometimes")
-    with pytest.raises(ConfigurationError, match="TEMPORALITY_PREFERENCE.*sometimes"):
+    with pytest.raises(ConfigurationError, match=r"TEMPORALITY_PREFERENCE.*sometimes"):
         configure_metrics(set_global=False)
 
 
