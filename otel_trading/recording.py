@@ -544,7 +544,9 @@ class MetricsRegistry:
 
     def _breaker_states(self, options: CallbackOptions) -> Iterator[Observation]:
         for series in list(self.breaker_series.values()):
-            states = [int(b.state) for b in list(series.components)]
+            # A component whose guarded object is gone reports None (e.g. an instrumentation
+            # binding of a collected pybreaker breaker) and no longer counts.
+            states = [int(state) for b in list(series.components) if (state := b.state) is not None]
             if states:
                 # Several live breakers sharing a name report the worst state.
                 yield Observation(max(states), series.attributes)

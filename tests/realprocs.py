@@ -37,6 +37,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_outside_ephemeral_range() -> int:
+    """A free port below the kernel's ephemeral range, for a server that clients dial while it is down.
+
+    A client retrying a loopback port inside the ephemeral range can be handed that very port as
+    its own source port and connect to itself (TCP self-connect), which then keeps the server from
+    binding when it comes back.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    import random
+
+    for _ in range(200):
+        port = random.randint(max(1024, low // 2), low - 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def missing(what: str) -> None:
     """Skip locally, fail in CI: a skipped integration test in CI hides a missing install step."""
     if IN_CI:

@@ -25,6 +25,7 @@ from .realprocs import (
     Prometheus,
     collector_env,
     free_port,
+    free_port_outside_ephemeral_range,
     http_get,
     running,
     samples,
@@ -205,7 +206,8 @@ def _collector_total(collector_url: str) -> float | None:
 
 
 def test_collector_down_killed_and_restarted_never_reaches_the_bot(tmp_path: Path) -> None:
-    env = collector_env()
+    # The bot dials this port while nothing listens: keep it out of the ephemeral range.
+    env = collector_env({"OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{free_port_outside_ephemeral_range()}"})
     bot = start_workload(tmp_path, "steady", otlp_env(f"http://{env['OTELCOL_OTLP_GRPC_ENDPOINT']}"))
     with running(bot):
         # 1. Collector down at start: the bot keeps trading.

@@ -392,6 +392,9 @@ def test_pybreaker_behaves_identically_and_metrics_match_its_own_callbacks(
     # A fresh name per example: breakers of earlier examples may still be alive (reference cycles)
     # and, being pre-existing pybreaker breakers, are rightly picked up by instrument().
     name = f"prop-{next(_example)}"
+    # Unreachable breakers of earlier tests (reference cycles) would otherwise still be found by
+    # instrument()'s scan of live objects; collect them so each example starts from the same world.
+    gc.collect()
     plain_trace, _, _ = run_ops(ops, fail_max, timeout, success_threshold, "plain")
     metrics = make_metrics(bridged=True)
     inst = TradingInstrumentor()

@@ -35,6 +35,7 @@ class BreakerBinding:
 
     __slots__ = (
         "__weakref__",
+        "_alive",
         "_last",
         "_lock",
         "_polled",
@@ -54,7 +55,9 @@ class BreakerBinding:
         *,
         polled: bool = False,
         raw_name: object = None,
+        alive: Callable[[], bool] = lambda: True,
     ) -> None:
+        self._alive = alive
         self.name = name
         #: the instrumented object's own name value, compared cheaply to notice a rename
         self.raw_name = raw_name
@@ -78,9 +81,12 @@ class BreakerBinding:
             return None
 
     @property
-    def state(self) -> int:
-        """Read by the ``circuit_breaker_state`` gauge at collection; never raises."""
-        code = self._safe_read()
+    def state(self) -> int | None:
+        """Read by the ``circuit_breaker_state`` gauge at collection; never raises. None once the
+        breaker is gone, so a dead breaker's last state is not reported."""
+        code = self._safe_read()  # also releases dead bindings (see read_state)
+        if not self._alive():
+            return None
         if code is None:
             return self._last
         if self._polled:

@@ -390,7 +390,7 @@ class CustomClasses:
                 return None
             return mapper(value)
 
-        binding = BreakerBinding(session.registry, name, read_state, polled=True)
+        binding = BreakerBinding(session.registry, name, read_state, polled=True, alive=lambda: ref() is not None)
         session.breakers.set(breaker, binding)
         return binding
 

@@ -199,7 +199,9 @@ class LibraryBreakers:
             return state_code(b.current_state)
 
         name = breaker.name
-        binding = BreakerBinding(session.registry, breaker_label(name), read_state, raw_name=name)
+        binding = BreakerBinding(
+            session.registry, breaker_label(name), read_state, raw_name=name, alive=lambda: ref() is not None
+        )
         bindings.set(breaker, binding)
         return binding
 
