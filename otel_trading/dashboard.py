@@ -212,6 +212,11 @@ def _timeseries(title: str, description: str, targets: list[Json], unit: str, *,
     }
 
 
+def _state_defaults(**extra: Any) -> Json:
+    """Field defaults shared by the state panels: 0/1/2 shown as CLOSED/OPEN/HALF_OPEN in colour."""
+    return {"mappings": _state_mappings(), "thresholds": _state_thresholds(), "color": {"mode": "thresholds"}, **extra}
+
+
 def _breaker_state_stat() -> Json:
     expr = _gauge_max(BREAKER_STATE, ["name"], {"name": _BREAKER_VAR})
     return {
@@ -220,12 +225,7 @@ def _breaker_state_stat() -> Json:
         "description": BREAKER_STATE.description,
         "datasource": dict(_DATASOURCE),
         "fieldConfig": {
-            "defaults": {
-                "mappings": _state_mappings(),
-                "thresholds": _state_thresholds(),
-                "color": {"mode": "thresholds"},
-                "unit": "none",
-            },
+            "defaults": _state_defaults(unit="none"),
             "overrides": [],
         },
         "options": {
@@ -248,12 +248,7 @@ def _breaker_state_timeline() -> Json:
         "description": BREAKER_STATE.description,
         "datasource": dict(_DATASOURCE),
         "fieldConfig": {
-            "defaults": {
-                "mappings": _state_mappings(),
-                "thresholds": _state_thresholds(),
-                "color": {"mode": "thresholds"},
-                "custom": {"fillOpacity": 80, "lineWidth": 0},
-            },
+            "defaults": _state_defaults(custom={"fillOpacity": 80, "lineWidth": 0}),
             "overrides": [],
         },
         "options": {
