@@ -406,10 +406,9 @@ def start_metrics_server(
 
 
 def _set_global(provider: MeterProvider) -> None:
-    current = otel_metrics.get_meter_provider()
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
+    from otel_trading.recording import global_provider_is_set
 
-    if not isinstance(current, _ProxyMeterProvider):
+    if global_provider_is_set():
         raise RuntimeError(
             "a global MeterProvider is already set (by opentelemetry-instrument, configure_metrics() or "
             "the application); call with set_global=False and pass handle.meter_provider to components"

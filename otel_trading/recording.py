@@ -488,11 +488,7 @@ class MetricsRegistry:
                 _logger.exception("otel-trading: collection hook %r failed", hook)
 
     def has_sdk_provider(self) -> bool:
-        if self._explicit_provider is not None:
-            return True
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-        return not isinstance(otel_metrics.get_meter_provider(), _ProxyMeterProvider)
+        return self._explicit_provider is not None or global_provider_is_set()
 
     # -- series -----------------------------------------------------------------------------------
     def breaker(self, name: str) -> HistogramSeries:
@@ -592,6 +588,13 @@ def _safe(
 
     guarded.__name__ = getattr(callback, "__name__", "callback")
     return guarded
+
+
+def global_provider_is_set() -> bool:
+    """Whether a real global MeterProvider is installed (not the API's placeholder proxy)."""
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    return not isinstance(otel_metrics.get_meter_provider(), _ProxyMeterProvider)
 
 
 _registries: weakref.WeakKeyDictionary[Any, MetricsRegistry] = weakref.WeakKeyDictionary()

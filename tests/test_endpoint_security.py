@@ -22,7 +22,7 @@ import pytest
 from otel_trading import CircuitBreaker, start_metrics_server
 from otel_trading.exporting import DEFAULT_METRICS_ADDR, MetricsServer
 
-from .realprocs import REPO, require_binary, start_prometheus, wait_until
+from .realprocs import REPO, missing, require_binary, start_prometheus, wait_until
 
 USER = "prometheus"
 
@@ -208,7 +208,8 @@ def test_basic_auth_serves_metrics_with_the_configured_credentials(
     del breaker
 
 
-def test_basic_auth_over_tls(pki: Pki, password: str) -> None:
+@pytest.fixture
+def tls_auth_server(pki: Pki, password: str) -> Iterator[MetricsServer]:
     with start_metrics_server(
         port=0,
         addr="127.0.0.1",
@@ -216,8 +217,12 @@ def test_basic_auth_over_tls(pki: Pki, password: str) -> None:
         keyfile=pki.server_key,
         basic_auth=(USER, password),
     ) as srv:
-        assert get(srv.url, cafile=pki.ca)[0] == 401
-        assert get(srv.url, cafile=pki.ca, auth=(USER, password))[0] == 200
+        yield srv
+
+
+def test_basic_auth_over_tls(tls_auth_server: MetricsServer, pki: Pki, password: str) -> None:
+    assert get(tls_auth_server.url, cafile=pki.ca)[0] == 401
+    assert get(tls_auth_server.url, cafile=pki.ca, auth=(USER, password))[0] == 200
 
 
 def test_basic_auth_server_reports_a_port_in_use(password: str) -> None:
@@ -276,7 +281,7 @@ def test_no_private_key_or_certificate_is_committed() -> None:
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=False, timeout=60
     ).stdout.split(b"\0")
     if not any(tracked):
-        pytest.skip("not a git checkout")
+        missing("a git checkout")
     # Split so this file does not match its own needle.
     needle = b"PRIVATE" + b" KEY-----"
     offenders = []
@@ -292,18 +297,12 @@ def test_no_private_key_or_certificate_is_committed() -> None:
 
 @pytest.mark.integration
 def test_prometheus_scrapes_a_tls_and_basic_auth_endpoint_with_the_documented_config(
-    tmp_path: Path, pki: Pki, password: str
+    tmp_path: Path, pki: Pki, password: str, tls_auth_server: MetricsServer
 ) -> None:
     (tmp_path / "scrape-password").write_text(password)
-    with start_metrics_server(
-        port=0,
-        addr="127.0.0.1",
-        certfile=pki.server_cert,
-        keyfile=pki.server_key,
-        basic_auth=(USER, password),
-    ) as srv:
-        breaker = _with_a_breaker()
-        config = f"""
+    srv = tls_auth_server
+    breaker = _with_a_breaker()
+    config = f"""
 global: {{scrape_interval: 1s}}
 scrape_configs:
   - job_name: trading-bot
@@ -316,21 +315,21 @@ scrape_configs:
     tls_config: {{ca_file: {pki.ca}}}
     static_configs: [{{targets: ['127.0.0.1:{srv.port}']}}]
 """
-        with start_prometheus(tmp_path / "prom", config) as prom:
-            result = prom.wait_for_series('circuit_breaker_successes_total{job="trading-bot",name="venue"}')
+    with start_prometheus(tmp_path / "prom", config) as prom:
+        result = prom.wait_for_series('circuit_breaker_successes_total{job="trading-bot",name="venue"}')
 
-            def denied() -> str:
-                targets = prom.api("/api/v1/targets")["activeTargets"]
-                return next(
-                    (
-                        t["lastError"]
-                        for t in targets
-                        if t["labels"]["job"] == "no-credentials" and t["lastError"]
-                    ),
-                    "",
-                )
+        def denied() -> str:
+            targets = prom.api("/api/v1/targets")["activeTargets"]
+            return next(
+                (
+                    t["lastError"]
+                    for t in targets
+                    if t["labels"]["job"] == "no-credentials" and t["lastError"]
+                ),
+                "",
+            )
 
-            error = wait_until(denied, 60, what="the no-credentials job to fail")
-        del breaker
+        error = wait_until(denied, 60, what="the no-credentials job to fail")
+    del breaker
     assert result[0]["value"][1] == "1"
     assert "401" in error
