@@ -14,7 +14,7 @@ from otel_trading.exporting import (
     configure_metrics,
     start_metrics_server,
 )
-from otel_trading.sdk_bridge import views
+from otel_trading.recording import views
 from otel_trading.version import __version__
 
 __all__ = [

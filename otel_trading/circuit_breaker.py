@@ -32,7 +32,7 @@ from otel_trading.recording import (
     MAX,
     MIN,
     SUM,
-    HistogramSeries,
+    Series,
     ThreadRows,
     registry_for,
     resolve_sample_rate,
@@ -125,7 +125,7 @@ class CircuitBreaker:
         self._episode = 0
 
         self._rows: ThreadRows | None = None
-        self._series: HistogramSeries | None = None
+        self._series: Series | None = None
         # Which calls read the clock: all (_time_all), a sampled share (_time_rate), or none.
         self._time_all = False
         self._time_rate = 0.0
@@ -255,7 +255,7 @@ class CircuitBreaker:
         row[column] += 1
         if elapsed is not None:
             series = self._series
-            if series.bridged:  # type: ignore[union-attr]
+            if series.fast:  # type: ignore[union-attr]
                 # recording.observe() inlined: a call costs as much as the work on this path.
                 row[SUM] += elapsed
                 if elapsed < row[MIN]:

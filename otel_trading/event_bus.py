@@ -32,7 +32,7 @@ from otel_trading.recording import (
     MAX,
     MIN,
     SUM,
-    HistogramSeries,
+    Series,
     Row,
     SingleRow,
     registry_for,
@@ -51,7 +51,7 @@ Handler = Callable[[Any], Awaitable[None] | None]
 _STOP = object()
 
 # What the worker looks up once per event: (handlers with their is-async flag, row, series).
-Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, HistogramSeries | None]
+Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, Series | None]
 
 
 def _worker_cancelled() -> bool:
@@ -118,7 +118,7 @@ class EventBus:
             registry = None  # every event_bus metric is disabled: run exactly as metrics_enabled=False
         self._registry = registry
         # Per event class: this bus's row (written on its loop only) and the labelled series.
-        self._stats: dict[type, tuple[Row, HistogramSeries]] = {}
+        self._stats: dict[type, tuple[Row, Series]] = {}
         # The same rows, for the publish path's single lookup; None when metrics are off.
         self._published: dict[type, Row] | None = None
         # The last published type and its row: the publish path's one-entry cache.
@@ -128,7 +128,7 @@ class EventBus:
         if registry is not None:
             self._published = {}
             self._timed = registry.enabled(mc.BUS_PROCESSING_DURATION.key) and self.sample_rate > 0
-            registry.buses.add(self)
+            registry.add_bus(self)
 
     # -- subscriptions --------------------------------------------------------------------------------
     def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None] | None]) -> Subscription:
@@ -202,14 +202,18 @@ class EventBus:
 
     # -- publishing -------------------------------------------------------------------------------------
     async def publish(self, event: object) -> None:
-        """Queue ``event``; waits for room when the queue is full (backpressure)."""
+        """Queue ``event``; waits for room when the queue is full (backpressure).
+
+        Counted once queued: a publish cancelled while it waits for room is not counted.
+        """
         queue = self._check_open()
+        await queue.put(event)
+        # No await between the put and the count, so the worker cannot process it uncounted.
         if type(event) is self._last_type:
             # A tick stream repeats one type: skip even the dict lookup (never true with metrics off).
             self._last_row[C0] += 1  # type: ignore[index]
         elif self._published is not None:
             self._count_published(type(event))
-        await queue.put(event)
 
     def publish_nowait(self, event: object) -> None:
         """Queue ``event`` or raise ``asyncio.QueueFull``; a refused event is not counted."""
@@ -258,7 +262,7 @@ class EventBus:
         self._routes[event_type] = route
         return route
 
-    def _stats_for(self, event_type: type) -> tuple[Row, HistogramSeries]:
+    def _stats_for(self, event_type: type) -> tuple[Row, Series]:
         stats = self._stats.get(event_type)
         if stats is None:
             series = self._registry.event(event_type.__name__)  # type: ignore[union-attr]
@@ -336,7 +340,7 @@ class EventBus:
                     self._handler_failed(event, handler, exc, row)
             if start is not None:
                 elapsed = perf_counter() - start
-                if series.bridged:  # type: ignore[union-attr]
+                if series.fast:  # type: ignore[union-attr]
                     row[SUM] += elapsed  # type: ignore[index]
                     if elapsed < row[MIN]:  # type: ignore[index]
                         row[MIN] = elapsed  # type: ignore[index]

@@ -3,7 +3,7 @@
 ``start_metrics_server()`` is the guide's one-liner. ``configure_metrics()`` builds the provider
 from the standard OTel variables (``OTEL_METRICS_EXPORTER`` = prometheus | otlp | console | none,
 ``OTEL_EXPORTER_OTLP_*``, ``OTEL_SERVICE_NAME``, ...), so backends are swapped by configuration.
-Both add otel-trading's views, which put histograms on the fast path (see ``sdk_bridge``).
+Both add otel-trading's views, which fix the duration buckets (histograms take the fast path either way).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from otel_trading.environment_variables import (
     OTEL_METRIC_EXPORT_INTERVAL,
     OTEL_METRICS_EXPORTER,
 )
-from otel_trading.sdk_bridge import views as trading_views
+from otel_trading.recording import views as trading_views
 from otel_trading.validation import check_bool, check_port
 
 __all__ = [
@@ -141,14 +141,14 @@ def trading_env_problems() -> list[str]:
     since the setting it was meant for is silently not applied; other unknown names are only logged
     (tools around the package may use the prefix too).
     """
-    from otel_trading import recording
+    from otel_trading.recording import settings
 
     problems: list[str] = []
     # The same parsers the components use, so start-up rejects exactly what they would.
     checks: tuple[Callable[[], object], ...] = (
-        recording._env_disabled,
-        lambda: recording.resolve_sample_rate(None),
-        recording._env_max_label_values,
+        settings.disabled_metrics_from_env,
+        lambda: settings.resolve_sample_rate(None),
+        settings.max_label_values_from_env,
     )
     for check in checks:
         try:

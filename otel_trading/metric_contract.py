@@ -17,6 +17,7 @@ from enum import Enum
 __all__ = [
     "BREAKER_METRICS",
     "DURATION_BUCKETS",
+    "SCOPE_NAME",
     "EVENT_BUS_METRICS",
     "LABEL_VALUES_FOLDED",
     "LIBRARY_METRICS",
@@ -78,6 +79,10 @@ DURATION_BUCKETS: tuple[float, ...] = (
 
 # Data-derived label values beyond the cardinality limit are folded into this one value.
 OVERFLOW_LABEL_VALUE = "__overflow__"
+
+#: The instrumentation scope every otel-trading instrument is created in (``otel_scope_name`` in
+#: Prometheus). A constant, so that moving code between modules never changes exported labels.
+SCOPE_NAME = "otel_trading.recording"
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ class BreakerBinding:
         row[column] += 1
         if elapsed is not None and self.timed:
             series = self.series
-            if series.bridged:
+            if series.fast:
                 observe(row, elapsed)
             else:
                 series.observe_slow(row, elapsed)

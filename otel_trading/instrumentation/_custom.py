@@ -49,7 +49,7 @@ from otel_trading.instrumentation.config import (
     InstrumentConfig,
     Scalar,
 )
-from otel_trading.recording import C0, C1, C2, HistogramSeries, MetricsRegistry, ThreadRows, observe
+from otel_trading.recording import C0, C1, C2, Series, MetricsRegistry, ThreadRows, observe
 
 #: Breakers whose configured call method is running in this thread / task (re-entrant calls
 #: such as ``call_async`` delegating to ``call`` count once).
@@ -214,11 +214,11 @@ class BusBinding:
         self._registry = registry
         self._spec = spec
         self._ref = weakref.ref(bus)
-        self._stats: dict[str, tuple[ThreadRows, HistogramSeries]] = {}
+        self._stats: dict[str, tuple[ThreadRows, Series]] = {}
         self._counted: dict[str, int] = {}
         self._lock = threading.Lock()
         self.timed = registry.enabled(mc.BUS_PROCESSING_DURATION.key)
-        registry.buses.add(self)
+        registry.add_bus(self)
 
     @property
     def name(self) -> str:
@@ -267,7 +267,7 @@ class BusBinding:
         with self._lock:
             self._counted[label] = max(0, self._counted.get(label, 0) + delta)
 
-    def _row(self, label: str) -> tuple[list[Any], HistogramSeries]:
+    def _row(self, label: str) -> tuple[list[Any], Series]:
         stats = self._stats.get(label)
         if stats is None:
             with self._lock:
@@ -288,7 +288,7 @@ class BusBinding:
         if failed:
             row[C2] += 1
         if self.timed:
-            if series.bridged:
+            if series.fast:
                 observe(row, elapsed)
             else:
                 series.observe_slow(row, elapsed)

@@ -1,0 +1,60 @@
+"""The recording layer: hot-path rows, the series they feed, and how OTel readers get them.
+
+- ``rows``: the plain lists components count and time into (per thread or per event loop).
+- ``series``: one label set of one component kind, and its binding to the SDK.
+- ``registry``: every instrument of one MeterProvider; one snapshot per collection.
+- ``sdk_binding``: serving the rows' histograms to SDK readers (the one private SDK hook).
+- ``settings``: the OTEL_TRADING_* variables this layer reads.
+"""
+
+from otel_trading.recording.registry import (
+    MetricsRegistry,
+    global_provider_is_set,
+    registry_for,
+    reset_global_registry,
+)
+from otel_trading.recording.rows import (
+    B0,
+    BOUNDS,
+    C0,
+    C1,
+    C2,
+    MAX,
+    MIN,
+    SUM,
+    Row,
+    SingleRow,
+    ThreadRows,
+    new_row,
+    observe,
+    sample_gaps,
+)
+from otel_trading.recording.sdk_binding import rows_supported, views
+from otel_trading.recording.series import Binding, Series
+from otel_trading.recording.settings import resolve_sample_rate
+
+__all__ = [
+    "B0",
+    "BOUNDS",
+    "C0",
+    "C1",
+    "C2",
+    "MAX",
+    "MIN",
+    "SUM",
+    "Binding",
+    "MetricsRegistry",
+    "Row",
+    "Series",
+    "SingleRow",
+    "ThreadRows",
+    "global_provider_is_set",
+    "new_row",
+    "observe",
+    "registry_for",
+    "reset_global_registry",
+    "resolve_sample_rate",
+    "rows_supported",
+    "sample_gaps",
+    "views",
+]

@@ -1,0 +1,307 @@
+"""Serves otel-trading's duration histograms to SDK readers straight from the rows.
+
+The OTel API has no asynchronous histogram, and the SDK's ``Histogram.record`` costs ~10 us in
+Python: far too much for a tick path. Components therefore bucket durations in plain rows, and at
+collection each reader of an SDK ``MeterProvider`` gets the rows' totals as an ordinary
+explicit-bucket histogram stream. The SDK keeps one stream object per (reader, instrument) -- its
+private ``_ViewInstrumentMatch`` -- built from the provider's views and the reader's preferred
+aggregation; ``install`` swaps each of ours for a ``RowsHistogramStream`` that keeps the same name,
+description, unit, scope and cardinality limit. This needs no ``View``, so it works on providers the
+application or ``opentelemetry-instrument`` built.
+
+That private structure is checked once per process by ``rows_supported()``, a self-test against
+the installed SDK. Where it fails, histograms are recorded through the SDK instrument instead:
+correct and slower, with one WARNING naming the SDK version.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any, NamedTuple
+
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
+from opentelemetry.sdk.metrics.view import (
+    DefaultAggregation,
+    DropAggregation,
+    ExplicitBucketHistogramAggregation,
+    View,
+)
+
+from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, SCOPE_NAME, InstrumentKind
+
+__all__ = [
+    "HistogramTotals",
+    "RowsHistogramStream",
+    "incompatibility",
+    "install",
+    "rows_supported",
+    "sdk_version",
+    "views",
+]
+
+_logger = logging.getLogger("otel_trading.recording")
+
+_OVERFLOW_ATTRIBUTES = {"otel.metric.overflow": True}
+
+
+class HistogramTotals(NamedTuple):
+    """One series' histogram at one collection: cumulative counts plus the extremes it saw."""
+
+    key: object
+    attributes: dict[str, str]
+    count: int
+    sum: float
+    buckets: tuple[int, ...]
+    #: extremes since the previous collection of the same provider (any reader)
+    epoch_min: float
+    epoch_max: float
+    #: extremes over every collection so far
+    all_min: float
+    all_max: float
+    start_ns: int
+
+
+class RowsHistogramStream:
+    """Takes the place of the SDK's stream for one (reader, histogram): reports the rows' totals.
+
+    Per reader, because each reader has its own temporality and collection times: a delta reader
+    gets its own interval's count, sum, buckets, min and max however many other readers collect.
+    """
+
+    def __init__(self, match: Any) -> None:
+        self._match = match
+        # What MetricReaderStorage.collect reads off a stream.
+        self._view = match._view
+        self._instrument = match._instrument
+        self._name = match._name
+        self._description = match._description
+        self._aggregation = match._aggregation
+        self._limit: int | None = getattr(match, "_cardinality_limit", None)
+        self._lock = threading.Lock()
+        self._latest: Sequence[HistogramTotals] = ()
+        self._cumulative_extremes: dict[object, tuple[float, float]] = {}
+        self._interval_extremes: dict[object, tuple[float, float]] = {}
+        self._last: dict[object, tuple[int, float, tuple[int, ...]]] = {}
+        self._own: dict[object, None] = {}
+        self._previous_ns: int | None = None
+
+    def conflicts(self, other: Any) -> bool:
+        return bool(self._match.conflicts(other))
+
+    def consume_measurement(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
+        """Nothing records through the instrument while its streams are ours."""
+
+    def note(self, totals: Sequence[HistogramTotals]) -> None:
+        """Called at every collection of the provider, whichever reader collects."""
+        with self._lock:
+            self._latest = totals
+            cumulative, interval = self._cumulative_extremes, self._interval_extremes
+            for t in totals:
+                if t.key not in cumulative:
+                    # First sight: this reader's first interval covers everything so far.
+                    cumulative[t.key] = interval[t.key] = (t.all_min, t.all_max)
+                    continue
+                if t.epoch_min <= t.epoch_max:
+                    low, high = cumulative[t.key]
+                    cumulative[t.key] = (min(low, t.epoch_min), max(high, t.epoch_max))
+                    low, high = interval.get(t.key, (math.inf, -math.inf))
+                    interval[t.key] = (min(low, t.epoch_min), max(high, t.epoch_max))
+
+    def collect(self, temporality: AggregationTemporality, collection_start_nanos: int) -> list[Any] | None:
+        with self._lock:
+            delta = temporality is AggregationTemporality.DELTA
+            if delta:
+                # The SDK starts each delta interval with no attribute sets: so does the limit.
+                self._own = {}
+            points: list[HistogramDataPoint] = []
+            overflow: list[Any] | None = None
+            for t in self._latest:
+                if t.count == 0:
+                    continue
+                if delta:
+                    last = self._last.get(t.key)
+                    self._last[t.key] = (t.count, t.sum, t.buckets)
+                    low, high = self._interval_extremes.pop(t.key, (math.inf, -math.inf))
+                    if last is None:
+                        count, total, buckets, start = t.count, t.sum, t.buckets, t.start_ns
+                    else:
+                        count = t.count - last[0]
+                        if count == 0:
+                            continue
+                        total = t.sum - last[1]
+                        buckets = tuple(b - p for b, p in zip(t.buckets, last[2], strict=True))
+                        start = self._previous_ns or t.start_ns
+                else:
+                    count, total, buckets, start = t.count, t.sum, t.buckets, t.start_ns
+                    low, high = self._cumulative_extremes.get(t.key, (t.all_min, t.all_max))
+                if low > high:  # extremes lost to a race with the hot path: widen to the known range
+                    low, high = t.all_min, t.all_max
+                if self._limit is None or t.key in self._own or len(self._own) < self._limit:
+                    self._own[t.key] = None
+                    points.append(_point(t.attributes, start, collection_start_nanos, count, total, buckets, low, high))
+                elif overflow is None:
+                    overflow = [start, count, total, list(buckets), low, high]
+                else:
+                    overflow[0] = min(overflow[0], start)
+                    overflow[1] += count
+                    overflow[2] += total
+                    overflow[3] = [a + b for a, b in zip(overflow[3], buckets, strict=True)]
+                    overflow[4] = min(overflow[4], low)
+                    overflow[5] = max(overflow[5], high)
+            if overflow is not None:
+                start, count, total, merged, low, high = overflow
+                points.append(
+                    _point(dict(_OVERFLOW_ATTRIBUTES), start, collection_start_nanos, count, total, merged, low, high)
+                )
+            self._previous_ns = collection_start_nanos
+            return points or None
+
+
+def _point(
+    attributes: Any, start: int, now: int, count: int, total: float, buckets: Sequence[int], low: float, high: float
+) -> HistogramDataPoint:
+    return HistogramDataPoint(
+        attributes=attributes,
+        start_time_unix_nano=start,
+        time_unix_nano=now,
+        count=count,
+        sum=total,
+        bucket_counts=tuple(buckets),
+        explicit_bounds=DURATION_BUCKETS,
+        min=low,
+        max=high,
+    )
+
+
+def _storages(provider: Any) -> list[Any]:
+    return list(provider._measurement_consumer._reader_storages.values())
+
+
+def install(provider: Any, instrument: Any) -> list[RowsHistogramStream]:
+    """Put a ``RowsHistogramStream`` in every reader's place for ``instrument``; returns the new ones.
+
+    Idempotent: call it at every collection, so readers added later are served too. Streams a view
+    drops stay dropped.
+    """
+    from opentelemetry.sdk.metrics._internal.aggregation import _DropAggregation
+
+    installed: list[RowsHistogramStream] = []
+    for storage in _storages(provider):
+        with storage._lock:
+            matches = storage._get_or_init_view_instrument_match(instrument)
+            for i, match in enumerate(matches):
+                if isinstance(match, RowsHistogramStream) or isinstance(match._aggregation, _DropAggregation):
+                    continue
+                stream = RowsHistogramStream(match)
+                matches[i] = stream
+                installed.append(stream)
+    return installed
+
+
+def incompatibility(provider: Any, instrument: Any) -> str | None:
+    """Why the rows cannot stand for what ``provider`` would make of ``instrument``, or None."""
+
+    def explicit_ok(aggregation: Any) -> bool:
+        if isinstance(aggregation, DefaultAggregation | DropAggregation):
+            return True
+        if isinstance(aggregation, ExplicitBucketHistogramAggregation):
+            bounds = aggregation._boundaries
+            return bounds is None or tuple(bounds) == tuple(DURATION_BUCKETS)
+        return False
+
+    for view in provider._sdk_config.views:
+        if not view._match(instrument):
+            continue
+        if view._attribute_keys is not None:
+            return f"a view keeps only the attributes {sorted(view._attribute_keys)} of {instrument.name}"
+        if not explicit_ok(view._aggregation):
+            return f"a view gives {instrument.name} the aggregation {type(view._aggregation).__name__}"
+    for storage in _storages(provider):
+        preferred = storage._instrument_class_aggregation.get(type(instrument))
+        if preferred is not None and not explicit_ok(preferred):
+            return f"a reader prefers {type(preferred).__name__} for histograms"
+    return None
+
+
+def sdk_version() -> str:
+    try:
+        return metadata.version("opentelemetry-sdk")
+    except metadata.PackageNotFoundError:  # pragma: no cover - the SDK is a dependency
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def rows_supported() -> bool:
+    """Whether this SDK's private reader storage is what ``install`` expects: checked once, by use."""
+    try:
+        _self_test()
+        return True
+    except Exception as exc:
+        _logger.warning(
+            "otel-trading: opentelemetry-sdk %s is not one otel-trading can serve histograms to directly "
+            "(%s: %s); durations are recorded through the SDK's Histogram instead: correct, but each costs "
+            "as much as plain OpenTelemetry. Pin opentelemetry-sdk to a version otel-trading supports to keep "
+            "the fast path.",
+            sdk_version(),
+            type(exc).__name__,
+            exc,
+        )
+        return False
+
+
+def _self_test() -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = SdkMeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    try:
+        histogram = provider.get_meter("otel_trading.self_test").create_histogram("self_test", unit="s")
+        if incompatibility(provider, histogram) is not None:
+            raise RuntimeError("a plain provider looks incompatible")
+        streams = install(provider, histogram)
+        if len(streams) != 1:
+            raise RuntimeError(f"expected one stream per reader, found {len(streams)}")
+        buckets = (2,) + (0,) * len(DURATION_BUCKETS)
+        totals = HistogramTotals("k", {"k": "v"}, 2, 3e-6, buckets, 1e-6, 2e-6, 1e-6, 2e-6, 1)
+        streams[0].note((totals,))
+        data = reader.get_metrics_data()
+        points = [
+            p
+            for rm in (data.resource_metrics if data else ())
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+            if m.name == "self_test"
+            for p in m.data.data_points
+        ]
+        if len(points) != 1 or points[0].count != 2 or tuple(points[0].bucket_counts) != buckets:
+            raise RuntimeError(f"the reader got {points!r}")
+    finally:
+        provider.shutdown()
+
+
+def can_serve(provider: Any) -> bool:
+    """Whether ``provider`` is an SDK MeterProvider whose readers the rows can be served to."""
+    return isinstance(provider, SdkMeterProvider) and rows_supported()
+
+
+def views() -> Sequence[View]:
+    """Views fixing otel-trading's duration buckets, for ``MeterProvider(views=...)``.
+
+    Optional since 0.2: histograms take the fast path on any SDK provider. They still pin the
+    bucket boundaries where an SDK ignores the instruments' advisory boundaries.
+    """
+    return [
+        View(
+            instrument_name=spec.otel_name,
+            meter_name=SCOPE_NAME,
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=DURATION_BUCKETS),
+        )
+        for spec in METRICS
+        if spec.kind is InstrumentKind.HISTOGRAM
+    ]

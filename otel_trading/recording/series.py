@@ -1,0 +1,233 @@
+"""Series: one label set of one component kind, its row sources, and where its durations go."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from otel_trading import metric_contract as mc
+from otel_trading.environment_variables import OTEL_TRADING_MAX_LABEL_VALUES
+from otel_trading.recording.rows import MAX, MIN, Row, RowSource, add_row, fork_safe, harvest, new_row, observe
+
+__all__ = ["MAX_PENDING_VALUES", "Binding", "LabelFold", "Series"]
+
+_logger = logging.getLogger("otel_trading.recording")
+
+#: Durations a series keeps while no MeterProvider is known (see ``Binding.PENDING``).
+MAX_PENDING_VALUES = 100_000
+
+
+class Binding(enum.Enum):
+    """How a series' durations reach the SDK. Every series has exactly one, set by its registry."""
+
+    #: No provider yet (the global one is not set): durations go to the rows and to a bounded list,
+    #: so either of the two bindings below can take them over exactly.
+    PENDING = "pending"
+    #: The rows are the histogram: the registry serves it to every reader at collection.
+    ROWS = "rows"
+    #: Each duration is recorded through the SDK histogram (a provider or an SDK version the rows
+    #: cannot be served to): correct, and as slow as plain OTel.
+    DIRECT = "direct"
+
+
+class Series:
+    """What every component sharing one label value feeds, and what collection reads.
+
+    Hot paths test ``fast`` (True when bound to ``Binding.ROWS``) and write their row inline;
+    otherwise they call ``observe_slow``. Counters always come from the rows, whatever the binding.
+    """
+
+    def __init__(self, attributes: dict[str, str], histogram: Any, binding: Binding) -> None:
+        self.attributes = attributes
+        self.start_ns = time.time_ns()
+        self._histogram = histogram
+        self.binding = binding
+        self.fast = binding is Binding.ROWS
+        self._lock = threading.Lock()
+        self._sources: dict[int, RowSource] = {}
+        self._retired = new_row()
+        # Sources of garbage-collected components, folded into _retired at the next collection.
+        self._retiring: list[RowSource] = []
+        self.components: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._owned: weakref.WeakKeyDictionary[Any, RowSource] = weakref.WeakKeyDictionary()
+        self.transitions: dict[tuple[str, str], int] = {}
+        self._pending: list[float] = []
+        self._pending_dropped = 0
+        # Extremes over every collection so far (cumulative readers report these).
+        self.all_min = math.inf
+        self.all_max = -math.inf
+        #: Set when the series of a registry adopted by another one merged into that one's series.
+        self.merged_into: Series | None = None
+        fork_safe(self)
+
+    # -- sources --------------------------------------------------------------------------------------
+    def attach(self, component: Any, source: RowSource) -> None:
+        if self.merged_into is not None:
+            self.merged_into.attach(component, source)
+            return
+        with self._lock:
+            self._sources[id(source)] = source
+            self.components.add(component)
+        weakref.finalize(component, self._retire, source)
+
+    def source_for(self, component: Any, make: Callable[[], RowSource]) -> RowSource:
+        """The source ``component`` already feeds this series through, else a new attached one.
+
+        Event classes sharing a label value (folded past the cardinality limit, or same-named)
+        then share one row per component: memory and collection cost follow series, not classes.
+        """
+        if self.merged_into is not None:
+            return self.merged_into.source_for(component, make)
+        with self._lock:
+            source = self._owned.get(component)
+        if source is None:
+            source = make()
+            self.attach(component, source)
+            with self._lock:
+                self._owned[component] = source
+        return source
+
+    def _retire(self, source: RowSource) -> None:
+        # A weakref finalizer: the garbage collector may run it at any allocation, including in
+        # this thread while it holds self._lock, so taking the lock here could deadlock. Queue the
+        # source (list.append is atomic); it keeps counting as a live source until folded.
+        self._retiring.append(source)
+
+    def count_transition(self, from_state: str, to_state: str) -> None:
+        if self.merged_into is not None:
+            self.merged_into.count_transition(from_state, to_state)
+            return
+        key = (from_state, to_state)
+        with self._lock:
+            self.transitions[key] = self.transitions.get(key, 0) + 1
+
+    # -- collection -----------------------------------------------------------------------------------
+    def snapshot(self) -> Row:
+        """Every source added up, once per collection; its MIN/MAX are this collection's epoch."""
+        total = new_row()
+        with self._lock:
+            while self._retiring:
+                source = self._retiring.pop()
+                if self._sources.pop(id(source), None) is not None:
+                    for row in source.rows():
+                        add_row(self._retired, row)
+            harvest(total, self._retired)
+            sources = list(self._sources.values())
+        for source in sources:
+            for row in source.rows():
+                harvest(total, row)
+        if total[MIN] < self.all_min:
+            self.all_min = total[MIN]
+        if total[MAX] > self.all_max:
+            self.all_max = total[MAX]
+        return total
+
+    # -- durations off the fast path -------------------------------------------------------------------
+    def observe_slow(self, row: Row, value: float) -> None:
+        """A duration while not bound to the rows."""
+        if self.merged_into is not None:
+            self.merged_into.observe_slow(row, value)
+            return
+        if self.binding is Binding.PENDING:
+            with self._lock:
+                if self.binding is Binding.PENDING:
+                    observe(row, value)
+                    if len(self._pending) < MAX_PENDING_VALUES:
+                        self._pending.append(value)
+                    else:
+                        self._pending_dropped += 1
+                    return
+        if self.binding is Binding.DIRECT:
+            self._record(value)
+        else:
+            observe(row, value)
+
+    def _record(self, value: float) -> None:
+        try:
+            self._histogram.record(value, self.attributes)
+        except Exception:  # pragma: no cover - the SDK swallows its own errors
+            _logger.exception("otel-trading: recording %s failed", self.attributes)
+
+    def bind(self, binding: Binding, histogram: Any) -> None:
+        """Leave PENDING (or switch instrument); values kept while pending go where ``binding`` says."""
+        with self._lock:
+            self._histogram = histogram
+            self.binding = binding
+            self.fast = binding is Binding.ROWS
+            pending, self._pending = self._pending, []
+            dropped, self._pending_dropped = self._pending_dropped, 0
+        if binding is Binding.DIRECT:
+            for value in pending:
+                self._record(value)
+            if dropped:
+                _logger.warning(
+                    "otel-trading: %d durations of %s recorded before a MeterProvider was set exceeded the "
+                    "%d kept for it and are missing from its histogram (counters are exact)",
+                    dropped,
+                    self.attributes,
+                    MAX_PENDING_VALUES,
+                )
+
+    def absorb(self, other: Series) -> None:
+        """Take over ``other``'s sources, history and pending values; ``other`` forwards here from now on."""
+        with other._lock:
+            sources = dict(other._sources)
+            retired, other._retired = other._retired, new_row()
+            retiring, other._retiring = list(other._retiring), []
+            transitions, other.transitions = dict(other.transitions), {}
+            pending, other._pending = other._pending, []
+            components = list(other.components)
+            owned = dict(other._owned.items())
+            other.merged_into = self
+            other.binding, other.fast = self.binding, self.fast
+        with self._lock:
+            self._sources.update(sources)
+            self._retiring.extend(retiring)
+            add_row(self._retired, retired)
+            for key, n in transitions.items():
+                self.transitions[key] = self.transitions.get(key, 0) + n
+            for component in components:
+                self.components.add(component)
+            for component, source in owned.items():
+                self._owned.setdefault(component, source)
+            if self.binding is Binding.PENDING:
+                self._pending.extend(pending)
+        if self.binding is Binding.DIRECT:
+            for value in pending:
+                self._record(value)
+
+
+class LabelFold:
+    """Bounds the distinct values of one data-derived label; extra values share one series."""
+
+    def __init__(self, label: str, limit: int) -> None:
+        self.label = label
+        self.limit = limit
+        self.folded = 0
+        self._warned = False
+
+    def full(self, known: dict[str, Any]) -> bool:
+        return len(known) >= self.limit
+
+    def fold(self, value: str, known: dict[str, Any]) -> str:
+        if value in known or len(known) < self.limit:
+            return value
+        self.folded += 1
+        if not self._warned:
+            self._warned = True
+            _logger.warning(
+                "otel-trading: more than %d distinct %r label values; further values are folded into %r "
+                "(totals stay exact; %s counts them). Raise %s if this is expected.",
+                self.limit,
+                self.label,
+                mc.OVERFLOW_LABEL_VALUE,
+                mc.LABEL_VALUES_FOLDED.prometheus_name,
+                OTEL_TRADING_MAX_LABEL_VALUES,
+            )
+        return mc.OVERFLOW_LABEL_VALUE
