@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import report
-from otel_trading.recording import MetricsRegistry, ThreadRows, observe
+from otel_trading.recording import MetricsRegistry, Row, ThreadRows, observe
+from otel_trading.recording.rows import SuccessRow
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 #: State code -> the ``from_state``/``to_state`` label value (as our own breaker reports it).
@@ -40,6 +41,7 @@ class BreakerBinding:
         "_lock",
         "_polled",
         "_read_state",
+        "exclusive",
         "name",
         "raw_name",
         "rows",
@@ -71,7 +73,19 @@ class BreakerBinding:
         first = self._safe_read()
         if first is not None:
             self._last = first
+        #: A row for code that only runs under the breaker's own lock (see ``exclusive_row``).
+        self.exclusive: Row | None = None
         self.series.attach(self, self.rows)
+
+    def exclusive_row(self) -> Row:
+        """One row shared by every thread, for a hook the library only runs under its own lock:
+        the lock already serialises the writes, so no per-thread lookup is needed. It is a
+        ``SuccessRow``: a timed success only bumps the histogram."""
+        if self.exclusive is None:
+            source = SuccessRow()
+            self.series.attach(self, source)
+            self.exclusive = source.row
+        return self.exclusive
 
     def _safe_read(self) -> int | None:
         try:

@@ -7,36 +7,44 @@ counts are the library's own, never re-derived:
 ======================================  ==========================================================
 ``CircuitBreaker.__init__``             bind the new breaker (labelled by ``name``)
 ``CircuitBreaker._create_new_state``    with ``notify=True`` and a different state: a transition
-``CircuitBreaker._inc_counter``         the library counted a failure
-``<base state>._handle_success``        the library counted a success (excluded errors included)
-``<base state>.call`` / ``call_async``  the guarded function runs here: start of the latency
+``<base state>.call`` / ``call_async``  the guarded call: timed here; a normal return is a success
+                                        the library counted (it ran ``_handle_success``)
+``<base state>._handle_error``          the call raised: the library decides below whether that is
+``CircuitBreaker._inc_counter``         a failure (it counts one) or an excluded error (a success)
 ``<base state>.generator_call``         generator calls (``with breaker.calling():``) finish here
 ``CircuitOpenState.before_call``        raising the library's ``CircuitBreakerError`` without
                                         having tried a half-open trial: a rejected call
 ======================================  ==========================================================
 
+The success path costs one wrapper frame: the call wrapper times the call and counts the success
+inline. Error paths leave a per-thread verdict (which breaker's error the library handled, and
+whether it counted a failure) that the call wrapper reads as the exception passes.
+
 No listener is added and no attribute is set on a breaker: ``listeners``, state, counters and
 storage are exactly what the library keeps. Breakers created before instrumentation are found
-(``gc``) and bound when the library was already imported, else on their first event. The state
+(``gc``) and bound when the library was already imported, else on their first call. The state
 gauge reads ``current_state`` (the storage, no side effect), never the ``state`` property.
-pybreaker's Tornado ``call_async`` is counted but not timed.
+pybreaker's Tornado ``call_async`` is counted and timed when its future completes (a failed half-open
+trial there is not counted as a failure).
 """
 
 from __future__ import annotations
 
 import inspect
 import sys
+import threading
 import types
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
-from otel_trading.instrumentation._session import CALLS, Session, call_start, existing_instances
+from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
-from otel_trading.recording import C0, C1, C2
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM
 
 _PYBREAKER_STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
 _AIOBREAKER_STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
@@ -61,6 +69,10 @@ class Family:
     state_code: Callable[[Any], int | None]
     #: a state object (``prev_state``, the result of ``_create_new_state``) -> 0/1/2
     state_object_code: Callable[[Any], int | None]
+    #: The names the library's ``CircuitBreaker.call`` uses when it is exactly "under ``_lock``,
+    #: return ``self.state.call(...)``": then that method is replaced by one doing the same plus
+    #: the recording (no extra frame on the hot path). Otherwise the state's ``call`` is wrapped.
+    locked_call_names: tuple[str, ...] | None = None
 
 
 def _pybreaker_classes(module: types.ModuleType) -> Classes:
@@ -94,6 +106,7 @@ PYBREAKER = Family(
     classes=_pybreaker_classes,
     state_code=_py_code,
     state_object_code=lambda state: _py_code(getattr(state, "name", None)),
+    locked_call_names=("_lock", "state", "call"),
 )
 AIOBREAKER = Family(
     target="aiobreaker",
@@ -104,35 +117,48 @@ AIOBREAKER = Family(
 )
 
 
-def _relay(gen: Generator[Any, Any, Any], entry: tuple[int, float]) -> Generator[Any, Any, Any]:
-    """``yield from gen``, with this breaker's call marked as running while ``gen`` runs."""
-    send: Any = None
-    thrown: BaseException | None = None
-    while True:
-        saved = CALLS.get()
-        CALLS.set((*saved, entry))
-        try:
-            if thrown is None:
-                yielded = gen.send(send)
-            else:
-                exc, thrown = thrown, None
-                yielded = gen.throw(exc)
-        except StopIteration as stop:
-            return stop.value
-        finally:
-            CALLS.set(saved)
-        try:
-            send = yield yielded
-        except GeneratorExit:
-            saved = CALLS.get()
-            CALLS.set((*saved, entry))
-            try:
-                gen.close()
-            finally:
-                CALLS.set(saved)
-            raise
-        except BaseException as exc:
-            thrown = exc
+_FIRST_BOUND = BOUNDS[0]
+
+
+class _Verdict(threading.local):
+    """What the library decided about the last guarded call that raised in this thread."""
+
+    breaker: int = 0
+    failed: bool = False
+
+
+_VERDICT = _Verdict()
+
+
+def _take_verdict(breaker: Any) -> bool | None:
+    """True: the library counted a failure; False: a success (an excluded error); None: ``breaker``
+    never ran the guarded function (rejected, or a listener raised first)."""
+    verdict = _VERDICT
+    if verdict.breaker != id(breaker):
+        return None
+    verdict.breaker = 0
+    return verdict.failed
+
+
+def _count(binding: BreakerBinding, column: int, elapsed: float | None) -> None:
+    """``BreakerBinding.count`` inlined for the success path: a call costs as much as the work here."""
+    rows = binding.rows
+    try:
+        row = rows.local.row
+    except AttributeError:
+        row = rows.row()
+    row[column] += 1
+    if elapsed is not None and binding.timed:
+        series = binding.series
+        if series.fast:
+            row[SUM] += elapsed
+            if elapsed < row[MIN]:
+                row[MIN] = elapsed
+            if elapsed > row[MAX]:
+                row[MAX] = elapsed
+            row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+        else:
+            series.observe_slow(row, elapsed)
 
 
 class LibraryBreakers:
@@ -141,6 +167,14 @@ class LibraryBreakers:
     def __init__(self, session: Session, family: Family) -> None:
         self.session = session
         self.family = family
+        # id(breaker) -> binding: the call wrapper's one lookup. Entries leave with their breaker,
+        # and all of them with uninstrument() (so the wrapper need not test session.active).
+        self._by_id: dict[int, BreakerBinding] = {}
+        session.fast_lookups.append(self._by_id)
+        # breaker._lock -> binding, for the replaced ``CircuitBreaker.call`` (see _locked_call).
+        self._by_lock: dict[Any, BreakerBinding] = {}
+        session.fast_lookups.append(self._by_lock)
+        self._locked = False
 
     def start(self) -> None:
         self.session.on_import(self.family.module, self._patch, self.family.target)
@@ -152,13 +186,28 @@ class LibraryBreakers:
             (c.breaker, "__init__", self._init),
             (c.breaker, "_create_new_state", self._new_state),
             (c.breaker, "_inc_counter", self._failure),
-            (c.base_state, "_handle_success", self._success),
-            (c.base_state, "call", self._call),
+            (c.base_state, "_handle_error", self._handle_error),
             (c.open_state, "before_call", self._open_before_call),
         ]
+        names = self.family.locked_call_names
+        breaker_call = inspect.getattr_static(c.breaker, "call", None)
+        name_property = inspect.getattr_static(c.breaker, "name", None)
+        self._locked = (
+            names is not None
+            and getattr(getattr(breaker_call, "__code__", None), "co_names", None) == names
+            and isinstance(name_property, property)
+            and name_property.fset is not None
+        )
+        if self._locked:
+            self._open_state = c.open_state
+            replace.append((c.breaker, "call", self._locked_call))
+        else:
+            replace.append((c.base_state, "call", self._call))
         call_async = inspect.getattr_static(c.base_state, "call_async", None)
         if inspect.iscoroutinefunction(call_async):
             replace.append((c.base_state, "call_async", self._call_async))
+        elif isinstance(call_async, types.FunctionType):
+            replace.append((c.base_state, "call_async", self._call_future))
         wrap = [(c.base_state, "generator_call", self._generator_call)]
         missing = [
             f"{owner.__qualname__}.{name}"
@@ -178,6 +227,10 @@ class LibraryBreakers:
         for owner, name, wrapper in wrap:
             # wrapt keeps ``inspect.isgeneratorfunction`` true; generator calls are rare.
             patcher.wrap(owner, name, wrapper)
+        if self._locked:
+            # The replaced call() looks bindings up by lock, without re-reading the name: a
+            # rename rebinds here instead.
+            patcher.replace_setter(c.breaker, "name", self._renamed)
         if existed:
             for breaker in existing_instances(c.breaker):
                 self._guarded_bind(breaker)
@@ -185,7 +238,7 @@ class LibraryBreakers:
     # -- bindings -----------------------------------------------------------------------------------
     def _bind(self, breaker: Any) -> BreakerBinding | None:
         session = self.session
-        if not session.breakers_on:
+        if not session.breakers_on or not session.active:
             return None
         ref = weakref.ref(breaker)
         state_code = self.family.state_code
@@ -198,32 +251,52 @@ class LibraryBreakers:
                 return None
             return state_code(b.current_state)
 
-        name = breaker.name
+        name = breaker._name
         binding = BreakerBinding(
             session.registry, breaker_label(name), read_state, raw_name=name, alive=lambda: ref() is not None
         )
+        key = id(breaker)
+        by_id = self._by_id
+        if key not in by_id:
+            weakref.finalize(breaker, by_id.pop, key, None)
+            if self._locked:
+                weakref.finalize(breaker, self._by_lock.pop, breaker._lock, None)
+        by_id[key] = binding
+        if self._locked:
+            binding.exclusive_row()
+            self._by_lock[breaker._lock] = binding
         bindings.set(breaker, binding)
         return binding
 
-    def _guarded_bind(self, breaker: Any) -> None:
+    def _guarded_bind(self, breaker: Any) -> BreakerBinding | None:
         try:
-            self._bind(breaker)
+            return self._bind(breaker)
         except Exception as exc:
             report(f"binding a {self.family.target} breaker", exc)
+            return None
 
-    def _record(self, breaker: Any, column: int, timed: bool) -> None:
+    def binding_of(self, breaker: Any) -> BreakerBinding | None:
+        """The breaker's binding, (re)bound if it is new or was renamed; None when not recording."""
+        binding = self._by_id.get(id(breaker))
+        if binding is None or binding.raw_name is not breaker._name:
+            binding = self._guarded_bind(breaker)
+        return binding
+
+    def _record(self, breaker: Any, column: int, elapsed: float | None) -> None:
         try:
-            binding = self.session.breakers.get(breaker)
-            name = breaker.name
-            if binding is None or (binding.raw_name is not name and binding.raw_name != name):
-                # Not bound yet (created before instrumentation), or renamed since: (re)bind.
-                binding = self._bind(breaker)
-                if binding is None:
-                    return
-            start = call_start(breaker) if timed else None
-            binding.count(column, None if start is None else perf_counter() - start)
+            binding = self.binding_of(breaker)
+            if binding is not None:
+                binding.count(column, elapsed)
         except Exception as exc:
             report(f"recording a {self.family.target} call", exc)
+
+    def _after_error(self, breaker: Any, start: float) -> None:
+        try:
+            failed = _take_verdict(breaker)
+            if failed is not None:
+                self._record(breaker, C1 if failed else C0, perf_counter() - start)
+        except Exception as exc:  # pragma: no cover - defensive
+            report(f"recording a {self.family.target} error", exc)
 
     # -- patches (factories of the replacement functions) --------------------------------------------
     def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,7 +321,7 @@ class LibraryBreakers:
                     old = family.state_object_code(prev) if prev is not None else None
                     new = family.state_object_code(result)
                     if old is not None and new is not None and old != new:
-                        binding = session.breakers.get(breaker) or self._bind(breaker)
+                        binding = self.binding_of(breaker)
                         if binding is not None:
                             binding.transition(old, new)
                 except Exception as exc:
@@ -257,43 +330,148 @@ class LibraryBreakers:
 
         return _create_new_state
 
-    def _failure(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
+    def _handle_error(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        def _handle_error(state: Any, *args: Any, **kwargs: Any) -> Any:
+            verdict = _VERDICT
+            verdict.breaker = id(state._breaker)
+            verdict.failed = False
+            return orig(state, *args, **kwargs)
 
+        return _handle_error
+
+    def _failure(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         def _inc_counter(breaker: Any, *args: Any, **kwargs: Any) -> Any:
-            if session.active:
-                self._record(breaker, C1, True)
+            verdict = _VERDICT
+            if verdict.breaker == id(breaker):
+                verdict.failed = True
             return orig(breaker, *args, **kwargs)
 
         return _inc_counter
 
-    def _success(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-
-        def _handle_success(state: Any, *args: Any, **kwargs: Any) -> Any:
-            if session.active:
-                breaker = getattr(state, "_breaker", None)
-                if breaker is not None:
-                    self._record(breaker, C0, True)
-            return orig(state, *args, **kwargs)
-
-        return _handle_success
-
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
+        by_id = self._by_id
+        after_error = self._after_error
+        call_slow = self._call_slow
+        generator = types.GeneratorType
+        clock = perf_counter
+        first_bound = _FIRST_BOUND
+        bounds = BOUNDS
+        target = self.family.target
 
         def call(state: Any, *args: Any, **kwargs: Any) -> Any:
-            breaker = getattr(state, "_breaker", None)
-            if not session.active or breaker is None:
-                return orig(state, *args, **kwargs)
-            saved = CALLS.get()
-            CALLS.set((*saved, (id(breaker), perf_counter())))
+            breaker = state._breaker
+            binding = by_id.get(id(breaker))
+            if binding is None or binding.raw_name is not breaker._name:
+                return call_slow(orig, state, args, kwargs)
+            start = clock()
             try:
-                return orig(state, *args, **kwargs)
-            finally:
-                CALLS.set(saved)
+                result = orig(state, *args, **kwargs)
+            except BaseException:
+                after_error(breaker, start)
+                raise
+            if result.__class__ is generator:  # a generator's outcome comes at its end
+                return result
+            elapsed = clock() - start
+            # _count() inlined: this block is the whole cost of instrumenting a successful call.
+            try:
+                try:
+                    row = binding.rows.local.row
+                except AttributeError:
+                    row = binding.rows.row()
+                row[C0] += 1
+                if binding.timed:
+                    series = binding.series
+                    if series.fast:
+                        row[SUM] += elapsed
+                        if elapsed < row[MIN]:
+                            row[MIN] = elapsed
+                        if elapsed > row[MAX]:
+                            row[MAX] = elapsed
+                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
+                    else:
+                        series.observe_slow(row, elapsed)
+            except Exception as exc:  # pragma: no cover - defensive
+                report(f"recording a {target} call", exc)
+            return result
 
         return call
+
+    def _locked_call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """``CircuitBreaker.call`` as the library writes it, plus timing and counting under its lock."""
+        session = self.session
+        by_id = self._by_id
+        after_error = self._after_error
+        generator = types.GeneratorType
+        clock = perf_counter
+        first_bound = _FIRST_BOUND
+        bounds = BOUNDS
+        target = self.family.target
+        open_state = self._open_state
+        by_lock = self._by_lock
+
+        def call(breaker: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+            lock = breaker._lock
+            binding = by_lock.get(lock)
+            if binding is None:
+                if session.active and self.binding_of(breaker) is not None:
+                    return call(breaker, func, *args, **kwargs)
+                return orig(breaker, func, *args, **kwargs)
+            with lock:
+                state = breaker.state
+                if state.__class__ is open_state:
+                    # A rejection (counted by before_call), or a half-open trial that runs through
+                    # this wrapper again and is counted there.
+                    return state.call(func, *args, **kwargs)
+                start = clock()
+                try:
+                    result = state.call(func, *args, **kwargs)
+                except BaseException:
+                    after_error(breaker, start)
+                    raise
+                if result.__class__ is generator:  # a generator's outcome comes at its end
+                    return result
+                elapsed = clock() - start
+                try:
+                    # The exclusive row is a SuccessRow: a timed success is its histogram count.
+                    row = binding.exclusive
+                    if binding.timed and binding.series.fast:
+                        row[SUM] += elapsed
+                        if elapsed < row[MIN]:
+                            row[MIN] = elapsed
+                        if elapsed > row[MAX]:
+                            row[MAX] = elapsed
+                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
+                    elif not binding.timed or not binding.series.observe_slow(row, elapsed):
+                        row[C0] += 1  # not in the row's histogram, so count it explicitly
+                except Exception as exc:  # pragma: no cover - defensive
+                    report(f"recording a {target} call", exc)
+                return result
+
+        return call
+
+    def _renamed(self, orig: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def name(breaker: Any, value: Any) -> None:
+            orig(breaker, value)
+            if self.session.active and id(breaker) in self._by_id:
+                self._guarded_bind(breaker)
+
+        return name
+
+    def _call_slow(self, orig: Callable[..., Any], state: Any, args: Any, kwargs: Any) -> Any:
+        """The call wrapper's path for an unbound or renamed breaker, or after uninstrument()."""
+        breaker = getattr(state, "_breaker", None)
+        if not self.session.active or breaker is None:
+            return orig(state, *args, **kwargs)
+        start = perf_counter()
+        try:
+            result = orig(state, *args, **kwargs)
+        except BaseException:
+            self._after_error(breaker, start)
+            raise
+        if not isinstance(result, types.GeneratorType):
+            self._record(breaker, C0, perf_counter() - start)
+        return result
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
@@ -302,14 +480,47 @@ class LibraryBreakers:
             breaker = getattr(state, "_breaker", None)
             if not session.active or breaker is None:
                 return await orig(state, *args, **kwargs)
-            saved = CALLS.get()
-            CALLS.set((*saved, (id(breaker), perf_counter())))
+            start = perf_counter()
             try:
-                return await orig(state, *args, **kwargs)
-            finally:
-                CALLS.set(saved)
+                result = await orig(state, *args, **kwargs)
+            except BaseException:
+                self._after_error(breaker, start)
+                raise
+            self._record(breaker, C0, perf_counter() - start)
+            return result
 
         return call_async
+
+    def _call_future(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """pybreaker's Tornado ``call_async``: returns a future; the outcome is known when it is done."""
+        session = self.session
+
+        def call_async(state: Any, *args: Any, **kwargs: Any) -> Any:
+            future = orig(state, *args, **kwargs)
+            breaker = getattr(state, "_breaker", None)
+            if session.active and breaker is not None and hasattr(future, "add_done_callback"):
+                start = perf_counter()
+                try:
+                    future.add_done_callback(lambda f: self._future_done(breaker, f, start))
+                except Exception as exc:  # pragma: no cover - defensive
+                    report(f"timing a {self.family.target} Tornado call", exc)
+            return future
+
+        return call_async
+
+    def _future_done(self, breaker: Any, future: Any, start: float) -> None:
+        try:
+            if future.cancelled():
+                return
+            exc = future.exception()
+            if exc is None:
+                self._record(breaker, C0, perf_counter() - start)
+            elif not isinstance(exc, self._error):
+                # Decided by the library's own predicate. Its CircuitBreakerError is a rejection
+                # (counted by before_call) or a failed trial, which this path does not count.
+                self._record(breaker, C1 if breaker.is_system_error(exc) else C0, perf_counter() - start)
+        except Exception as exc:
+            report(f"recording a {self.family.target} Tornado call", exc)
 
     def _generator_call(
         self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -318,8 +529,17 @@ class LibraryBreakers:
         breaker = getattr(instance, "_breaker", None)
         if not self.session.active or breaker is None or not isinstance(gen, types.GeneratorType):
             return gen
-        start = call_start(breaker)
-        return _relay(gen, (id(breaker), perf_counter() if start is None else start))
+        return self._relay(gen, breaker, perf_counter())
+
+    def _relay(self, gen: Generator[Any, Any, Any], breaker: Any, start: float) -> Generator[Any, Any, Any]:
+        """``yield from gen``, then count its outcome as the library decided it."""
+        try:
+            result = yield from gen
+        except BaseException:
+            self._after_error(breaker, start)
+            raise
+        self._record(breaker, C0, perf_counter() - start)
+        return result
 
     def _open_before_call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
@@ -335,7 +555,7 @@ class LibraryBreakers:
                 # Still the same state object: no half-open trial ran, so the call was rejected
                 # (pybreaker runs the trial inside before_call; its failure replaces the state).
                 if session.active and getattr(breaker, "_state", None) is before:
-                    self._record(breaker, C2, False)
+                    self._record(breaker, C2, None)
                 raise
 
         return before_call

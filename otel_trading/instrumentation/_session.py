@@ -58,6 +58,8 @@ class Session:
         self.breakers: WeakIdentityMap[BreakerBinding] = WeakIdentityMap()
         self.buses: WeakIdentityMap[Any] = WeakIdentityMap()
         self.active = True
+        #: Lookup tables hot paths consult instead of testing ``active``: emptied by ``stop()``.
+        self.fast_lookups: list[dict[Any, Any]] = []
 
     def on_import(self, module: str, patch: Callable[[types.ModuleType, bool], None], what: str) -> None:
         """Run ``patch(module, existed_before)`` now if imported, else when the bot imports it."""
@@ -79,3 +81,5 @@ class Session:
         self.patcher.restore()
         self.breakers.clear()
         self.buses.clear()
+        for table in self.fast_lookups:
+            table.clear()

@@ -114,6 +114,16 @@ class Patcher:
         raw = self._original(owner, name)
         self._install(owner, name, functools.update_wrapper(factory(raw), raw))
 
+    def replace_setter(
+        self, owner: type, name: str, factory: Callable[[Callable[[Any, Any], None]], Callable[[Any, Any], None]]
+    ) -> None:
+        """Set ``owner.name``, a property, to a copy whose setter is ``factory(original setter)``."""
+        raw = inspect.getattr_static(owner, name)
+        if not isinstance(raw, property) or raw.fset is None:
+            raise TypeError(f"{owner.__module__}:{owner.__qualname__}.{name} is not a settable property")
+        setter = functools.update_wrapper(factory(raw.fset), raw.fset)
+        self._install(owner, name, property(raw.fget, setter, raw.fdel, raw.__doc__))
+
     def wrap(self, owner: type, name: str, wrapper: Wrapper) -> None:
         """Set ``owner.name`` to a ``wrapt.FunctionWrapper(original, wrapper)``, on ``owner`` itself."""
         raw = self._original(owner, name)

@@ -57,7 +57,9 @@ class MetricsRegistry:
         self.event_fold = LabelFold("event_type", max_values)
         self.bus_fold = LabelFold("bus", max_values)
         self._bus_names: dict[str, None] = {}
-        self._bus_labels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        # bus -> (the name it was labelled under, its label): a name read at collection that
+        # differs (an instrumented bus whose name attribute is set after construction) is re-folded.
+        self._bus_labels: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
         self.buses: weakref.WeakSet[Any] = weakref.WeakSet()
         self._instruments: dict[str, Any] = {}
         # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
@@ -333,13 +335,18 @@ class MetricsRegistry:
         if self.adopted_by is not None:
             self.adopted_by.add_bus(bus)
             return
+        self._label_bus(bus, str(bus.name))
+        self.buses.add(bus)
+
+    def _label_bus(self, bus: Any, name: str) -> str:
+        # ``name`` is read by the caller, outside the lock: an instrumented bus's name property
+        # runs instrumentation code.
         with self._lock:
-            name = str(bus.name)
             label = self.bus_fold.fold(name, self._bus_names)
             if label == name:
                 self._bus_names[name] = None
-            self._bus_labels[bus] = label
-        self.buses.add(bus)
+            self._bus_labels[bus] = (name, label)
+        return label
 
     # -- callbacks (run by the SDK on collection, never on the hot path) --------------------------------
     def _column(self, kind: str, col: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -372,7 +379,10 @@ class MetricsRegistry:
     def _queue_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
         sizes: dict[str, int] = {}
         for bus in list(self.buses):
-            label = self._bus_labels.get(bus, mc.OVERFLOW_LABEL_VALUE)
+            # Read at every collection: a bus may be named after it was registered.
+            name = str(bus.name)
+            known = self._bus_labels.get(bus)
+            label = known[1] if known is not None and known[0] == name else self._label_bus(bus, name)
             sizes[label] = sizes.get(label, 0) + bus.queue_size
         for name, size in sizes.items():
             yield Observation(size, {"bus": name})

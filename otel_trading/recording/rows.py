@@ -26,11 +26,13 @@ __all__ = [
     "Row",
     "RowSource",
     "SingleRow",
+    "SuccessRow",
     "ThreadRows",
     "add_row",
     "count_of",
     "fork_safe",
     "harvest",
+    "implied_column",
     "new_row",
     "observe",
     "sample_gaps",
@@ -86,18 +88,17 @@ def harvest(into: Row, row: Row) -> None:
     so every collection takes the extremes seen since the previous one out of the rows. A value
     recorded in the same instant as a collection may have its extreme counted in the next
     interval (its count, sum and bucket are never affected).
+
+    The counters and buckets are read by one slice copy, atomic under the GIL: reading them column by
+    column let a writer thread record many calls between the counter and the bucket columns, so one
+    snapshot's counters and histogram could disagree by any amount. Now they differ at most by the
+    one call each writer may be in the middle of recording.
     """
-    for i in range(WIDTH):
-        if i == MIN:
-            low, row[MIN] = row[MIN], math.inf
-            if low < into[MIN]:
-                into[MIN] = low
-        elif i == MAX:
-            high, row[MAX] = row[MAX], -math.inf
-            if high > into[MAX]:
-                into[MAX] = high
-        else:
-            into[i] += row[i]
+    low, row[MIN] = row[MIN], math.inf
+    high, row[MAX] = row[MAX], -math.inf
+    copy = row[:]
+    copy[MIN], copy[MAX] = low, high
+    add_row(into, copy)
 
 
 def sample_gaps(rate: float) -> Callable[[], int] | None:
@@ -133,6 +134,23 @@ class SingleRow:
 
     def rows(self) -> Iterable[Row]:
         return (self.row,)
+
+
+class SuccessRow(SingleRow):
+    """A row whose successes are its histogram's count plus its C0 column.
+
+    For a hot path that times every success: it bumps only the histogram and leaves C0 for the
+    successes it did not time. The series adds the count in when it reads the row.
+    """
+
+    __slots__ = ()
+
+    implied = C0
+
+
+def implied_column(source: RowSource) -> int | None:
+    """The column a source's histogram count adds to (``SuccessRow``), else None."""
+    return getattr(source, "implied", None)
 
 
 class ThreadRows:

@@ -13,7 +13,19 @@ from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.environment_variables import OTEL_TRADING_MAX_LABEL_VALUES
-from otel_trading.recording.rows import MAX, MIN, Row, RowSource, add_row, fork_safe, harvest, new_row, observe
+from otel_trading.recording.rows import (
+    MAX,
+    MIN,
+    Row,
+    RowSource,
+    add_row,
+    count_of,
+    fork_safe,
+    harvest,
+    implied_column,
+    new_row,
+    observe,
+)
 
 __all__ = ["MAX_PENDING_VALUES", "Binding", "LabelFold", "Series"]
 
@@ -115,13 +127,19 @@ class Series:
             while self._retiring:
                 source = self._retiring.pop()
                 if self._sources.pop(id(source), None) is not None:
+                    implied = implied_column(source)
                     for row in source.rows():
                         add_row(self._retired, row)
+                        if implied is not None:
+                            self._retired[implied] += count_of(row)
             harvest(total, self._retired)
             sources = list(self._sources.values())
         for source in sources:
+            implied = implied_column(source)
             for row in source.rows():
                 harvest(total, row)
+                if implied is not None:
+                    total[implied] += count_of(row)
         if total[MIN] < self.all_min:
             self.all_min = total[MIN]
         if total[MAX] > self.all_max:
@@ -129,11 +147,10 @@ class Series:
         return total
 
     # -- durations off the fast path -------------------------------------------------------------------
-    def observe_slow(self, row: Row, value: float) -> None:
-        """A duration while not bound to the rows."""
+    def observe_slow(self, row: Row, value: float) -> bool:
+        """A duration while not bound to the rows; True when it went into ``row``'s histogram."""
         if self.merged_into is not None:
-            self.merged_into.observe_slow(row, value)
-            return
+            return self.merged_into.observe_slow(row, value)
         if self.binding is Binding.PENDING:
             with self._lock:
                 if self.binding is Binding.PENDING:
@@ -142,11 +159,12 @@ class Series:
                         self._pending.append(value)
                     else:
                         self._pending_dropped += 1
-                    return
+                    return True
         if self.binding is Binding.DIRECT:
             self._record(value)
-        else:
-            observe(row, value)
+            return False
+        observe(row, value)
+        return True
 
     def _record(self, value: float) -> None:
         try:
