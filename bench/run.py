@@ -45,6 +45,7 @@ import pybreaker
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     HistogramDataPoint,
@@ -56,6 +57,7 @@ from opentelemetry.sdk.metrics.export import (
 from otel_trading import CircuitBreaker, EventBus, views
 from otel_trading import metric_contract as mc
 from otel_trading.batching import BatchedMetrics
+from otel_trading.instrumentation import TradingInstrumentor, instrument_bot
 from otel_trading.recording import BOUNDS, new_row, observe, sample_gaps
 
 SAMPLE_RATE = 0.1  # the guide's 10% example
@@ -63,9 +65,11 @@ SCRAPE_BREAKERS = 50
 SCRAPE_EVENT_TYPES = 20
 SCRAPE_INTERVAL_S = 15.0
 
-TARGET_BUS_RATIO = 0.70
-STRETCH_BUS_RATIO = 0.80
-TARGET_BREAKER_RATIO = 1.0
+TARGET_BUS_RATIO = 0.80
+STRETCH_BUS_RATIO = 0.85
+TARGET_BREAKER_RATIO = 0.45
+# An existing pybreaker bot, instrumented, against the same bot bare.
+TARGET_INSTRUMENTED_RATIO = 1.3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -103,9 +107,9 @@ def _paired_ratio(samples: dict[str, list[float]], num: str, den: str) -> float:
     return _median([a / b for a, b in zip(samples[num], samples[den], strict=True)])
 
 
-def _provider(bridged: bool = True, **reader_kwargs: Any) -> tuple[MeterProvider, InMemoryMetricReader]:
+def _provider(with_views: bool = True, **reader_kwargs: Any) -> tuple[MeterProvider, InMemoryMetricReader]:
     reader = InMemoryMetricReader(**reader_kwargs)
-    provider = MeterProvider(metric_readers=[reader], views=list(views()) if bridged else [])
+    provider = MeterProvider(metric_readers=[reader], views=list(views()) if with_views else [])
     return provider, reader
 
 
@@ -224,7 +228,7 @@ def _bus_events_per_s(make_bus: Callable[[], Any], events: int) -> float:
 
 def bench_bus(events: int, repeat: int) -> dict[str, Any]:
     provider, _ = _provider()
-    naive_provider, _ = _provider(bridged=False)
+    naive_provider, _ = _provider(with_views=False)
     naive = _naive_bus_instruments(naive_provider)
     variants = {
         "bare asyncio queue": lambda: _bus_events_per_s(BareQueueBus, events),
@@ -276,9 +280,13 @@ def _ns_per_call(call: Callable[[], object], calls: int) -> float:
     return cpu / calls * 1e9
 
 
+INSTRUMENTED_CONFIGURATOR = "pybreaker instrumented, SDK configurator's provider"
+INSTRUMENTED_BOT = "pybreaker instrumented by instrument_bot()"
+
+
 def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
     provider, _ = _provider()
-    naive_provider, _ = _provider(bridged=False)
+    naive_provider, _ = _provider(with_views=False)
 
     bare = pybreaker.CircuitBreaker()
     ours_off = CircuitBreaker("bench-off", metrics_enabled=False)
@@ -312,8 +320,33 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
         otel_lat.record(time.perf_counter() - start, attrs)
         otel_ok.add(1, attrs)
 
+    # An existing pybreaker bot, auto-instrumented: under opentelemetry-instrument the SDK's
+    # configurator builds the provider (readers from OTEL_METRICS_EXPORTER, no views); with
+    # instrument_bot() it is configure_metrics()'s. Instrumented and uninstrumented around each
+    # repetition, so the bare variants in this process run on the untouched library.
+    configurator_provider = MeterProvider(metric_readers=[InMemoryMetricReader()], resource=Resource.create())
+    bot_provider, _ = _provider()
+
+    def instrumented(setup: Callable[[], Callable[[], None]]) -> float:
+        teardown = setup()
+        try:
+            breaker = pybreaker.CircuitBreaker(name="bench-instrumented")
+            return _ns_per_call(lambda: breaker.call(_noop), calls)
+        finally:
+            teardown()
+
+    def under_configurator() -> Callable[[], None]:
+        instrumentor = TradingInstrumentor()
+        instrumentor.instrument(meter_provider=configurator_provider, config={})
+        return instrumentor.uninstrument
+
+    def with_instrument_bot() -> Callable[[], None]:
+        return instrument_bot(bot_provider, config={}).close
+
     variants = {
         "pybreaker bare": lambda: _ns_per_call(lambda: bare.call(_noop), calls),
+        INSTRUMENTED_CONFIGURATOR: lambda: instrumented(under_configurator),
+        INSTRUMENTED_BOT: lambda: instrumented(with_instrument_bot),
         "pybreaker + prometheus_client": lambda: _ns_per_call(prom_call, calls),
         "pybreaker + naive OTel SDK": lambda: _ns_per_call(otel_call, max(calls // 10, 100)),
         "CircuitBreaker metrics off": lambda: _ns_per_call(lambda: ours_off.call(_noop), calls),
@@ -337,9 +370,15 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
         "ratio_naive_otel_vs_pybreaker": _paired_ratio(
             samples, "pybreaker + naive OTel SDK", "pybreaker bare"
         ),
+        "ratio_instrumented_configurator_vs_pybreaker": _paired_ratio(
+            samples, INSTRUMENTED_CONFIGURATOR, "pybreaker bare"
+        ),
+        "ratio_instrument_bot_vs_pybreaker": _paired_ratio(samples, INSTRUMENTED_BOT, "pybreaker bare"),
     }
     provider.shutdown()
     naive_provider.shutdown()
+    configurator_provider.shutdown()
+    bot_provider.shutdown()
     return result
 
 
@@ -677,7 +716,7 @@ def _sampling_error(values: int, seeds: int) -> dict[str, Any]:
 
 
 def bench_batching(values: int, repeat: int) -> dict[str, Any]:
-    provider, reader = _provider(bridged=False)
+    provider, reader = _provider(with_views=False)
     meter = provider.get_meter("bench.batching")
     sdk_hist = meter.create_histogram("bench.sdk.latency", unit="s")
     sdk_counter = meter.create_counter("bench.sdk.fills")
@@ -748,6 +787,16 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
             "value": cb["ratio_on_vs_pybreaker"],
             "target": f"<= {TARGET_BREAKER_RATIO}",
             "met": cb["ratio_on_vs_pybreaker"] <= TARGET_BREAKER_RATIO,
+        },
+        "2b_instrumented_pybreaker_configurator": {
+            "value": cb["ratio_instrumented_configurator_vs_pybreaker"],
+            "target": f"<= {TARGET_INSTRUMENTED_RATIO}",
+            "met": cb["ratio_instrumented_configurator_vs_pybreaker"] <= TARGET_INSTRUMENTED_RATIO,
+        },
+        "2c_instrumented_pybreaker_instrument_bot": {
+            "value": cb["ratio_instrument_bot_vs_pybreaker"],
+            "target": f"<= {TARGET_INSTRUMENTED_RATIO}",
+            "met": cb["ratio_instrument_bot_vs_pybreaker"] <= TARGET_INSTRUMENTED_RATIO,
         },
         "3_exact_counts": {"met": all(exact_checks.values()), "checks": exact_checks},
         "4_otel_data": {

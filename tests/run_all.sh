@@ -21,7 +21,15 @@ log "Python packages (.venv)"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# Eager: the main environment runs on the newest OpenTelemetry the ranges in pyproject.toml allow.
+.venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+.venv/bin/python -m pip list 2>/dev/null | grep -E '^opentelemetry-(api|sdk) '
+
+log "Python packages, oldest supported OpenTelemetry SDK (.venv-sdk-oldest)"
+[ -x .venv-sdk-oldest/bin/python ] || "$PY" -m venv .venv-sdk-oldest
+.venv-sdk-oldest/bin/python -m pip install -q --upgrade pip
+.venv-sdk-oldest/bin/python -m pip install -q -e '.[test]' 'opentelemetry-api==1.40.*' 'opentelemetry-sdk==1.40.*'
+.venv-sdk-oldest/bin/python -m pip list 2>/dev/null | grep -E '^opentelemetry-(api|sdk) '
 
 log "OpenTelemetry Collector (collector/build.sh)"
 OTELCOL_BINARY="$(bash collector/build.sh | tail -n 1)"
@@ -34,8 +42,16 @@ log "ruff"
 log "promtool rule unit tests"
 promtool test rules deploy/prometheus/rules/tests/*.yml
 
-log "pytest"
+# The tests that prove what reaches readers: run again on the oldest supported SDK below.
+DATA_PATH_TESTS="tests/test_otel_data_paths.py tests/test_lossless_recording.py tests/test_sdk_binding.py \
+  tests/test_component_metrics.py tests/test_cardinality.py tests/test_instrumentation_pybreaker.py \
+  tests/test_fork_safety.py"
+
 export PATH="$PWD/.venv/bin:$PATH"
+log "data-path tests on the oldest supported SDK (opentelemetry-sdk 1.40)"
+.venv-sdk-oldest/bin/python -m pytest -q -p no:cacheprovider $DATA_PATH_TESTS
+
+log "pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 
 log "benchmark, quick mode (ratios are reported, not asserted)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import report
@@ -17,6 +18,15 @@ from otel_trading.recording import MetricsRegistry, Row, ThreadRows, observe
 from otel_trading.recording.rows import SuccessRow
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
+
+
+class _Untimed:
+    """Stands in for the series on hot paths when the latency histogram is disabled."""
+
+    fast = False
+
+
+_UNTIMED = _Untimed()
 #: State code -> the ``from_state``/``to_state`` label value (as our own breaker reports it).
 STATE_LABELS: tuple[str, ...] = ("closed", "open", "half_open")
 #: Label of breakers that have no name (pybreaker's default ``name=None``).
@@ -42,6 +52,7 @@ class BreakerBinding:
         "_polled",
         "_read_state",
         "exclusive",
+        "hot",
         "name",
         "raw_name",
         "rows",
@@ -66,6 +77,8 @@ class BreakerBinding:
         self.series = registry.breaker(name)
         self.rows = ThreadRows()
         self.timed = registry.enabled(mc.BREAKER_LATENCY.key)
+        #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
+        self.hot: Any = self.series if self.timed else _UNTIMED
         self._read_state = read_state
         self._polled = polled
         self._lock = threading.Lock()

@@ -435,7 +435,7 @@ class LibraryBreakers:
                 try:
                     # The exclusive row is a SuccessRow: a timed success is its histogram count.
                     row = binding.exclusive
-                    if binding.timed and binding.series.fast:
+                    if binding.hot.fast:
                         row[SUM] += elapsed
                         if elapsed < row[MIN]:
                             row[MIN] = elapsed
