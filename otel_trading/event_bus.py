@@ -34,7 +34,7 @@ from otel_trading.recording import (
     SUM,
     Series,
     Row,
-    SingleRow,
+    CountedRow,
     registry_for,
     resolve_sample_rate,
     sample_gaps,
@@ -52,6 +52,10 @@ _STOP = object()
 
 # What the worker looks up once per event: (handlers with their is-async flag, row, series).
 Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, Series | None]
+
+
+def _processed_row() -> CountedRow:
+    return CountedRow(C1)
 
 
 def _worker_cancelled() -> bool:
@@ -266,7 +270,7 @@ class EventBus:
         stats = self._stats.get(event_type)
         if stats is None:
             series = self._registry.event(event_type.__name__)  # type: ignore[union-attr]
-            source = series.source_for(self, SingleRow)
+            source = series.source_for(self, _processed_row)
             stats = self._stats[event_type] = (source.row, series)  # type: ignore[attr-defined]
             self._published[event_type] = stats[0]  # type: ignore[index]
         return stats
@@ -338,7 +342,10 @@ class EventBus:
                     if _worker_cancelled():
                         raise
                     self._handler_failed(event, handler, exc, row)
-            if start is not None:
+            # The row is a CountedRow: a timed event is counted as processed by its histogram count.
+            if start is None:
+                row[C1] += 1  # type: ignore[index]
+            else:
                 elapsed = perf_counter() - start
                 if series.fast:  # type: ignore[union-attr]
                     row[SUM] += elapsed  # type: ignore[index]
@@ -352,9 +359,8 @@ class EventBus:
                         row[B0] += 1  # type: ignore[index]
                     else:
                         row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
-                else:
-                    series.observe_slow(row, elapsed)  # type: ignore[union-attr,arg-type]
-            row[C1] += 1  # type: ignore[index]
+                elif not series.observe_slow(row, elapsed):  # type: ignore[union-attr,arg-type]
+                    row[C1] += 1  # type: ignore[index]
 
     def _handler_failed(self, event: object, handler: Handler, exc: BaseException, row: Row | None) -> None:
         if row is not None:

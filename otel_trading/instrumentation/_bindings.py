@@ -15,7 +15,7 @@ from typing import Any
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import report
 from otel_trading.recording import MetricsRegistry, Row, ThreadRows, observe
-from otel_trading.recording.rows import SuccessRow
+from otel_trading.recording.rows import C0, CountedRow
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -93,9 +93,9 @@ class BreakerBinding:
     def exclusive_row(self) -> Row:
         """One row shared by every thread, for a hook the library only runs under its own lock:
         the lock already serialises the writes, so no per-thread lookup is needed. It is a
-        ``SuccessRow``: a timed success only bumps the histogram."""
+        ``CountedRow``: a timed success only bumps the histogram."""
         if self.exclusive is None:
-            source = SuccessRow()
+            source = CountedRow(C0)
             self.series.attach(self, source)
             self.exclusive = source.row
         return self.exclusive

@@ -433,7 +433,7 @@ class LibraryBreakers:
                     return result
                 elapsed = clock() - start
                 try:
-                    # The exclusive row is a SuccessRow: a timed success is its histogram count.
+                    # The exclusive row is a CountedRow: a timed success is its histogram count.
                     row = binding.exclusive
                     if binding.hot.fast:
                         row[SUM] += elapsed

@@ -19,6 +19,7 @@ __all__ = [
     "C0",
     "C1",
     "C2",
+    "CountedRow",
     "MAX",
     "MIN",
     "SUM",
@@ -26,7 +27,6 @@ __all__ = [
     "Row",
     "RowSource",
     "SingleRow",
-    "SuccessRow",
     "ThreadRows",
     "add_row",
     "count_of",
@@ -136,20 +136,23 @@ class SingleRow:
         return (self.row,)
 
 
-class SuccessRow(SingleRow):
-    """A row whose successes are its histogram's count plus its C0 column.
+class CountedRow(SingleRow):
+    """A row whose ``implied`` column is its histogram's count plus what the column holds.
 
-    For a hot path that times every success: it bumps only the histogram and leaves C0 for the
-    successes it did not time. The series adds the count in when it reads the row.
+    For a hot path that times what it counts (a breaker's successes, a bus's processed events):
+    a timed outcome only bumps the histogram, and the column counts the outcomes it did not time.
+    The series adds the histogram count in when it reads the row.
     """
 
-    __slots__ = ()
+    __slots__ = ("implied",)
 
-    implied = C0
+    def __init__(self, implied: int) -> None:
+        super().__init__()
+        self.implied = implied
 
 
 def implied_column(source: RowSource) -> int | None:
-    """The column a source's histogram count adds to (``SuccessRow``), else None."""
+    """The column a source's histogram count adds to (``CountedRow``), else None."""
     return getattr(source, "implied", None)
 
 
