@@ -43,9 +43,7 @@ from typing import Any
 import prometheus_client
 import pybreaker
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     HistogramDataPoint,
@@ -53,10 +51,12 @@ from opentelemetry.sdk.metrics.export import (
     MetricsData,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.resources import Resource
 
 from otel_trading import CircuitBreaker, EventBus, views
 from otel_trading import metric_contract as mc
 from otel_trading.batching import BatchedMetrics
+from otel_trading.exporting import prometheus_reader
 from otel_trading.instrumentation import TradingInstrumentor, instrument_bot
 from otel_trading.recording import BOUNDS, new_row, observe, sample_gaps
 
@@ -407,7 +407,7 @@ def check_exactness_and_otel(threads: int, per_thread: int) -> dict[str, Any]:
         export_interval_millis=3_600_000,
     )
     provider = MeterProvider(
-        metric_readers=[memory, PrometheusMetricReader(registry=prom_registry), console], views=list(views())
+        metric_readers=[memory, prometheus_reader(prom_registry), console], views=list(views())
     )
     checks: dict[str, bool] = {}
 
@@ -551,7 +551,7 @@ def _fail() -> None:
 
 def bench_scrape(repeat: int) -> dict[str, Any]:
     registry = prometheus_client.CollectorRegistry()
-    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)], views=list(views()))
+    provider = MeterProvider(metric_readers=[prometheus_reader(registry)], views=list(views()))
     keep = _populate(provider, SCRAPE_BREAKERS, SCRAPE_EVENT_TYPES)
     render_ms: list[float] = []
     payload = b""

@@ -120,7 +120,7 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         # Calling threads take this lock on transitions and after failures: a fork() while one of
         # them holds it must not leave the child's breaker locked forever.
-        pass  # TEMP
+        fork_safe(self)
         self._state = _CLOSED
         self._failures = 0
         self._opened_at = 0.0

@@ -14,6 +14,7 @@ import inspect
 import logging
 import math
 import threading
+import weakref
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable
 from time import perf_counter
@@ -32,9 +33,11 @@ from otel_trading.recording import (
     MAX,
     MIN,
     SUM,
-    Series,
-    Row,
+    Binding,
     CountedRow,
+    MetricsRegistry,
+    Row,
+    Series,
     registry_for,
     resolve_sample_rate,
     sample_gaps,
@@ -120,7 +123,12 @@ class EventBus:
         registry = registry_for(meter_provider) if metrics_enabled else None
         if registry is not None and not registry.group_enabled(mc.MetricGroup.EVENT_BUS):
             registry = None  # every event_bus metric is disabled: run exactly as metrics_enabled=False
-        self._registry = registry
+        # Weak: a bus must not keep its provider's registry (and the SDK state its callbacks reach)
+        # alive after the provider is shut down and dropped. The provider holds the registry.
+        self._metered = registry is not None
+        self._registry: Callable[[], MetricsRegistry | None] = (
+            weakref.ref(registry) if registry is not None else lambda: None
+        )
         # Per event class: this bus's row (written on its loop only) and the labelled series.
         self._stats: dict[type, tuple[Row, Series]] = {}
         # The same rows, for the publish path's single lookup; None when metrics are off.
@@ -146,7 +154,7 @@ class EventBus:
         )
         self._handlers.setdefault(event_type, []).append((handler, is_async))
         self._routes.clear()
-        if self._registry is not None:
+        if self._metered:
             self._stats_for(event_type)
         return Subscription(self, event_type, handler)
 
@@ -261,7 +269,7 @@ class EventBus:
         handlers: list[tuple[Handler, bool]] = []
         for klass in event_type.__mro__:
             handlers.extend(self._handlers.get(klass, ()))
-        row, series = self._stats_for(event_type) if self._registry is not None else (None, None)
+        row, series = self._stats_for(event_type) if self._metered else (None, None)
         route = (tuple(handlers), row, series)
         self._routes[event_type] = route
         return route
@@ -269,7 +277,11 @@ class EventBus:
     def _stats_for(self, event_type: type) -> tuple[Row, Series]:
         stats = self._stats.get(event_type)
         if stats is None:
-            series = self._registry.event(event_type.__name__)  # type: ignore[union-attr]
+            registry = self._registry()
+            if registry is not None:
+                series = registry.event(event_type.__name__)
+            else:  # its provider is gone: count into a series nothing reads
+                series = Series({"event_type": event_type.__name__}, None, Binding.ROWS)
             source = series.source_for(self, _processed_row)
             stats = self._stats[event_type] = (source.row, series)  # type: ignore[attr-defined]
             self._published[event_type] = stats[0]  # type: ignore[index]
@@ -277,7 +289,7 @@ class EventBus:
 
     async def _run(self) -> None:
         queue = self._ensure_queue()
-        if self._registry is not None:
+        if self._metered:
             await self._run_metered(queue)
             return
         # The delivery loop below is _run_metered's minus the recording, on purpose: a shared

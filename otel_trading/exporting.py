@@ -31,7 +31,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from otel_trading import environment_variables
 from otel_trading.environment_variables import (
@@ -332,6 +332,31 @@ def _serve(
     return server, thread, int(server.server_port)
 
 
+def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
+    """A ``PrometheusMetricReader`` serving into ``registry``, on every supported exporter version.
+
+    Exporters before 0.62b0 only register on prometheus_client's global ``REGISTRY``; there the
+    reader's collector is moved to ``registry`` (and taken out of it again at shutdown).
+    """
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    try:
+        return PrometheusMetricReader(registry=registry)
+    except TypeError:
+        pass
+
+    class _RegistryReader(PrometheusMetricReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            REGISTRY.unregister(self._collector)
+            registry.register(self._collector)
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            registry.unregister(self._collector)
+
+    return _RegistryReader()
+
+
 def _prometheus_endpoint(
     port: int,
     addr: str,
@@ -339,10 +364,8 @@ def _prometheus_endpoint(
     tls: dict[str, Any],
     auth: tuple[str, str] | None = None,
 ) -> tuple[MetricReader, CollectorRegistry, Any, Any, int]:
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-    reader = PrometheusMetricReader(registry=registry)
+    reader = prometheus_reader(registry)
     try:
         server, thread, bound = _serve(registry, port, addr, auth, **tls)
     except BaseException:

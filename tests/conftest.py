@@ -20,6 +20,39 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.util._once import Once
 
 from otel_trading import recording, views
+from otel_trading.recording import Binding, sdk_binding
+
+#: The histogram paths every data-path test runs on (the ``metrics`` fixture's params):
+#: - "views": a provider with otel_trading.views() -- the rows are served to its readers;
+#: - "no_views": a plain provider, as opentelemetry-instrument or an app builds it -- same fast path;
+#: - "direct_fallback": the fast path refused (as on an SDK the self-test rejects), so every duration
+#:   is recorded through the SDK Histogram (Binding.DIRECT).
+HISTOGRAM_PATHS = ("views", "no_views", "direct_fallback")
+EXPECTED_BINDING = {"views": Binding.ROWS, "no_views": Binding.ROWS, "direct_fallback": Binding.DIRECT}
+
+
+def use_histogram_path(path: str, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Prepare ``path`` (one of HISTOGRAM_PATHS); returns the views its provider must get.
+
+    Call before any component registers with the provider: a registry picks its binding once.
+    """
+    assert path in HISTOGRAM_PATHS, path
+    if path == "direct_fallback":
+        # rows_supported() is lru_cached; can_serve() looks the module attribute up at each call.
+        monkeypatch.setattr(sdk_binding, "rows_supported", lambda: False)
+    return list(views()) if path == "views" else []
+
+
+def assert_binding(provider: Any, path: str) -> None:
+    """The registry of ``provider`` (if a component made one) took ``path``'s binding."""
+    registry = recording.registry._registries_get(provider)
+    if registry is None or not registry._histograms:
+        return  # nothing registered, or every histogram disabled: no binding to check
+    expected = EXPECTED_BINDING[path]
+    assert registry.binding is expected, f"{path}: registry bound {registry.binding}, expected {expected}"
+    for series in (*registry.breaker_series.values(), *registry.event_series.values()):
+        assert series.binding is expected, f"{path}: {series.attributes} bound {series.binding}"
+        assert series.fast is (expected is Binding.ROWS)
 
 
 def reset_metrics_globals() -> None:
@@ -51,7 +84,8 @@ class Metrics:
 
     provider: MeterProvider
     reader: InMemoryMetricReader
-    bridged: bool
+    #: One of HISTOGRAM_PATHS ("views" or "no_views" when made by make_metrics directly).
+    path: str
 
     def collect(self) -> dict[str, Any]:
         """{otel metric name: Metric} from one collection."""
@@ -84,23 +118,39 @@ class Metrics:
         return None
 
 
-def make_metrics(bridged: bool, temporality: AggregationTemporality | None = None) -> Metrics:
+def make_metrics(with_views: bool = True, temporality: AggregationTemporality | None = None) -> Metrics:
+    """A provider with one in-memory reader, with or without otel_trading.views() (both fast)."""
+    return _make_metrics(list(views()) if with_views else [], "views" if with_views else "no_views", temporality)
+
+
+def _make_metrics(view_list: list[Any], path: str, temporality: AggregationTemporality | None = None) -> Metrics:
     kwargs: dict[str, Any] = {}
     if temporality is not None:
         from opentelemetry.sdk.metrics import Counter, Histogram, ObservableCounter
 
         kwargs["preferred_temporality"] = {Counter: temporality, Histogram: temporality, ObservableCounter: temporality}
     reader = InMemoryMetricReader(**kwargs)
-    provider = MeterProvider(metric_readers=[reader], views=list(views()) if bridged else [])
-    return Metrics(provider, reader, bridged)
+    provider = MeterProvider(metric_readers=[reader], views=view_list)
+    return Metrics(provider, reader, path)
 
 
-@pytest.fixture(params=["bridged", "direct"])
-def metrics(request: pytest.FixtureRequest) -> Iterator[Metrics]:
-    """Parametrized over both histogram paths: otel-trading's views (fast) and a plain provider."""
-    m = make_metrics(request.param == "bridged")
+def metrics_on_path(
+    path: str, monkeypatch: pytest.MonkeyPatch, temporality: AggregationTemporality | None = None
+) -> Metrics:
+    """A ``Metrics`` whose histograms take ``path`` (one of HISTOGRAM_PATHS)."""
+    return _make_metrics(use_histogram_path(path, monkeypatch), path, temporality)
+
+
+@pytest.fixture(params=HISTOGRAM_PATHS)
+def metrics(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Metrics]:
+    """Parametrized over the histogram paths: views, no views (both served from the rows) and the
+    DIRECT fallback (every duration through the SDK Histogram). Each must give the same data."""
+    m = metrics_on_path(request.param, monkeypatch)
     yield m
-    m.provider.shutdown()
+    try:
+        assert_binding(m.provider, m.path)
+    finally:
+        m.provider.shutdown()
 
 
 @pytest.fixture

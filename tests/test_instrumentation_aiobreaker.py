@@ -183,7 +183,7 @@ def test_aiobreaker_behaves_identically_and_counts_match_its_callbacks(
 ) -> None:
     name = f"prop-{next(_example)}"
     plain, _, _ = asyncio.run(run_ops(ops, fail_max, timeout, "plain"))
-    metrics = make_metrics(bridged=False)
+    metrics = make_metrics(with_views=False)
     inst = TradingInstrumentor()
     inst.instrument(meter_provider=metrics.provider, config={})
     try:

@@ -45,7 +45,7 @@ def test_explicit_metrics_enabled_false_is_respected(instrumented: Metrics) -> N
 
 
 def test_explicit_meter_provider_is_respected(instrumented: Metrics) -> None:
-    own = make_metrics(bridged=True)
+    own = make_metrics(with_views=True)
     try:
         CircuitBreaker("own", meter_provider=own.provider).call(lambda: None)
         assert own.value(N["breaker_successes"], name="own") == 1
@@ -68,7 +68,7 @@ def test_uninstrument_restores_the_constructors_exactly(
 def test_after_uninstrument_new_components_use_the_global_provider_again(
     global_metrics: Metrics, instrumentor: TradingInstrumentor
 ) -> None:
-    own = make_metrics(bridged=True)
+    own = make_metrics(with_views=True)
     try:
         instrumentor.instrument(meter_provider=own.provider, config={})
         instrumentor.uninstrument()

@@ -194,8 +194,11 @@ def test_breaker_created_before_instrumentation_is_reported_without_any_call(
 def test_breaker_created_after_instrumentation_reports_its_state_before_any_call(
     instrumented: Metrics,
 ) -> None:
-    pybreaker.CircuitBreaker(name="late")
+    # Kept alive: the gauge rightly drops a collected breaker, and an unreferenced one may be
+    # collected (its reference cycles) by any allocation before the collection below.
+    breaker = pybreaker.CircuitBreaker(name="late")
     assert instrumented.value(N["breaker_state"], name="late") == 0
+    assert breaker.name == "late"
 
 
 def test_breaker_without_a_name_is_labelled_unnamed(instrumented: Metrics) -> None:
@@ -396,7 +399,7 @@ def test_pybreaker_behaves_identically_and_metrics_match_its_own_callbacks(
     # instrument()'s scan of live objects; collect them so each example starts from the same world.
     gc.collect()
     plain_trace, _, _ = run_ops(ops, fail_max, timeout, success_threshold, "plain")
-    metrics = make_metrics(bridged=True)
+    metrics = make_metrics(with_views=True)
     inst = TradingInstrumentor()
     inst.instrument(meter_provider=metrics.provider, config={})
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
+from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, InstrumentKind, documented_metrics
 from otel_trading.metrics_reference import BEGIN, END, render_table
 
@@ -39,7 +39,7 @@ def test_readme_metrics_reference_is_generated_from_the_contract() -> None:
 
 def test_otel_names_render_as_the_contract_names_in_the_prometheus_exporter() -> None:
     registry = CollectorRegistry()
-    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    provider = MeterProvider(metric_readers=[prometheus_reader(registry)])
     meter = provider.get_meter("contract-test")
     for spec in METRICS:
         attrs = dict.fromkeys(spec.labels, "x")

@@ -3,9 +3,10 @@
 One workload with known durations (the components' clock is replaced by a fake that makes the k-th
 timed span last exactly ``durations[k]``) is read through four readers of one MeterProvider: the
 in-memory reader, the Prometheus reader's text, the ConsoleMetricExporter's JSON and the OTLP
-protobuf (the OTLP exporters' shared encoder, no network). Every test runs on otel-trading's views
-(the histogram bridge) and on a plain provider (direct SDK histograms): both must agree. Delta
-temporality is checked separately, on its own provider.
+protobuf (the OTLP exporters' shared encoder, no network). Every test runs on a provider with
+otel-trading's views and on a plain one (both served from the rows), and on the DIRECT fallback
+(every duration through the SDK Histogram): all three must agree. Delta temporality is checked
+separately, on its own provider.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import prometheus_client
 import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality as PbTemporality
 from opentelemetry.sdk.metrics import MeterProvider
@@ -40,12 +40,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from otel_trading import CircuitBreaker, CircuitOpenError, EventBus, views
+from otel_trading import CircuitBreaker, CircuitOpenError, EventBus
 from otel_trading import circuit_breaker as circuit_breaker_module
 from otel_trading import event_bus as event_bus_module
+from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS_BY_KEY
 
-from .conftest import make_metrics
+from .conftest import HISTOGRAM_PATHS, assert_binding, metrics_on_path, use_histogram_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
@@ -215,7 +216,7 @@ def _run_bus(provider: MeterProvider) -> EventBus:
     return asyncio.run(main())
 
 
-@pytest.fixture(params=["bridged", "direct"])
+@pytest.fixture(params=HISTOGRAM_PATHS)
 def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Paths]:
     monkeypatch.setattr(circuit_breaker_module, "perf_counter", FakeClock(LATENCIES))
     monkeypatch.setattr(event_bus_module, "perf_counter", FakeClock(TICK_DURATIONS + FILL_DURATIONS))
@@ -229,14 +230,17 @@ def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     otlp = CapturingOtlpExporter()
     otlp_reader = PeriodicExportingMetricReader(otlp, export_interval_millis=3_600_000)
     provider = MeterProvider(
-        metric_readers=[memory, PrometheusMetricReader(registry=registry), console_reader, otlp_reader],
-        views=list(views()) if request.param == "bridged" else [],
+        metric_readers=[memory, prometheus_reader(registry), console_reader, otlp_reader],
+        views=use_histogram_path(request.param, monkeypatch),
     )
     p = Paths(memory, registry, console_reader, console_out, otlp_reader, otlp)
     p.keep.extend(_run_breakers(provider))
     p.keep.append(_run_bus(provider))
     yield p
-    provider.shutdown()
+    try:
+        assert_binding(provider, request.param)
+    finally:
+        provider.shutdown()
 
 
 # -- in-memory reader ---------------------------------------------------------------------------------
@@ -392,12 +396,15 @@ def test_otlp_protobuf_histogram_has_exact_count_sum_bounds_and_buckets(paths: P
 # -- delta temporality ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["bridged", "direct"])
+@pytest.fixture(params=HISTOGRAM_PATHS)
 def delta(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setattr(circuit_breaker_module, "perf_counter", FakeClock(INTERVAL_1 + INTERVAL_2))
-    m = make_metrics(request.param == "bridged", AggregationTemporality.DELTA)
+    m = metrics_on_path(request.param, monkeypatch, AggregationTemporality.DELTA)
     yield m
-    m.provider.shutdown()
+    try:
+        assert_binding(m.provider, m.path)
+    finally:
+        m.provider.shutdown()
 
 
 INTERVAL_1 = [0.00002, 0.004, 0.6]
@@ -420,6 +427,7 @@ def test_delta_reader_gets_each_intervals_own_histogram(delta: Any) -> None:
         assert point.count == len(values)
         assert point.sum == pytest.approx(sum(values), rel=1e-12)
         assert list(point.bucket_counts) == expected_buckets(values)
+        assert (point.min, point.max) == (min(values), max(values))
     assert second.start_time_unix_nano >= first.time_unix_nano
 
 

@@ -28,7 +28,7 @@ from otel_trading.environment_variables import OTEL_TRADING_DISABLED_METRICS
 from otel_trading.metric_contract import METRICS_BY_KEY, MetricGroup
 from otel_trading.recording import registry_for, sample_gaps
 
-from .conftest import Metrics, make_metrics
+from .conftest import Metrics, assert_binding, make_metrics
 from .realprocs import REPO
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
@@ -43,10 +43,14 @@ class Tick:
 
 
 @pytest.fixture
-def bridged() -> Iterator[Metrics]:
+def fast() -> Iterator[Metrics]:
+    """A provider whose histograms are served from the rows (the hot path these tests are about)."""
     m = make_metrics(True)
     yield m
-    m.provider.shutdown()
+    try:
+        assert_binding(m.provider, m.path)
+    finally:
+        m.provider.shutdown()
 
 
 def _noop() -> None:
@@ -65,8 +69,8 @@ def _names(metrics: Metrics) -> set[str]:
 # -- exact counts ---------------------------------------------------------------------------------
 
 
-def test_breaker_counts_exactly_160000_successes_from_8_threads(bridged: Metrics) -> None:
-    cb = CircuitBreaker("exact", meter_provider=bridged.provider)
+def test_breaker_counts_exactly_160000_successes_from_8_threads(fast: Metrics) -> None:
+    cb = CircuitBreaker("exact", meter_provider=fast.provider)
     barrier = threading.Barrier(THREADS)
 
     def worker() -> None:
@@ -79,13 +83,13 @@ def test_breaker_counts_exactly_160000_successes_from_8_threads(bridged: Metrics
         t.start()
     for t in threads:
         t.join()
-    assert bridged.value(N["breaker_successes"], name="exact") == TOTAL
-    point = bridged.histogram(N["breaker_latency"], name="exact")
+    assert fast.value(N["breaker_successes"], name="exact") == TOTAL
+    point = fast.histogram(N["breaker_latency"], name="exact")
     assert point is not None and point.count == TOTAL and sum(point.bucket_counts) == TOTAL
 
 
-async def test_breaker_counts_exactly_160000_successes_from_8_asyncio_tasks(bridged: Metrics) -> None:
-    cb = CircuitBreaker("exact-async", meter_provider=bridged.provider)
+async def test_breaker_counts_exactly_160000_successes_from_8_asyncio_tasks(fast: Metrics) -> None:
+    cb = CircuitBreaker("exact-async", meter_provider=fast.provider)
 
     async def one() -> None:
         return None
@@ -97,13 +101,13 @@ async def test_breaker_counts_exactly_160000_successes_from_8_asyncio_tasks(brid
                 await asyncio.sleep(0)  # interleave the tasks
 
     await asyncio.gather(*(task() for _ in range(THREADS)))
-    assert bridged.value(N["breaker_successes"], name="exact-async") == TOTAL
-    point = bridged.histogram(N["breaker_latency"], name="exact-async")
+    assert fast.value(N["breaker_successes"], name="exact-async") == TOTAL
+    point = fast.histogram(N["breaker_latency"], name="exact-async")
     assert point is not None and point.count == TOTAL
 
 
-async def test_bus_counts_exactly_160000_events_from_8_producer_tasks(bridged: Metrics) -> None:
-    bus = EventBus(meter_provider=bridged.provider, max_queue_size=1_000)
+async def test_bus_counts_exactly_160000_events_from_8_producer_tasks(fast: Metrics) -> None:
+    bus = EventBus(meter_provider=fast.provider, max_queue_size=1_000)
     seen = [0]
     bus.subscribe(Tick, lambda e: seen.__setitem__(0, seen[0] + 1))
     await bus.start()
@@ -115,24 +119,24 @@ async def test_bus_counts_exactly_160000_events_from_8_producer_tasks(bridged: M
     await asyncio.gather(*(producer() for _ in range(THREADS)))
     await bus.stop()
     assert seen[0] == TOTAL
-    assert bridged.value(N["bus_published"], event_type="Tick") == TOTAL
-    assert bridged.value(N["bus_processed"], event_type="Tick") == TOTAL
-    point = bridged.histogram(N["bus_processing_duration"], event_type="Tick")
+    assert fast.value(N["bus_published"], event_type="Tick") == TOTAL
+    assert fast.value(N["bus_processed"], event_type="Tick") == TOTAL
+    point = fast.histogram(N["bus_processing_duration"], event_type="Tick")
     assert point is not None and point.count == TOTAL
 
 
 def test_a_breaker_collected_while_its_series_lock_is_held_neither_deadlocks_nor_loses_counts(
-    bridged: Metrics,
+    fast: Metrics,
 ) -> None:
     # The garbage collector runs weakref finalizers at any allocation, e.g. inside the series'
     # own locked sections; the finalizer must not wait for that lock.
-    keep = CircuitBreaker("gc", meter_provider=bridged.provider)
+    keep = CircuitBreaker("gc", meter_provider=fast.provider)
     keep.call(_noop)
     series = keep._series
     assert series is not None
 
     def collect_a_breaker_under_the_lock() -> None:
-        doomed = CircuitBreaker("gc", meter_provider=bridged.provider)
+        doomed = CircuitBreaker("gc", meter_provider=fast.provider)
         doomed.call(_noop)
         with series._lock:
             del doomed
@@ -142,7 +146,7 @@ def test_a_breaker_collected_while_its_series_lock_is_held_neither_deadlocks_nor
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "the finalizer deadlocked on the series lock"
-    assert bridged.value(N["breaker_successes"], name="gc") == 2
+    assert fast.value(N["breaker_successes"], name="gc") == 2
 
 
 # -- sampling --------------------------------------------------------------------------------------
@@ -163,34 +167,34 @@ def test_sample_gaps_is_none_at_rate_one_so_every_event_is_timed() -> None:
     assert sample_gaps(1.0) is None
 
 
-def test_breaker_sampling_keeps_counters_exact_and_times_about_rate_times_n(bridged: Metrics) -> None:
+def test_breaker_sampling_keeps_counters_exact_and_times_about_rate_times_n(fast: Metrics) -> None:
     calls, rate = 40_000, 0.1
-    cb = CircuitBreaker("sampled", meter_provider=bridged.provider, sample_rate=rate)
+    cb = CircuitBreaker("sampled", meter_provider=fast.provider, sample_rate=rate)
     for _ in range(calls):
         cb.call(_noop)
-    assert bridged.value(N["breaker_successes"], name="sampled") == calls
-    point = bridged.histogram(N["breaker_latency"], name="sampled")
+    assert fast.value(N["breaker_successes"], name="sampled") == calls
+    point = fast.histogram(N["breaker_latency"], name="sampled")
     assert point is not None
     assert abs(point.count - rate * calls) <= _binomial_bound(calls, rate)
 
 
-async def test_bus_sampling_keeps_counters_exact_and_times_about_rate_times_n(bridged: Metrics) -> None:
+async def test_bus_sampling_keeps_counters_exact_and_times_about_rate_times_n(fast: Metrics) -> None:
     events, rate = 40_000, 0.1
-    bus = EventBus(meter_provider=bridged.provider, sample_rate=rate)
+    bus = EventBus(meter_provider=fast.provider, sample_rate=rate)
     bus.subscribe(Tick, lambda e: None)
     await bus.start()
     for _ in range(events):
         await bus.publish(Tick())
     await bus.stop()
-    assert bridged.value(N["bus_published"], event_type="Tick") == events
-    assert bridged.value(N["bus_processed"], event_type="Tick") == events
-    point = bridged.histogram(N["bus_processing_duration"], event_type="Tick")
+    assert fast.value(N["bus_published"], event_type="Tick") == events
+    assert fast.value(N["bus_processed"], event_type="Tick") == events
+    point = fast.histogram(N["bus_processing_duration"], event_type="Tick")
     assert point is not None
     assert abs(point.count - rate * events) <= _binomial_bound(events, rate)
 
 
 async def test_bus_sample_rate_zero_keeps_counters_and_never_reads_the_clock(
-    bridged: Metrics, monkeypatch: pytest.MonkeyPatch
+    fast: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads = [0]
 
@@ -199,15 +203,15 @@ async def test_bus_sample_rate_zero_keeps_counters_and_never_reads_the_clock(
         return 0.0
 
     monkeypatch.setattr(event_bus_module, "perf_counter", counting_clock)
-    bus = EventBus(meter_provider=bridged.provider, sample_rate=0.0)
+    bus = EventBus(meter_provider=fast.provider, sample_rate=0.0)
     bus.subscribe(Tick, lambda e: None)
     await bus.start()
     for _ in range(100):
         await bus.publish(Tick())
     await bus.stop()
     assert reads[0] == 0
-    assert bridged.value(N["bus_processed"], event_type="Tick") == 100
-    assert bridged.histogram(N["bus_processing_duration"], event_type="Tick") is None
+    assert fast.value(N["bus_processed"], event_type="Tick") == 100
+    assert fast.histogram(N["bus_processing_duration"], event_type="Tick") is None
 
 
 # -- disabling -------------------------------------------------------------------------------------

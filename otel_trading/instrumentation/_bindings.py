@@ -15,7 +15,7 @@ from typing import Any
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import report
 from otel_trading.recording import MetricsRegistry, Row, ThreadRows, observe
-from otel_trading.recording.rows import C0, CountedRow
+from otel_trading.recording.rows import C0, CountedRow, fork_safe
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -82,6 +82,7 @@ class BreakerBinding:
         self._read_state = read_state
         self._polled = polled
         self._lock = threading.Lock()
+        fork_safe(self)
         self._last = CLOSED
         first = self._safe_read()
         if first is not None:

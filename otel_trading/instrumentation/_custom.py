@@ -49,7 +49,8 @@ from otel_trading.instrumentation.config import (
     InstrumentConfig,
     Scalar,
 )
-from otel_trading.recording import C0, C1, C2, Series, MetricsRegistry, ThreadRows, observe
+from otel_trading.recording import C0, C1, C2, Binding, MetricsRegistry, Series, ThreadRows, observe
+from otel_trading.recording.rows import fork_safe
 
 #: Breakers whose configured call method is running in this thread / task (re-entrant calls
 #: such as ``call_async`` delegating to ``call`` count once).
@@ -211,12 +212,14 @@ class BusBinding:
         self, registry: MetricsRegistry, spec: EventBusClassSpec, bus: Any, on_dead: Callable[[], None]
     ) -> None:
         self._on_dead = on_dead
-        self._registry = registry
+        # Weak, as for EventBus: the provider holds its registry, a bus binding must not.
+        self._registry = weakref.ref(registry)
         self._spec = spec
         self._ref = weakref.ref(bus)
         self._stats: dict[str, tuple[ThreadRows, Series]] = {}
         self._counted: dict[str, int] = {}
         self._lock = threading.Lock()
+        fork_safe(self)
         self.timed = registry.enabled(mc.BUS_PROCESSING_DURATION.key)
         registry.add_bus(self)
 
@@ -273,7 +276,11 @@ class BusBinding:
             with self._lock:
                 stats = self._stats.get(label)
                 if stats is None:
-                    series = self._registry.event(label)
+                    registry = self._registry()
+                    if registry is not None:
+                        series = registry.event(label)
+                    else:  # its provider is gone: count into a series nothing reads
+                        series = Series({"event_type": label}, None, Binding.ROWS)
                     rows = ThreadRows()
                     series.attach(self, rows)
                     stats = self._stats[label] = (rows, series)

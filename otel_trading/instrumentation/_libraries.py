@@ -349,7 +349,6 @@ class LibraryBreakers:
         return _inc_counter
 
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
         by_id = self._by_id
         after_error = self._after_error
         call_slow = self._call_slow
@@ -400,7 +399,6 @@ class LibraryBreakers:
     def _locked_call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """``CircuitBreaker.call`` as the library writes it, plus timing and counting under its lock."""
         session = self.session
-        by_id = self._by_id
         after_error = self._after_error
         generator = types.GeneratorType
         clock = perf_counter

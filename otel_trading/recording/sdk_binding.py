@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics.view import (
 )
 
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, SCOPE_NAME, InstrumentKind
+from otel_trading.recording.rows import fork_safe
 
 __all__ = [
     "HistogramTotals",
@@ -84,6 +85,7 @@ class RowsHistogramStream:
         self._aggregation = match._aggregation
         self._limit: int | None = getattr(match, "_cardinality_limit", None)
         self._lock = threading.Lock()
+        fork_safe(self)
         self._latest: Sequence[HistogramTotals] = ()
         self._cumulative_extremes: dict[object, tuple[float, float]] = {}
         self._interval_extremes: dict[object, tuple[float, float]] = {}

@@ -58,7 +58,10 @@ class Series:
     def __init__(self, attributes: dict[str, str], histogram: Any, binding: Binding) -> None:
         self.attributes = attributes
         self.start_ns = time.time_ns()
-        self._histogram = histogram
+        # Weak: a component keeps its series, and a strong reference to the SDK instrument would keep
+        # the provider's whole measurement state (and, through its callbacks, the registry) alive
+        # after the provider is shut down and dropped. The registry's meter holds the instrument.
+        self._histogram = _weak_instrument(histogram)
         self.binding = binding
         self.fast = binding is Binding.ROWS
         self._lock = threading.Lock()
@@ -167,15 +170,18 @@ class Series:
         return True
 
     def _record(self, value: float) -> None:
+        histogram = self._histogram()
+        if histogram is None:
+            return  # its provider is gone: nothing could read the value
         try:
-            self._histogram.record(value, self.attributes)
+            histogram.record(value, self.attributes)
         except Exception:  # pragma: no cover - the SDK swallows its own errors
             _logger.exception("otel-trading: recording %s failed", self.attributes)
 
     def bind(self, binding: Binding, histogram: Any) -> None:
         """Leave PENDING (or switch instrument); values kept while pending go where ``binding`` says."""
         with self._lock:
-            self._histogram = histogram
+            self._histogram = _weak_instrument(histogram)
             self.binding = binding
             self.fast = binding is Binding.ROWS
             pending, self._pending = self._pending, []
@@ -219,6 +225,15 @@ class Series:
         if self.binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)
+
+
+def _weak_instrument(instrument: Any) -> Callable[[], Any]:
+    if instrument is None:
+        return lambda: None
+    try:
+        return weakref.ref(instrument)
+    except TypeError:  # an instrument type without weakref support: hold it
+        return lambda: instrument
 
 
 class LabelFold:
