@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
+from otel_trading.errors import CircuitOpenError
 from otel_trading.recording import (
     B0,
     BOUNDS,
@@ -35,10 +36,9 @@ from otel_trading.recording import (
     Series,
     ThreadRows,
     registry_for,
-    resolve_sample_rate,
 )
 from otel_trading.recording.rows import fork_safe
-from otel_trading.validation import check_bool, check_int, check_name, check_number
+from otel_trading.settings import check_bool, check_int, check_name, check_number, resolve_sample_rate
 
 __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "StateListener"]
 
@@ -59,16 +59,6 @@ class CircuitState(IntEnum):
     def label(self) -> str:
         """The ``from_state``/``to_state`` label value: ``closed``, ``open`` or ``half_open``."""
         return self.name.lower()
-
-
-class CircuitOpenError(RuntimeError):
-    """Raised instead of calling the guarded function while the breaker rejects calls."""
-
-    def __init__(self, name: str, state: CircuitState, retry_after: float) -> None:
-        self.name = name
-        self.state = state
-        self.retry_after = retry_after
-        super().__init__(f"circuit breaker {name!r} is {state.name}; retry in {retry_after:.3f}s")
 
 
 #: ``listener(breaker, old_state, new_state)``, called after each transition, outside the lock.

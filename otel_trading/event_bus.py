@@ -39,10 +39,9 @@ from otel_trading.recording import (
     Row,
     Series,
     registry_for,
-    resolve_sample_rate,
     sample_gaps,
 )
-from otel_trading.validation import check_bool, check_int, check_name
+from otel_trading.settings import check_bool, check_int, check_name, resolve_sample_rate
 
 __all__ = ["EventBus", "Handler", "Subscription"]
 

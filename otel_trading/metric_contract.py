@@ -23,6 +23,7 @@ __all__ = [
     "METRICS",
     "METRICS_BY_KEY",
     "OVERFLOW_LABEL_VALUE",
+    "SCHEMA_URL",
     "SCOPE_NAME",
     "InstrumentKind",
     "MetricGroup",
@@ -82,7 +83,9 @@ OVERFLOW_LABEL_VALUE = "__overflow__"
 
 #: The instrumentation scope every otel-trading instrument is created in (``otel_scope_name`` in
 #: Prometheus). A constant, so that moving code between modules never changes exported labels.
-SCOPE_NAME = "otel_trading.recording"
+SCOPE_NAME = "otel_trading"
+#: The OpenTelemetry schema the scope declares (``otel_scope_schema_url``).
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.40.0"
 
 
 @dataclass(frozen=True)

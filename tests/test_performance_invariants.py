@@ -24,9 +24,9 @@ from otel_trading import CircuitBreaker, EventBus, views
 from otel_trading import batching as batching_module
 from otel_trading import event_bus as event_bus_module
 from otel_trading.batching import BatchedMetrics
-from otel_trading.environment_variables import OTEL_TRADING_DISABLED_METRICS
 from otel_trading.metric_contract import METRICS_BY_KEY, MetricGroup
 from otel_trading.recording import registry_for, sample_gaps
+from otel_trading.settings import OTEL_TRADING_DISABLED_METRICS
 
 from .conftest import Metrics, assert_binding, make_metrics
 from .realprocs import REPO

@@ -23,9 +23,8 @@ instrumentation code is logged, never raised into the bot (the one visible trace
 through a patched method shows one extra wrapper frame). ``uninstrument()`` puts back every
 patched class attribute exactly.
 
-Under ``opentelemetry-instrument`` the SDK builds the meter provider without otel-trading's views,
-so duration histograms go through the SDK's own (slower, equally correct) aggregation;
-``instrument_bot()`` / ``configure_metrics()`` / ``views()`` give the fast path.
+Durations take the fast path on every SDK meter provider, including the one
+``opentelemetry-instrument`` builds without otel-trading's views (see ``otel_trading.recording``).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import metrics as otel_metrics
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import MeterProvider
@@ -47,6 +45,7 @@ from otel_trading.instrumentation._custom import CustomClasses, check_imported
 from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
 from otel_trading.instrumentation._session import Session
 from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
+from otel_trading.recording import global_provider_is_set
 
 __all__ = [
     "ENTRY_POINT_NAME",
@@ -178,7 +177,7 @@ def instrument_bot(
         _logger.info("otel-trading instrumentation is already active; instrument_bot() does nothing")
         return BotInstrumentation(None, None)
     handle: MetricsHandle | None = None
-    if meter_provider is None and start_exporter and not _global_provider_set():
+    if meter_provider is None and start_exporter and not global_provider_is_set():
         handle = configure_metrics()
     try:
         instrumentor.instrument(meter_provider=meter_provider, config=config)
@@ -187,9 +186,3 @@ def instrument_bot(
             handle.shutdown()
         raise
     return BotInstrumentation(instrumentor, handle)
-
-
-def _global_provider_set() -> bool:
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    return not isinstance(otel_metrics.get_meter_provider(), _ProxyMeterProvider)

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otel_trading.environment_variables import OTEL_TRADING_INSTRUMENT
-from otel_trading.exporting import ConfigurationError
+from otel_trading.errors import ConfigurationError, InstrumentConfigurationError
+from otel_trading.settings import OTEL_TRADING_INSTRUMENT
 
 __all__ = [
     "BreakerClassSpec",
@@ -74,15 +74,6 @@ _BUS_KEYS = {
     "subscribers",
 }
 _TOP_KEYS = {"breakers", "event_buses"}
-
-
-class InstrumentConfigurationError(ConfigurationError):
-    """The instrumentation configuration is invalid; ``problems`` names every bad entry."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__(problems)
-        header = "invalid otel-trading instrumentation configuration:"
-        self.args = (header + "\n  - " + "\n  - ".join(self.problems),)
 
 
 _Invalid = InstrumentConfigurationError

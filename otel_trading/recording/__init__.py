@@ -4,7 +4,6 @@
 - ``series``: one label set of one component kind, and its binding to the SDK.
 - ``registry``: every instrument of one MeterProvider; one snapshot per collection.
 - ``sdk_binding``: serving the rows' histograms to SDK readers (the one private SDK hook).
-- ``settings``: the OTEL_TRADING_* variables this layer reads.
 """
 
 from otel_trading.recording.registry import (
@@ -32,7 +31,6 @@ from otel_trading.recording.rows import (
 )
 from otel_trading.recording.sdk_binding import rows_supported, views
 from otel_trading.recording.series import Binding, Series
-from otel_trading.recording.settings import resolve_sample_rate
 
 __all__ = [
     "B0",
@@ -55,7 +53,6 @@ __all__ = [
     "observe",
     "registry_for",
     "reset_global_registry",
-    "resolve_sample_rate",
     "rows_supported",
     "sample_gaps",
     "views",

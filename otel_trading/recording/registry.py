@@ -27,7 +27,7 @@ from otel_trading.recording import sdk_binding
 from otel_trading.recording.rows import B0, MAX, MIN, SUM, Row, count_of, fork_safe
 from otel_trading.recording.sdk_binding import HistogramTotals, RowsHistogramStream
 from otel_trading.recording.series import Binding, LabelFold, Series
-from otel_trading.recording.settings import disabled_metrics_from_env, max_label_values_from_env
+from otel_trading.settings import disabled_metrics_from_env, max_label_values_from_env
 from otel_trading.version import __version__
 
 __all__ = ["MetricsRegistry", "global_provider_is_set", "registry_for", "reset_global_registry"]
@@ -46,7 +46,7 @@ class MetricsRegistry:
         # Weak: the provider holds this registry (through our callbacks), never the reverse, so a
         # provider the application drops is freed.
         self._provider: Callable[[], Any] | None = _weak(meter_provider) if meter_provider is not None else None
-        self.meter = otel_metrics.get_meter(mc.SCOPE_NAME, __version__, meter_provider)
+        self.meter = otel_metrics.get_meter(mc.SCOPE_NAME, __version__, meter_provider, schema_url=mc.SCHEMA_URL)
         self.disabled = disabled_metrics_from_env()
         max_values = max_label_values_from_env()
         self._lock = threading.Lock()
@@ -132,7 +132,7 @@ class MetricsRegistry:
         if not _is_proxy_meter(self.meter):
             real = {kind: self._instruments[key] for kind, key in kinds.items()}
         else:
-            meter = provider.get_meter(mc.SCOPE_NAME, __version__)
+            meter = provider.get_meter(mc.SCOPE_NAME, __version__, schema_url=mc.SCHEMA_URL)
             real = {kind: _create_histogram(meter, mc.METRICS_BY_KEY[key]) for kind, key in kinds.items()}
         if not sdk_binding.can_serve(provider):
             return Binding.DIRECT, real

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.environment_variables import OTEL_TRADING_MAX_LABEL_VALUES
 from otel_trading.recording.rows import (
     MAX,
     MIN,
@@ -26,6 +25,7 @@ from otel_trading.recording.rows import (
     new_row,
     observe,
 )
+from otel_trading.settings import OTEL_TRADING_MAX_LABEL_VALUES
 
 __all__ = ["MAX_PENDING_VALUES", "Binding", "LabelFold", "Series"]
 

@@ -41,7 +41,7 @@ from enum import Enum
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.environment_variables import (
+from otel_trading.settings import (
     OTEL_EXPORTER_PROMETHEUS_HOST,
     OTEL_EXPORTER_PROMETHEUS_PORT,
     OTEL_METRICS_EXPORTER,

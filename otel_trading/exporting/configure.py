@@ -1,0 +1,194 @@
+"""``configure_metrics()``: a MeterProvider from the standard OTel environment, backends by configuration."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.resources import Resource
+
+from otel_trading.errors import ConfigurationError
+from otel_trading.exporting.global_provider import install_global
+from otel_trading.exporting.metrics_server import MetricsServer, prometheus_endpoint, resolve_endpoint
+from otel_trading.recording import views as trading_views
+from otel_trading.settings import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_METRIC_EXPORT_INTERVAL,
+    OTEL_METRICS_EXPORTER,
+    trading_env_problems,
+)
+
+__all__ = ["MetricsHandle", "configure_metrics"]
+
+_EXPORTERS = ("prometheus", "otlp", "console", "none")
+_PROTOCOLS = ("grpc", "http/protobuf")
+_TEMPORALITIES = ("cumulative", "delta", "lowmemory")
+
+
+@dataclass
+class MetricsHandle:
+    """What ``configure_metrics()`` built. ``shutdown()`` flushes and stops every exporter."""
+
+    meter_provider: MeterProvider
+    exporters: tuple[str, ...]
+    readers: tuple[MetricReader, ...]
+    server: MetricsServer | None = None
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self.meter_provider.force_flush(timeout_millis))
+
+    def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.meter_provider.shutdown()
+
+    def __enter__(self) -> MetricsHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def _parse_exporters(raw: str) -> tuple[list[str], list[str]]:
+    names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+    problems = [
+        f"{OTEL_METRICS_EXPORTER}: unknown exporter {n!r} (allowed: {', '.join(_EXPORTERS)})"
+        for n in names
+        if n not in _EXPORTERS
+    ]
+    if "none" in names and len(names) > 1:
+        problems.append(f"{OTEL_METRICS_EXPORTER}: 'none' cannot be combined with other exporters")
+    return names, problems
+
+
+def _otlp_settings() -> tuple[str, list[str]]:
+    """Validate the OTLP protocol and endpoint variables; the exporter itself reads them."""
+    problems: list[str] = []
+    protocol_var = OTEL_EXPORTER_OTLP_METRICS_PROTOCOL if os.environ.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL) else (
+        OTEL_EXPORTER_OTLP_PROTOCOL
+    )
+    protocol = (os.environ.get(protocol_var) or "grpc").strip()
+    if protocol not in _PROTOCOLS:
+        problems.append(f"{protocol_var}: unsupported protocol {protocol!r} (allowed: {', '.join(_PROTOCOLS)})")
+    for var in (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
+        value = os.environ.get(var)
+        if not value:
+            continue
+        parsed = urllib.parse.urlsplit(value.strip())
+        try:
+            parsed_port = parsed.port
+        except ValueError:
+            parsed_port = -1
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed_port == -1:
+            problems.append(f"{var}: {value!r} is not an endpoint URL like http://collector:4317")
+    # The OTLP exporter would only log an unknown preference and fall back to cumulative.
+    temporality = os.environ.get(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "").strip().lower()
+    if temporality and temporality not in _TEMPORALITIES:
+        problems.append(
+            f"{OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE}: {temporality!r} is not one of "
+            f"{', '.join(_TEMPORALITIES)}"
+        )
+    return protocol, problems
+
+
+def _check_interval(problems: list[str]) -> None:
+    raw = os.environ.get(OTEL_METRIC_EXPORT_INTERVAL)
+    if raw is None:
+        return
+    try:
+        ok = float(raw) > 0
+    except ValueError:
+        ok = False
+    if not ok:
+        problems.append(f"{OTEL_METRIC_EXPORT_INTERVAL}: must be a positive number of milliseconds, got {raw!r}")
+
+
+def configure_metrics(
+    *,
+    exporters: str | Sequence[str] | None = None,
+    default_exporters: str = "prometheus",
+    resource: Resource | None = None,
+    prometheus_port: int | None = None,
+    prometheus_addr: str | None = None,
+    views: Sequence[View] = (),
+    set_global: bool = True,
+) -> MetricsHandle:
+    """Build (and by default install globally) a MeterProvider from the standard OTel environment.
+
+    ``exporters`` overrides OTEL_METRICS_EXPORTER; when neither is given ``default_exporters``
+    applies (the embedded Prometheus endpoint). Every problem found is reported at once as a
+    ``ConfigurationError``.
+    """
+    raw = ",".join(exporters) if isinstance(exporters, (list, tuple)) else exporters
+    if raw is None:
+        raw = os.environ.get(OTEL_METRICS_EXPORTER) or default_exporters
+    names, problems = _parse_exporters(str(raw))
+    problems.extend(trading_env_problems())
+    if not names:
+        problems.append(f"{OTEL_METRICS_EXPORTER}: empty exporter list (use 'none' to disable)")
+    protocol = "grpc"
+    if "otlp" in names:
+        protocol, otlp_problems = _otlp_settings()
+        problems.extend(otlp_problems)
+    if "otlp" in names or "console" in names:
+        _check_interval(problems)
+    if "prometheus" in names:
+        try:
+            resolve_endpoint(prometheus_port, prometheus_addr)
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigurationError(problems)
+
+    readers: list[MetricReader] = []
+    server: MetricsServer | None = None
+    resource = resource or Resource.create()
+    all_views = [*trading_views(), *views]
+    endpoint = None
+    if "prometheus" in names:
+        port, addr = resolve_endpoint(prometheus_port, prometheus_addr)
+        endpoint = (addr, *prometheus_endpoint(port, addr, None, {}))
+        readers.append(endpoint[1])
+    if "otlp" in names:
+        readers.append(PeriodicExportingMetricReader(_otlp_exporter(protocol)))
+    if "console" in names:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+    provider = MeterProvider(metric_readers=readers, resource=resource, views=all_views)
+    if endpoint is not None:
+        addr, _, registry, http_server, thread, bound = endpoint
+        server = MetricsServer(addr, bound, registry, provider, http_server, thread, _owns_provider=False)
+    handle = MetricsHandle(provider, tuple(names), tuple(readers), server)
+    if set_global:
+        try:
+            install_global(provider)
+        except RuntimeError:
+            handle.shutdown()
+            raise
+    return handle
+
+
+def _otlp_exporter(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+                OTLPMetricExporter,
+            )
+    except ImportError as exc:
+        raise ConfigurationError(
+            [f"OTLP over {protocol} needs the exporter package: pip install 'otel-trading[otlp]' ({exc})"]
+        ) from exc
+    return OTLPMetricExporter()

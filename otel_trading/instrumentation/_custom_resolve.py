@@ -1,0 +1,155 @@
+"""Resolving configured custom classes: their module, methods, exception types and state mapping."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from otel_trading.instrumentation._support import (
+    ArgRef,
+    warn_once,
+)
+from otel_trading.instrumentation.config import (
+    BreakerClassSpec,
+    ClassRef,
+    EventBusClassSpec,
+    InstrumentConfig,
+    Scalar,
+)
+
+__all__ = ["Resolved", "check_imported", "resolve", "state_mapper"]
+
+_MISSING = object()
+
+
+# -- resolution -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    spec: BreakerClassSpec | EventBusClassSpec
+    cls: type
+    functions: dict[str, types.FunctionType]
+    rejected: tuple[type[BaseException], ...] = ()
+    excluded: tuple[type[BaseException], ...] = ()
+    args: dict[str, ArgRef] = field(default_factory=dict)
+
+
+def _walk(module: types.ModuleType, qualname: str) -> Any:
+    obj: Any = module
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _resolve_exceptions(
+    refs: tuple[ClassRef, ...], key: str, where: str, problems: list[str]
+) -> tuple[type, ...]:
+    out: list[type] = []
+    for ref in refs:
+        try:
+            exc_type = _walk(importlib.import_module(ref.module), ref.qualname)
+        except Exception as exc:
+            problems.append(f"{where}: {key} entry {ref} cannot be found: {exc}")
+            continue
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            problems.append(f"{where}: {key} entry {ref} is not an exception class")
+            continue
+        out.append(exc_type)
+    return tuple(out)
+
+
+def resolve(
+    spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType
+) -> tuple[Resolved | None, list[str]]:
+    """Find the class and its methods in the imported ``module``; problems name the entry."""
+    problems: list[str] = []
+    where = spec.where
+    try:
+        cls = _walk(module, spec.cls.qualname)
+    except AttributeError:
+        hint = ""
+        if spec.cls.module == "__main__":
+            hint = (
+                " (classes of the script itself exist only once it has run: move the class into a module, "
+                "or call instrument_bot() after the class definition)"
+            )
+        return None, [f"{where}: module {spec.cls.module!r} has no class {spec.cls.qualname!r}{hint}"]
+    if not isinstance(cls, type):
+        return None, [f"{where}: {spec.cls} is a {type(cls).__name__}, not a class"]
+    if isinstance(spec, BreakerClassSpec):
+        methods = {m: "call" for m in spec.calls}
+    else:
+        methods = {}
+        for role in ("unsubscribe", "subscribe", "dispatch", "publish"):
+            for m in getattr(spec, role):
+                methods[m] = role
+    functions: dict[str, types.FunctionType] = {}
+    for name, role in methods.items():
+        raw = inspect.getattr_static(cls, name, None)
+        if raw is None:
+            problems.append(f"{where}: class {spec.cls} has no method {name!r} (configured as {role!r})")
+        elif not isinstance(raw, types.FunctionType):
+            problems.append(
+                f"{where}: {spec.cls}.{name} (configured as {role!r}) is a {type(raw).__name__}, "
+                "not a plain method defined with def / async def"
+            )
+        else:
+            functions[name] = raw
+    resolved = Resolved(spec, cls, functions)
+    if isinstance(spec, BreakerClassSpec):
+        resolved.rejected = _resolve_exceptions(spec.rejected, "rejected_exceptions", where, problems)
+        resolved.excluded = _resolve_exceptions(spec.excluded, "excluded_exceptions", where, problems)
+    else:
+        for name, function in functions.items():
+            try:
+                resolved.args[name] = ArgRef.locate(function, spec.event_arg)
+            except ValueError as exc:
+                problems.append(f"{where}: {spec.cls}.{name} {exc} (event_arg = {spec.event_arg!r})")
+    return (None if problems else resolved), problems
+
+
+def check_imported(config: InstrumentConfig) -> list[str]:
+    """Problems of entries whose module is already imported (reported at start-up, before patching)."""
+    problems: list[str] = []
+    for spec in (*config.breakers, *config.event_buses):
+        module = sys.modules.get(spec.cls.module)
+        if module is not None:
+            problems.extend(resolve(spec, module)[1])
+    return problems
+
+
+# -- state mapping --------------------------------------------------------------------------------
+
+
+def _matches(candidate: Any, configured: Scalar) -> bool:
+    if isinstance(configured, bool) or isinstance(candidate, bool):
+        return type(candidate) is bool and candidate is configured
+    return bool(candidate == configured)
+
+
+def state_mapper(states: tuple[tuple[Scalar, int], ...], where: str) -> Callable[[Any], int | None]:
+    """Maps a state value to 0/1/2: the value itself, else its ``.name``, else its ``.value`` (enums)."""
+
+    def code(value: Any) -> int | None:
+        for candidate in (value, getattr(value, "name", _MISSING), getattr(value, "value", _MISSING)):
+            if candidate is _MISSING:
+                continue
+            for configured, state_code in states:
+                if _matches(candidate, configured):
+                    return state_code
+        warn_once(
+            f"unknown-state:{where}:{value!r}",
+            "otel-trading instrumentation: %s: state value %r matches none of 'states'; "
+            "circuit_breaker_state keeps the last known state",
+            where,
+            value,
+        )
+        return None
+
+    return code

@@ -1,0 +1,229 @@
+"""Settings: the environment variables otel-trading reads, their parsing, and argument checks.
+
+Variable names are constants (the OTel SDK's own ones are re-exported so all names live here);
+only knobs OpenTelemetry has no variable for get an ``OTEL_TRADING_`` name. Every check raises a
+``TypeError``/``ValueError`` naming the argument or variable and its allowed range.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable
+from numbers import Real
+from typing import Any
+
+# Standard OTel variables we honour; re-exported so all names live in one place.
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
+    OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_PROMETHEUS_HOST,
+    OTEL_EXPORTER_PROMETHEUS_PORT,
+    OTEL_METRIC_EXPORT_INTERVAL,
+    OTEL_METRIC_EXPORT_TIMEOUT,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SERVICE_NAME,
+)
+
+from otel_trading import metric_contract as mc
+
+_logger = logging.getLogger("otel_trading")
+
+#: Comma list of metric groups (``circuit_breaker``, ``event_bus``) or metric keys
+#: (e.g. ``bus_processing_duration``) to switch off process-wide.
+OTEL_TRADING_DISABLED_METRICS = "OTEL_TRADING_DISABLED_METRICS"
+
+#: Default ``sample_rate`` (0..1) for the duration histograms; counters always stay exact.
+OTEL_TRADING_HISTOGRAM_SAMPLE_RATE = "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE"
+
+#: Maximum distinct values per data-derived label (event type, breaker name) before folding.
+OTEL_TRADING_MAX_LABEL_VALUES = "OTEL_TRADING_MAX_LABEL_VALUES"
+
+#: Auto-instrumentation of the bot's own breaker / event-bus classes: inline JSON, or the path of a
+#: TOML or JSON file (see ``otel_trading.instrumentation.config``). When unset, a
+#: ``[tool.otel-trading.instrument]`` section of ``pyproject.toml`` in the working directory is used.
+OTEL_TRADING_INSTRUMENT = "OTEL_TRADING_INSTRUMENT"
+
+
+__all__ = [
+    "DEFAULT_MAX_LABEL_VALUES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_PROMETHEUS_HOST",
+    "OTEL_EXPORTER_PROMETHEUS_PORT",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRADING_DISABLED_METRICS",
+    "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE",
+    "OTEL_TRADING_INSTRUMENT",
+    "OTEL_TRADING_MAX_LABEL_VALUES",
+    "check_bool",
+    "check_int",
+    "check_name",
+    "check_number",
+    "check_port",
+    "check_rate",
+    "disabled_metrics_from_env",
+    "max_label_values_from_env",
+    "parse_disabled_metrics",
+    "resolve_sample_rate",
+    "trading_env_problems",
+]
+
+# -- argument checks ----------------------------------------------------------------------------------
+
+
+def check_name(arg: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{arg} must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{arg} must be a non-empty string")
+    return value
+
+
+def check_int(arg: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and <= {maximum}" if maximum is not None else ""
+        raise ValueError(f"{arg} must be >= {minimum}{upper}, got {value}")
+    return value
+
+
+def check_number(arg: str, value: Any, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{arg} must be a number of seconds, got {type(value).__name__}")
+    as_float = float(value)
+    if not math.isfinite(as_float) or as_float < minimum:
+        raise ValueError(f"{arg} must be a finite number >= {minimum}, got {value!r}")
+    return as_float
+
+
+def check_rate(arg: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{arg} must be a number in [0, 1], got {type(value).__name__}")
+    as_float = float(value)
+    if not 0.0 <= as_float <= 1.0:
+        raise ValueError(f"{arg} must be in [0, 1], got {value!r}")
+    return as_float
+
+
+def check_bool(arg: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{arg} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_port(arg: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{arg} must be an int port number, got {type(value).__name__}")
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{arg} must be a port in 0..65535 (0 picks a free one), got {value}")
+    return value
+
+
+# -- OTEL_TRADING_* parsing ---------------------------------------------------------------------------
+
+DEFAULT_MAX_LABEL_VALUES = 1000
+
+
+def disabled_metrics_from_env() -> frozenset[str]:
+    raw = os.environ.get(OTEL_TRADING_DISABLED_METRICS, "")
+    return parse_disabled_metrics(raw, source=OTEL_TRADING_DISABLED_METRICS)
+
+
+def parse_disabled_metrics(raw: str | Iterable[str], source: str = "disabled_metrics") -> frozenset[str]:
+    """Validate a list of metric groups/keys; returns the set of disabled metric keys."""
+    items = [p.strip() for p in raw.split(",")] if isinstance(raw, str) else [str(p).strip() for p in raw]
+    groups = {g.value: g for g in mc.MetricGroup}
+    keys: set[str] = set()
+    bad: list[str] = []
+    for item in filter(None, items):
+        if item in groups:
+            keys.update(m.key for m in mc.METRICS if m.group is groups[item])
+        elif item in mc.METRICS_BY_KEY:
+            keys.add(item)
+        elif any(m.prometheus_name == item for m in mc.METRICS):
+            keys.update(m.key for m in mc.METRICS if m.prometheus_name == item)
+        else:
+            bad.append(item)
+    if bad:
+        allowed = sorted(groups) + sorted(mc.METRICS_BY_KEY)
+        raise ValueError(f"{source}: unknown metric group or key {bad!r}; allowed: {', '.join(allowed)}")
+    return frozenset(keys)
+
+
+def resolve_sample_rate(sample_rate: float | None) -> float:
+    """The component's ``sample_rate``, defaulting to OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, else 1.0."""
+    if sample_rate is not None:
+        return check_rate("sample_rate", sample_rate)
+    raw = os.environ.get(OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        return check_rate(OTEL_TRADING_HISTOGRAM_SAMPLE_RATE, float(raw))
+    except ValueError:
+        raise ValueError(f"{OTEL_TRADING_HISTOGRAM_SAMPLE_RATE} must be a number in [0, 1], got {raw!r}") from None
+
+
+def max_label_values_from_env() -> int:
+    raw = os.environ.get(OTEL_TRADING_MAX_LABEL_VALUES)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_MAX_LABEL_VALUES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{OTEL_TRADING_MAX_LABEL_VALUES} must be an integer >= 1, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{OTEL_TRADING_MAX_LABEL_VALUES} must be an integer >= 1, got {raw!r}")
+    return value
+
+
+def trading_env_problems() -> list[str]:
+    """Every problem with the ``OTEL_TRADING_*`` variables: malformed values and likely typos.
+
+    An unknown ``OTEL_TRADING_*`` name close to a known one (``..._MAX_LABEL_VALUE``) is an error,
+    since the setting it was meant for is silently not applied; other unknown names are only logged
+    (tools around the package may use the prefix too).
+    """
+    problems: list[str] = []
+    # The same parsers the components use, so start-up rejects exactly what they would.
+    checks: tuple[Callable[[], object], ...] = (
+        disabled_metrics_from_env,
+        lambda: resolve_sample_rate(None),
+        max_label_values_from_env,
+    )
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError) as exc:
+            problems.append(str(exc))
+    prefix = "OTEL_TRADING_"
+    known = sorted(n for n in __all__ if n.startswith(prefix))
+    for name in sorted(os.environ):
+        if not name.startswith(prefix) or name in known:
+            continue
+        close = difflib.get_close_matches(
+            name[len(prefix) :], [k[len(prefix) :] for k in known], n=1, cutoff=0.75
+        )
+        if close:
+            problems.append(
+                f"{name}: unknown variable (did you mean {prefix}{close[0]}?); known: {', '.join(known)}"
+            )
+        else:
+            _logger.warning("otel-trading: ignoring unknown variable %s (known: %s)", name, ", ".join(known))
+    return problems
