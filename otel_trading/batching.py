@@ -70,16 +70,7 @@ class _Batched:
         self._limit = batch.max_pending
         self.instrument = instrument
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({getattr(self.instrument, 'name', self.instrument)!r})"
-
-
-class BatchedCounter(_Batched):
-    """``add()`` like an OTel ``Counter``/``UpDownCounter``; summed per attribute set on flush."""
-
-    __slots__ = ()
-
-    def add(self, amount: int | float, attributes: Attributes = None) -> None:
+    def _buffer(self, amount: int | float, attributes: Attributes = None) -> None:
         # deque.append is atomic; a len() check racing between threads overshoots the bound by at
         # most one item per thread, which keeps memory bounded without a lock.
         pending = self._pending
@@ -88,31 +79,29 @@ class BatchedCounter(_Batched):
         else:
             self._batch._drop()
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self.instrument, 'name', self.instrument)!r})"
+
+
+class BatchedCounter(_Batched):
+    """``add()`` like an OTel ``Counter``/``UpDownCounter``; summed per attribute set on flush."""
+
+    __slots__ = ()
+    add = _Batched._buffer
+
 
 class BatchedHistogram(_Batched):
     """``record()`` like an OTel ``Histogram``; each value reaches the SDK on flush."""
 
     __slots__ = ()
-
-    def record(self, amount: int | float, attributes: Attributes = None) -> None:
-        pending = self._pending
-        if len(pending) < self._limit:
-            pending.append((self, amount, attributes))
-        else:
-            self._batch._drop()
+    record = _Batched._buffer
 
 
 class BatchedGauge(_Batched):
     """``set()`` like an OTel ``Gauge``; the last value per attribute set is set on flush."""
 
     __slots__ = ()
-
-    def set(self, amount: int | float, attributes: Attributes = None) -> None:
-        pending = self._pending
-        if len(pending) < self._limit:
-            pending.append((self, amount, attributes))
-        else:
-            self._batch._drop()
+    set = _Batched._buffer
 
 
 def _attributes_key(attributes: Attributes) -> tuple[Any, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import report
-from otel_trading.recording import MetricsRegistry, Row, ThreadRows, observe
+from otel_trading.recording import MetricsRegistry, Row, ThreadRows
 from otel_trading.recording.rows import C0, CountedRow, fork_safe
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
@@ -143,8 +143,4 @@ class BreakerBinding:
         row = self.rows.row()
         row[column] += 1
         if elapsed is not None and self.timed:
-            series = self.series
-            if series.fast:
-                observe(row, elapsed)
-            else:
-                series.observe_slow(row, elapsed)
+            self.series.observe(row, elapsed)

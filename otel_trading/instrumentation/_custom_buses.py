@@ -22,7 +22,7 @@ from otel_trading.instrumentation._support import (
 from otel_trading.instrumentation.config import (
     EventBusClassSpec,
 )
-from otel_trading.recording import C0, C1, C2, Binding, MetricsRegistry, Series, ThreadRows, observe
+from otel_trading.recording import C0, C1, C2, Binding, MetricsRegistry, Series, ThreadRows
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["BusBinding", "CustomBusWrappers"]
@@ -135,10 +135,7 @@ class BusBinding:
         if failed:
             row[C2] += 1
         if self.timed:
-            if series.fast:
-                observe(row, elapsed)
-            else:
-                series.observe_slow(row, elapsed)
+            series.observe(row, elapsed)
 
 
 

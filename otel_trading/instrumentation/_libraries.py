@@ -140,27 +140,6 @@ def _take_verdict(breaker: Any) -> bool | None:
     return verdict.failed
 
 
-def _count(binding: BreakerBinding, column: int, elapsed: float | None) -> None:
-    """``BreakerBinding.count`` inlined for the success path: a call costs as much as the work here."""
-    rows = binding.rows
-    try:
-        row = rows.local.row
-    except AttributeError:
-        row = rows.row()
-    row[column] += 1
-    if elapsed is not None and binding.timed:
-        series = binding.series
-        if series.fast:
-            row[SUM] += elapsed
-            if elapsed < row[MIN]:
-                row[MIN] = elapsed
-            if elapsed > row[MAX]:
-                row[MAX] = elapsed
-            row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
-        else:
-            series.observe_slow(row, elapsed)
-
-
 class LibraryBreakers:
     """Instruments one pybreaker-style library."""
 
@@ -354,8 +333,6 @@ class LibraryBreakers:
         call_slow = self._call_slow
         generator = types.GeneratorType
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
         target = self.family.target
 
         def call(state: Any, *args: Any, **kwargs: Any) -> Any:
@@ -371,25 +348,8 @@ class LibraryBreakers:
                 raise
             if result.__class__ is generator:  # a generator's outcome comes at its end
                 return result
-            elapsed = clock() - start
-            # _count() inlined: this block is the whole cost of instrumenting a successful call.
             try:
-                try:
-                    row = binding.rows.local.row
-                except AttributeError:
-                    row = binding.rows.row()
-                row[C0] += 1
-                if binding.timed:
-                    series = binding.series
-                    if series.fast:
-                        row[SUM] += elapsed
-                        if elapsed < row[MIN]:
-                            row[MIN] = elapsed
-                        if elapsed > row[MAX]:
-                            row[MAX] = elapsed
-                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                    else:
-                        series.observe_slow(row, elapsed)
+                binding.count(C0, clock() - start)
             except Exception as exc:  # pragma: no cover - defensive
                 report(f"recording a {target} call", exc)
             return result

@@ -150,6 +150,13 @@ class Series:
         return total
 
     # -- durations off the fast path -------------------------------------------------------------------
+    def observe(self, row: Row, value: float) -> None:
+        """A duration, wherever the binding sends it. Hot paths inline the ``fast`` branch instead."""
+        if self.fast:
+            observe(row, value)
+        else:
+            self.observe_slow(row, value)
+
     def observe_slow(self, row: Row, value: float) -> bool:
         """A duration while not bound to the rows; True when it went into ``row``'s histogram."""
         if self.merged_into is not None:
