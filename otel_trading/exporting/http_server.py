@@ -142,7 +142,7 @@ def _start_auth_server(
         address_family = family
 
     app = _BasicAuth(make_wsgi_app(registry), *auth)
-    httpd = make_server(sockaddr[0], port, app, Server, handler_class=QuietHandler)
+    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=QuietHandler)
     if tls:
         try:
             httpd.socket = _ssl_context(tls).wrap_socket(httpd.socket, server_side=True)

@@ -10,6 +10,7 @@ restores both constructors; components built meanwhile keep the provider they we
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,13 @@ class OwnComponents:
 
     def start(self) -> None:
         for module, cls_name in _TARGETS:
-            self.session.on_import(
-                module,
-                lambda mod, _existed, cls_name=cls_name: self.session.patcher.replace(
-                    getattr(mod, cls_name), "__init__", self._init
-                ),
-                f"otel_trading.{cls_name}",
-            )
+            self.session.on_import(module, self._patcher_for(cls_name), f"otel_trading.{cls_name}")
+
+    def _patcher_for(self, cls_name: str) -> Callable[[types.ModuleType, bool], None]:
+        def patch(module: types.ModuleType, existed: bool) -> None:
+            self.session.patcher.replace(getattr(module, cls_name), "__init__", self._init)
+
+        return patch
 
     def _init(self, orig: Callable[..., None]) -> Callable[..., None]:
         session = self.session

@@ -49,12 +49,15 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
         self.config = config
 
     def start(self) -> None:
-        for spec in (*self.config.breakers, *self.config.event_buses):
-            self.session.on_import(
-                spec.cls.module,
-                lambda module, existed, spec=spec: self._patch(spec, module, existed),
-                spec.where,
-            )
+        specs: list[BreakerClassSpec | EventBusClassSpec] = [*self.config.breakers, *self.config.event_buses]
+        for spec in specs:
+            self.session.on_import(spec.cls.module, self._patcher_for(spec), spec.where)
+
+    def _patcher_for(self, spec: BreakerClassSpec | EventBusClassSpec) -> Callable[[types.ModuleType, bool], None]:
+        def patch(module: types.ModuleType, existed: bool) -> None:
+            self._patch(spec, module, existed)
+
+        return patch
 
     def _patch(
         self, spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType, existed: bool
@@ -77,12 +80,18 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
             if is_breaker:
                 patcher.replace(resolved.cls, name, lambda orig: self._breaker_wrapper(resolved, orig))
             else:
-                patcher.replace(
-                    resolved.cls, name, lambda orig, name=name: self._bus_wrapper(resolved, name, orig)
-                )
+                patcher.replace(resolved.cls, name, self._bus_wrapper_for(resolved, name))
         if existed:
             for instance in existing_instances(resolved.cls):
                 self._guarded_bind(resolved, instance, is_breaker)
+
+    def _bus_wrapper_for(
+        self, r: Resolved, method: str
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def factory(orig: Callable[..., Any]) -> Callable[..., Any]:
+            return self._bus_wrapper(r, method, orig)
+
+        return factory
 
     def _guarded_bind(self, r: Resolved, instance: Any, is_breaker: bool) -> Any:
         try:

@@ -117,7 +117,8 @@ def resolve(
 def check_imported(config: InstrumentConfig) -> list[str]:
     """Problems of entries whose module is already imported (reported at start-up, before patching)."""
     problems: list[str] = []
-    for spec in (*config.breakers, *config.event_buses):
+    specs: list[BreakerClassSpec | EventBusClassSpec] = [*config.breakers, *config.event_buses]
+    for spec in specs:
         module = sys.modules.get(spec.cls.module)
         if module is not None:
             problems.extend(resolve(spec, module)[1])

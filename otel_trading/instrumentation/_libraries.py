@@ -44,7 +44,7 @@ from typing import Any
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 
 _PYBREAKER_STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
 _AIOBREAKER_STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
@@ -365,7 +365,7 @@ class LibraryBreakers:
         first_bound = _FIRST_BOUND
         bounds = BOUNDS
         target = self.family.target
-        open_state = self._open_state
+        open_state: Any = self._open_state
         by_lock = self._by_lock
 
         def call(breaker: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -376,7 +376,7 @@ class LibraryBreakers:
                     return call(breaker, func, *args, **kwargs)
                 return orig(breaker, func, *args, **kwargs)
             with lock:
-                state = breaker.state
+                state: Any = breaker.state
                 if state.__class__ is open_state:
                     # A rejection (counted by before_call), or a half-open trial that runs through
                     # this wrapper again and is counted there.
@@ -392,7 +392,7 @@ class LibraryBreakers:
                 elapsed = clock() - start
                 try:
                     # The exclusive row is a CountedRow: a timed success is its histogram count.
-                    row = binding.exclusive
+                    row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
                     if binding.hot.fast:
                         row[SUM] += elapsed
                         if elapsed < row[MIN]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib.abc
 import importlib.util
 import inspect
 import logging
@@ -154,7 +155,7 @@ class Patcher:
 # -- import watching --------------------------------------------------------------------------------
 
 
-class _NotifyingLoader:
+class _NotifyingLoader(importlib.abc.Loader):
     """Delegates to the real loader; after the module has run, hands it back its loader and notifies."""
 
     def __init__(self, loader: Any, watcher: ImportWatcher) -> None:

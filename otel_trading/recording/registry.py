@@ -112,6 +112,7 @@ class MetricsRegistry:
         for spec in mc.METRICS:
             if not self.enabled(spec.key):
                 continue
+            inst: Any
             if spec.kind is mc.InstrumentKind.COUNTER:
                 inst = m.create_observable_counter(
                     spec.otel_name, [_safe(counters[spec.key])], unit=spec.unit, description=spec.description

@@ -56,7 +56,7 @@ class HistogramTotals(NamedTuple):
 
     key: object
     attributes: dict[str, str]
-    count: int
+    values: int
     sum: float
     buckets: tuple[int, ...]
     #: extremes since the previous collection of the same provider (any reader)
@@ -124,23 +124,23 @@ class RowsHistogramStream:
             points: list[HistogramDataPoint] = []
             overflow: list[Any] | None = None
             for t in self._latest:
-                if t.count == 0:
+                if t.values == 0:
                     continue
                 if delta:
                     last = self._last.get(t.key)
-                    self._last[t.key] = (t.count, t.sum, t.buckets)
+                    self._last[t.key] = (t.values, t.sum, t.buckets)
                     low, high = self._interval_extremes.pop(t.key, (math.inf, -math.inf))
                     if last is None:
-                        count, total, buckets, start = t.count, t.sum, t.buckets, t.start_ns
+                        count, total, buckets, start = t.values, t.sum, t.buckets, t.start_ns
                     else:
-                        count = t.count - last[0]
+                        count = t.values - last[0]
                         if count == 0:
                             continue
                         total = t.sum - last[1]
                         buckets = tuple(b - p for b, p in zip(t.buckets, last[2], strict=True))
                         start = self._previous_ns or t.start_ns
                 else:
-                    count, total, buckets, start = t.count, t.sum, t.buckets, t.start_ns
+                    count, total, buckets, start = t.values, t.sum, t.buckets, t.start_ns
                     low, high = self._cumulative_extremes.get(t.key, (t.all_min, t.all_max))
                 if low > high:  # extremes lost to a race with the hot path: widen to the known range
                     low, high = t.all_min, t.all_max
@@ -280,6 +280,7 @@ def _self_test() -> None:
             for m in sm.metrics
             if m.name == "self_test"
             for p in m.data.data_points
+            if isinstance(p, HistogramDataPoint)
         ]
         if len(points) != 1 or points[0].count != 2 or tuple(points[0].bucket_counts) != buckets:
             raise RuntimeError(f"the reader got {points!r}")
