@@ -198,7 +198,7 @@ class CircuitBreaker:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.call_async(fn, *args, **kwargs)  # type: ignore[arg-type]
+                return await self.call_async(fn, *args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
@@ -350,7 +350,7 @@ def _split_exclusions(
     rules: Iterable[ExclusionRule],
 ) -> tuple[tuple[type[BaseException], ...], tuple[Callable[[BaseException], bool], ...]]:
     if isinstance(rules, type) or (callable(rules) and not isinstance(rules, Iterable)):
-        rules = (rules,)  # type: ignore[assignment]
+        rules = (rules,)
     types: list[type[BaseException]] = []
     predicates: list[Callable[[BaseException], bool]] = []
     for rule in rules:

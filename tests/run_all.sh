@@ -39,6 +39,9 @@ export OTELCOL_BINARY
 log "ruff"
 .venv/bin/ruff check .
 
+log "mypy (settings in pyproject.toml: check-untyped-defs everywhere, strict on the runtime core)"
+.venv/bin/mypy
+
 log "promtool rule unit tests"
 promtool test rules deploy/prometheus/rules/tests/*.yml
 

@@ -113,7 +113,7 @@ def prometheus_reader(registry: CollectorRegistry) -> MetricReader:
     except TypeError:
         pass
 
-    class _RegistryReader(PrometheusMetricReader):  # type: ignore[misc]
+    class _RegistryReader(PrometheusMetricReader):
         def __init__(self) -> None:
             super().__init__()
             REGISTRY.unregister(self._collector)

@@ -76,7 +76,7 @@ def disabled_targets(environ: Mapping[str, str] | None = None) -> frozenset[str]
     return frozenset(t for t in TARGETS if f"{ENTRY_POINT_NAME}.{t}" in names)
 
 
-class TradingInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+class TradingInstrumentor(BaseInstrumentor):
     """Instruments pybreaker, aiobreaker, otel-trading's own components and configured bot classes.
 
     ``instrument(meter_provider=None, config=None)``: ``meter_provider`` defaults to the global

@@ -154,7 +154,7 @@ class CustomBusWrappers:
             assert isinstance(r.spec, EventBusClassSpec)
             binding = BusBinding(session.registry, r.spec, bus, session.buses.flush)
             session.buses.set(bus, binding)
-        return binding  # type: ignore[no-any-return]
+        return binding
 
     def _bus_before(
         self,

@@ -193,7 +193,7 @@ class ImportWatcher:
             if module is None:
                 self._pending.setdefault(name, []).append(callback)
                 if not any(finder is self for finder in sys.meta_path):
-                    sys.meta_path.insert(0, self)  # type: ignore[arg-type]
+                    sys.meta_path.insert(0, self)
                 return
         callback(module)
 

@@ -198,7 +198,7 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
                 ]
             ) from None
     try:
-        return toml.loads(text)  # type: ignore[no-any-return]
+        return toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise _Invalid([f"{source}: invalid TOML: {exc}"]) from None
 

@@ -276,7 +276,7 @@ class MetricsRegistry:
             return self.adopted_by.add_collection_hook(hook)
         ref: Callable[[], Callable[[], object] | None]
         if hasattr(hook, "__self__") and hasattr(hook, "__func__"):
-            ref = weakref.WeakMethod(hook)  # type: ignore[arg-type]
+            ref = weakref.WeakMethod(hook)
         else:
 
             def ref() -> Callable[[], object]:
