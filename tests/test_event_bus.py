@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_trading import EventBus
 
@@ -26,11 +29,21 @@ class Fill(Event):
     pass
 
 
-def bus(**kwargs: object) -> EventBus:
-    return EventBus(metrics_enabled=False, **kwargs)  # type: ignore[arg-type]
+BusFactory = Callable[..., EventBus]
 
 
-async def test_events_are_routed_by_type() -> None:
+@pytest.fixture(params=["unmetered", "metered"])
+def bus(request: pytest.FixtureRequest) -> Iterator[BusFactory]:
+    """Every behaviour holds on both delivery loops: without metrics, and recording into a provider."""
+    if request.param == "unmetered":
+        yield lambda **kwargs: EventBus(metrics_enabled=False, **kwargs)
+        return
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    yield lambda **kwargs: EventBus(meter_provider=provider, **kwargs)
+    provider.shutdown()
+
+
+async def test_events_are_routed_by_type(bus: BusFactory) -> None:
     ticks: list[int] = []
     fills: list[int] = []
     async with bus() as b:
@@ -43,7 +56,7 @@ async def test_events_are_routed_by_type() -> None:
     assert fills == [2]
 
 
-async def test_a_base_class_subscription_receives_subclass_events() -> None:
+async def test_a_base_class_subscription_receives_subclass_events(bus: BusFactory) -> None:
     seen: list[str] = []
     async with bus() as b:
         b.subscribe(Event, lambda e: seen.append(type(e).__name__))
@@ -52,7 +65,7 @@ async def test_a_base_class_subscription_receives_subclass_events() -> None:
     assert seen == ["Tick", "Fill"]
 
 
-async def test_sync_and_async_handlers_both_run_in_subscription_order() -> None:
+async def test_sync_and_async_handlers_both_run_in_subscription_order(bus: BusFactory) -> None:
     order: list[str] = []
 
     async def first(_: Tick) -> None:
@@ -66,7 +79,7 @@ async def test_sync_and_async_handlers_both_run_in_subscription_order() -> None:
     assert order == ["async", "sync"]
 
 
-async def test_unsubscribe_stops_delivery() -> None:
+async def test_unsubscribe_stops_delivery(bus: BusFactory) -> None:
     seen: list[int] = []
     async with bus() as b:
         sub = b.subscribe(Tick, lambda e: seen.append(e.n))
@@ -78,7 +91,7 @@ async def test_unsubscribe_stops_delivery() -> None:
     assert not sub.active
 
 
-async def test_a_raising_handler_does_not_stop_siblings_or_later_events() -> None:
+async def test_a_raising_handler_does_not_stop_siblings_or_later_events(bus: BusFactory) -> None:
     seen: list[int] = []
 
     def broken(_: Tick) -> None:
@@ -92,7 +105,7 @@ async def test_a_raising_handler_does_not_stop_siblings_or_later_events() -> Non
     assert seen == [0, 1, 2]
 
 
-async def test_stop_drains_everything_published_before_it() -> None:
+async def test_stop_drains_everything_published_before_it(bus: BusFactory) -> None:
     seen: list[int] = []
 
     async def slow(e: Tick) -> None:
@@ -108,7 +121,7 @@ async def test_stop_drains_everything_published_before_it() -> None:
     assert seen == list(range(50))
 
 
-async def test_events_published_before_start_are_delivered_after_start() -> None:
+async def test_events_published_before_start_are_delivered_after_start(bus: BusFactory) -> None:
     seen: list[int] = []
     b = bus()
     b.subscribe(Tick, lambda e: seen.append(e.n))
@@ -118,7 +131,7 @@ async def test_events_published_before_start_are_delivered_after_start() -> None
     assert seen == [1]
 
 
-async def test_publish_waits_for_room_when_the_queue_is_full() -> None:
+async def test_publish_waits_for_room_when_the_queue_is_full(bus: BusFactory) -> None:
     b = bus(max_queue_size=2)
     await b.publish(Tick(1))
     await b.publish(Tick(2))
@@ -131,14 +144,14 @@ async def test_publish_waits_for_room_when_the_queue_is_full() -> None:
     assert b.queue_size == 0
 
 
-async def test_publish_nowait_raises_queue_full_instead_of_waiting() -> None:
+async def test_publish_nowait_raises_queue_full_instead_of_waiting(bus: BusFactory) -> None:
     b = bus(max_queue_size=1)
     b.publish_nowait(Tick(1))
     with pytest.raises(asyncio.QueueFull):
         b.publish_nowait(Tick(2))
 
 
-async def test_publishing_to_a_stopped_bus_is_an_error() -> None:
+async def test_publishing_to_a_stopped_bus_is_an_error(bus: BusFactory) -> None:
     b = bus()
     await b.start()
     await b.stop()
@@ -146,7 +159,7 @@ async def test_publishing_to_a_stopped_bus_is_an_error() -> None:
         await b.publish(Tick())
 
 
-async def test_publish_threadsafe_delivers_from_another_thread() -> None:
+async def test_publish_threadsafe_delivers_from_another_thread(bus: BusFactory) -> None:
     seen: list[int] = []
     async with bus() as b:
         b.subscribe(Tick, lambda e: seen.append(e.n))
@@ -160,7 +173,7 @@ async def test_publish_threadsafe_delivers_from_another_thread() -> None:
     assert sorted(seen) == list(range(10))
 
 
-async def test_subscribe_rejects_non_classes_and_non_callables() -> None:
+async def test_subscribe_rejects_non_classes_and_non_callables(bus: BusFactory) -> None:
     b = bus()
     with pytest.raises(TypeError, match="event_type"):
         b.subscribe("Tick", lambda e: None)  # type: ignore[arg-type]

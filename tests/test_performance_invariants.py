@@ -25,7 +25,7 @@ from otel_trading import batching as batching_module
 from otel_trading import event_bus as event_bus_module
 from otel_trading.batching import BatchedMetrics
 from otel_trading.metric_contract import METRICS_BY_KEY, MetricGroup
-from otel_trading.recording import registry_for, sample_gaps
+from otel_trading.recording import C0, ThreadRows, registry_for, sample_gaps
 from otel_trading.settings import OTEL_TRADING_DISABLED_METRICS
 
 from .conftest import Metrics, assert_binding, make_metrics
@@ -69,7 +69,7 @@ def _names(metrics: Metrics) -> set[str]:
 # -- exact counts ---------------------------------------------------------------------------------
 
 
-def test_breaker_counts_exactly_160000_successes_from_8_threads(fast: Metrics) -> None:
+def test_breaker_counts_exactly_160000_successes_from_8_interleaving_threads(fast: Metrics) -> None:
     cb = CircuitBreaker("exact", meter_provider=fast.provider)
     barrier = threading.Barrier(THREADS)
 
@@ -78,14 +78,41 @@ def test_breaker_counts_exactly_160000_successes_from_8_threads(fast: Metrics) -
         for _ in range(CALLS_PER_THREAD):
             cb.call(_noop)
 
+    # Switch threads every microsecond, so the threads' multi-step row updates really interleave.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert fast.value(N["breaker_successes"], name="exact") == TOTAL
+    point = fast.histogram(N["breaker_latency"], name="exact")
+    assert point is not None and point.count == TOTAL and sum(point.bucket_counts) == TOTAL
+
+
+def test_each_thread_records_into_a_row_of_its_own() -> None:
+    rows = ThreadRows()
+    seen: list[int] = []
+    barrier = threading.Barrier(THREADS)
+
+    def worker() -> None:
+        barrier.wait()
+        row = rows.row()
+        row[C0] += 1
+        seen.append(id(row))
+        barrier.wait()  # all alive together: no row can be reused by a later thread
+
     threads = [threading.Thread(target=worker) for _ in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert fast.value(N["breaker_successes"], name="exact") == TOTAL
-    point = fast.histogram(N["breaker_latency"], name="exact")
-    assert point is not None and point.count == TOTAL and sum(point.bucket_counts) == TOTAL
+    assert len(set(seen)) == THREADS
+    assert sum(row[C0] for row in rows.rows()) == THREADS
 
 
 async def test_breaker_counts_exactly_160000_successes_from_8_asyncio_tasks(fast: Metrics) -> None:
