@@ -1,5 +1,5 @@
 """``python -m otel_trading`` runs the CLI."""
 
-from otel_trading.cli import main
+from otel_trading.tooling.cli import main
 
 raise SystemExit(main())

@@ -20,9 +20,11 @@ import configparser
 import contextlib
 import glob
 import http.server
+import importlib.util
 import json
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +33,8 @@ from typing import Any
 import pytest
 import yaml
 
-from otel_trading import dashboard
 from otel_trading.metric_contract import METRICS, InstrumentKind, MetricSpec
+from otel_trading.tooling import dashboard
 
 from . import realprocs
 
@@ -369,7 +371,7 @@ def _panels() -> list[dict[str, Any]]:
 
 def test_committed_dashboard_equals_render_dashboard_output() -> None:
     assert DASHBOARD_JSON.read_text() == dashboard.render_dashboard(), (
-        "deploy/grafana/dashboards/trading_system.json is stale: run `otel-trading dashboard`"
+        "deploy/grafana/dashboards/trading_system.json is stale: run `python tools/regenerate.py`"
     )
 
 
@@ -473,32 +475,79 @@ def _cli(*argv: str) -> int:
 
 def test_dashboard_subcommand_writes_the_rendered_dashboard(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "trading_system.json"
-    assert _cli("dashboard", "--output", str(out)) == 0
+    assert _cli("dashboard", "--out", str(out)) == 0
     assert out.read_text() == dashboard.render_dashboard()
 
 
 def test_dashboard_subcommand_check_passes_on_an_up_to_date_file(tmp_path: Path) -> None:
     out = tmp_path / "d.json"
     out.write_text(dashboard.render_dashboard())
-    assert _cli("dashboard", "--output", str(out), "--check") == 0
+    assert _cli("dashboard", "--check", str(out)) == 0
 
 
 def test_dashboard_subcommand_check_exits_1_on_a_stale_file_and_leaves_it(tmp_path: Path) -> None:
     out = tmp_path / "d.json"
     out.write_text("{}\n")
-    assert _cli("dashboard", "--output", str(out), "--check") == 1
+    assert _cli("dashboard", "--check", str(out)) == 1
     assert out.read_text() == "{}\n"
 
 
 def test_dashboard_subcommand_check_exits_1_on_a_missing_file(tmp_path: Path) -> None:
-    assert _cli("dashboard", "--output", str(tmp_path / "absent.json"), "--check") == 1
+    assert _cli("dashboard", "--check", str(tmp_path / "absent.json")) == 1
 
 
-def test_dashboard_subcommand_defaults_to_the_committed_path() -> None:
-    parser = argparse.ArgumentParser()
-    dashboard.add_subcommand(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["dashboard"])
-    assert (REPO / args.output).resolve() == DASHBOARD_JSON.resolve()
+def test_dashboard_subcommand_prints_to_stdout_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The installed command writes no file unless asked: nothing appears in the working directory.
+    monkeypatch.chdir(tmp_path)
+    assert _cli("dashboard") == 0
+    assert capsys.readouterr().out == dashboard.render_dashboard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _regenerate_script() -> Any:
+    spec = importlib.util.spec_from_file_location("regenerate", REPO / "tools" / "regenerate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repo_regenerate_script_targets_the_committed_dashboard() -> None:
+    assert _regenerate_script().DASHBOARD.resolve() == DASHBOARD_JSON.resolve()
+
+
+def test_repo_regenerate_script_check_passes_on_the_committed_files() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "regenerate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_repo_regenerate_script_check_fails_on_drift_and_regenerates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _regenerate_script()
+    stale_dashboard = tmp_path / "deploy" / "trading_system.json"
+    stale_dashboard.parent.mkdir()
+    stale_dashboard.write_text("{}\n")
+    readme = tmp_path / "README.md"
+    committed_readme = (REPO / "README.md").read_text()
+    readme.write_text(committed_readme.replace("| Gauge |", "| Counter |", 1))
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "DASHBOARD", stale_dashboard)
+    monkeypatch.setattr(script, "README", readme)
+    assert script.main(["--check"]) == 1
+    assert stale_dashboard.read_text() == "{}\n"
+    assert script.main([]) == 0
+    assert stale_dashboard.read_text() == dashboard.render_dashboard()
+    assert readme.read_text() == committed_readme
+    assert script.main(["--check"]) == 0
 
 
 # A synthetic exposition of the whole contract: every series, with the labels real scrapes carry,

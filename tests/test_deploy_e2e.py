@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from otel_trading.dashboard import concrete_query, panel_queries
+from otel_trading.tooling.dashboard import concrete_query, panel_queries
 
 from .realprocs import REPO, start_alertmanager, start_demo_bot, start_prometheus, wait_until
 

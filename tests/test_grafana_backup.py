@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from otel_trading import dashboard, grafana_backup
-from otel_trading.grafana_backup import GrafanaClient, GrafanaError
+from otel_trading.tooling import dashboard, grafana_backup
+from otel_trading.tooling.grafana_backup import GrafanaClient, GrafanaError
 
 from .realprocs import free_port
 

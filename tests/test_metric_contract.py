@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, InstrumentKind, documented_metrics
-from otel_trading.metrics_reference import BEGIN, END, render_table
+from otel_trading.tooling.metrics_reference import BEGIN, END, render_table
 
 from .realprocs import IN_CI, REPO, family_types
 
@@ -34,7 +34,7 @@ def test_readme_metrics_reference_is_generated_from_the_contract() -> None:
     readme = (REPO / "README.md").read_text()
     assert BEGIN in readme and END in readme, "README lacks the generated Metrics Reference block"
     block = readme[readme.index(BEGIN) : readme.index(END) + len(END)] + "\n"
-    assert block == render_table(), "README table is stale: paste `otel-trading metrics-reference` output"
+    assert block == render_table(), "README table is stale: run `python tools/regenerate.py`"
 
 
 def test_otel_names_render_as_the_contract_names_in_the_prometheus_exporter() -> None:

@@ -23,7 +23,7 @@ from otel_trading import (
     configure_metrics,
     start_metrics_server,
 )
-from otel_trading.cli import main
+from otel_trading.tooling.cli import main
 
 from .conftest import Metrics
 

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from otel_trading.tooling import dashboard, demo, doctor, grafana_backup, metrics_reference
 from otel_trading.version import __version__
 
-# Modules that contribute subcommands through ``add_subcommand(subparsers)``.
-_SUBCOMMAND_MODULES = (
-    "otel_trading.demo",
-    "otel_trading.doctor",
-    "otel_trading.dashboard",
-    "otel_trading.grafana_backup",
-    "otel_trading.metrics_reference",
-)
+__all__ = ["build_parser", "main"]
+
+# Modules that contribute subcommands through ``add_subcommand(subparsers)``, in help order.
+_SUBCOMMAND_MODULES = (demo, doctor, dashboard, grafana_backup, metrics_reference)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-trading", description=__doc__)
     parser.add_argument("--version", action="version", version=f"otel-trading {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in _SUBCOMMAND_MODULES:
         module.add_subcommand(subparsers)
     return parser
 

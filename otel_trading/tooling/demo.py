@@ -170,7 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("demo", help="run the simulated trading bot with metrics on")
     p.add_argument("--port", type=int, default=None, help=f"metrics port (default {DEFAULT_METRICS_PORT})")
     p.add_argument("--addr", default=None, help=f"metrics bind address (default {DEFAULT_METRICS_ADDR})")

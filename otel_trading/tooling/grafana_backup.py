@@ -299,8 +299,8 @@ def add_subcommand(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m otel_trading.grafana_backup``) for use without the CLI."""
-    parser = argparse.ArgumentParser(prog="python -m otel_trading.grafana_backup")
+    """Stand-alone entry point (``python -m otel_trading.tooling.grafana_backup``) for use without the CLI."""
+    parser = argparse.ArgumentParser(prog="python -m otel_trading.tooling.grafana_backup")
     add_subcommand(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

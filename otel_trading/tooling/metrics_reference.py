@@ -1,4 +1,4 @@
-"""Renders the README's Metrics Reference table from the metric contract."""
+"""The README's Metrics Reference table, rendered from the metric contract."""
 
 from __future__ import annotations
 
@@ -32,6 +32,6 @@ def render_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser("metrics-reference", help="print the Metrics Reference table (Markdown)")
     p.set_defaults(func=lambda args: print(render_table(), end="") or 0)

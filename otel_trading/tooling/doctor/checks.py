@@ -1,252 +1,41 @@
-"""``otel-trading doctor``: walk the metrics pipeline the way the monitoring guide's Troubleshooting does.
-
-Each check returns a :class:`CheckResult` (name, status, detail, fix), in pipeline order:
-
-==================== ===================================================== ==========================
-check                question                                              guide step
-==================== ===================================================== ==========================
-metrics_endpoint     does /metrics answer, in Prometheus format?           "Verify the metrics server"
-documented_metrics   are the guide's ten metrics there (else: why not)?    "Check if metrics enabled"
-container_reachable  can a container reach it, or does it bind loopback?   (compose/Kubernetes set-ups)
-prometheus_target    does Prometheus list the target, and is it up?        "Check Prometheus targets"
-alert_rules          are the alert rules loaded and evaluating?            Alerting Setup
-alertmanager         is Alertmanager up, and does Prometheus send to it?   Notification Channels
-cardinality          series per trading metric; folded label values        "High Resource Usage"
-==================== ===================================================== ==========================
-
-Checks needing a URL that was not given report ``skip``. The exit status is 0 when no check
-fails (1 otherwise; ``--strict`` also fails on warnings). ``--json`` prints the same results for
-machines. HTTP goes through urllib with short timeouts and no proxy, and only to the given URLs:
-container reachability is judged from the endpoint's host, never by probing other addresses.
-"""
+"""The doctor's checks, in pipeline order: endpoint, metrics, reachability, Prometheus, alerting, cardinality."""
 
 from __future__ import annotations
 
-import argparse
-import base64
 import contextlib
-import ipaddress
-import json
-import os
-import socket
-import ssl
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from collections.abc import Callable
 from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.settings import (
     OTEL_EXPORTER_PROMETHEUS_HOST,
-    OTEL_EXPORTER_PROMETHEUS_PORT,
     OTEL_METRICS_EXPORTER,
     OTEL_TRADING_DISABLED_METRICS,
     OTEL_TRADING_MAX_LABEL_VALUES,
 )
+from otel_trading.tooling.doctor.context import Context, DoctorOptions
+from otel_trading.tooling.doctor.host_addresses import hosts_equivalent, is_loopback_host
+from otel_trading.tooling.doctor.http_client import redact
+from otel_trading.tooling.doctor.results import CheckResult, Status
 
 __all__ = [
     "CHECKS",
-    "CheckResult",
-    "DoctorOptions",
-    "Status",
-    "add_subcommand",
+    "GUIDE_ALERTS",
     "assess_bind",
-    "exit_status",
-    "render_json",
-    "render_text",
+    "check_alert_rules",
+    "check_alertmanager",
+    "check_cardinality",
+    "check_container_reachable",
+    "check_documented_metrics",
+    "check_metrics_endpoint",
+    "check_prometheus_target",
     "run_doctor",
 ]
 
 #: The guide's two alerts; deploy/prometheus/rules/trading_alerts.yml carries them verbatim.
 GUIDE_ALERTS = ("CircuitBreakerTripped", "HighEventProcessingLatency")
-DEFAULT_CARDINALITY_THRESHOLD = 200
-_MAX_BODY = 64 * 1024 * 1024
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
-
-class Status(str, Enum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's verdict. ``fix`` is a concrete next step (empty when nothing is to be done)."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class DoctorOptions:
-    metrics_url: str
-    prometheus_url: str | None = None
-    alertmanager_url: str | None = None
-    timeout: float = 3.0
-    cardinality_threshold: int = DEFAULT_CARDINALITY_THRESHOLD
-    cafile: str | None = None
-
-
-# --- HTTP ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Response:
-    """``status`` is None when no HTTP response came back; ``error`` then says why."""
-
-    status: int | None
-    body: bytes = b""
-    error: str = ""
-    elapsed_ms: float = 0.0
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-def redact(url: str) -> str:
-    """``url`` without user:password, for printing."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
-def http_get(url: str, timeout: float, cafile: str | None = None) -> Response:
-    """GET ``url``; credentials in the URL become a basic Authorization header. Never raises."""
-    parts = urllib.parse.urlsplit(url)
-    headers = {"User-Agent": "otel-trading-doctor", "Accept": "text/plain, application/json"}
-    if parts.username is not None:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-        url = redact(url)
-    # No proxy: the doctor talks to the bot and its monitoring directly.
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
-    if parts.scheme == "https":
-        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=cafile)))
-    opener = urllib.request.build_opener(*handlers)
-    start = time.perf_counter()
-    try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-            body = resp.read(_MAX_BODY)
-            return Response(resp.status, body, elapsed_ms=(time.perf_counter() - start) * 1000)
-    except urllib.error.HTTPError as exc:
-        return Response(exc.code, exc.read(_MAX_BODY), f"HTTP {exc.code} {exc.reason}")
-    except urllib.error.URLError as exc:
-        return Response(None, error=_reason(exc.reason))
-    except TimeoutError:
-        return Response(None, error=f"timed out after {timeout:g}s")
-    except (OSError, ValueError) as exc:
-        # http.client errors (e.g. a TLS endpoint answering a plain request) land here.
-        return Response(None, error=_reason(exc))
-
-
-def _reason(reason: object) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused (nothing listens on that port)"
-    if isinstance(reason, (TimeoutError, socket.timeout)):
-        return "timed out"
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve host ({reason.strerror})"
-    if isinstance(reason, ssl.SSLError):
-        return f"TLS error: {reason.reason or reason}"
-    return str(reason) or type(reason).__name__
-
-
-# --- context shared by the checks ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: tuple[tuple[str, str], ...]
-    value: float
-
-
-@dataclass
-class Scrape:
-    response: Response
-    samples: list[Sample] | None = None
-    parse_error: str = ""
-
-    @property
-    def names(self) -> set[str]:
-        return {s.name for s in self.samples or ()}
-
-
-class Context:
-    """Options plus lazily fetched, cached answers, so checks that share a scrape fetch it once."""
-
-    def __init__(self, options: DoctorOptions) -> None:
-        self.options = options
-        self._cache: dict[str, Any] = {}
-
-    def get(self, url: str) -> Response:
-        if url not in self._cache:
-            self._cache[url] = http_get(url, self.options.timeout, self.options.cafile)
-        return self._cache[url]  # type: ignore[no-any-return]
-
-    def scrape(self) -> Scrape:
-        if "scrape" not in self._cache:
-            resp = self.get(self.options.metrics_url)
-            scrape = Scrape(resp)
-            if resp.status == 200:
-                try:
-                    scrape.samples = _parse_exposition(resp.body.decode("utf-8", "replace"))
-                except ValueError as exc:
-                    scrape.parse_error = str(exc)
-            self._cache["scrape"] = scrape
-        return self._cache["scrape"]  # type: ignore[no-any-return]
-
-    def prometheus_api(self, path: str) -> tuple[Any, str]:
-        """(data, "") from a Prometheus HTTP API call, or (None, what went wrong)."""
-        base = (self.options.prometheus_url or "").rstrip("/")
-        resp = self.get(base + path)
-        if resp.status is None:
-            return None, f"cannot reach Prometheus at {redact(base)}: {resp.error}"
-        try:
-            payload = resp.json()
-        except ValueError:
-            return (
-                None,
-                f"{redact(base)}{path} answered HTTP {resp.status} with non-JSON: is this Prometheus?",
-            )
-        if resp.status != 200 or payload.get("status") != "success":
-            return None, f"{redact(base)}{path} -> HTTP {resp.status}: {payload.get('error', payload)}"
-        return payload.get("data"), ""
-
-    @property
-    def metrics_host_port(self) -> tuple[str, int]:
-        parts = urllib.parse.urlsplit(self.options.metrics_url)
-        default = 443 if parts.scheme == "https" else 80
-        return parts.hostname or "", parts.port or default
-
-
-def _parse_exposition(text: str) -> list[Sample]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: list[Sample] = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.append(Sample(s.name, tuple(sorted(s.labels.items())), float(s.value)))
-    return out
-
-
-# --- the checks ---------------------------------------------------------------------------------
 
 _START_SERVER_FIX = (
     "start the endpoint in the bot: otel_trading.start_metrics_server(port={port}) or configure_metrics() "
@@ -377,65 +166,8 @@ def check_documented_metrics(ctx: Context) -> CheckResult:
     )
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
-
-
-def local_interface_addresses() -> list[str]:
-    """This machine's own non-loopback, non-link-local addresses (Linux interfaces, else hostname)."""
-    found: set[str] = set()
-    with contextlib.suppress(ImportError, OSError, AttributeError):
-        import fcntl
-        import struct
-
-        for _, ifname in socket.if_nameindex():
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                try:
-                    packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", ifname.encode()[:15]))
-                except OSError:
-                    continue  # no IPv4 address on this interface
-                found.add(socket.inet_ntoa(packed[20:24]))
-    with contextlib.suppress(OSError), open("/proc/net/if_inet6") as f:
-        for line in f:
-            raw = line.split()[0]
-            found.add(str(ipaddress.IPv6Address(bytes.fromhex(raw))))
-    if not found:
-        with contextlib.suppress(OSError):
-            found.update(i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None))
-    usable = []
-    for addr in found:
-        ip = ipaddress.ip_address(addr)
-        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
-            usable.append(addr)
-    return sorted(usable)
-
-
-def _tcp_accepts(addr: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((addr, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def assess_bind(
-    host: str,
-    port: int,
-    own_addresses: Sequence[str],
-    accepts: Callable[[str, int], bool],
-    loopback: bool,
-) -> CheckResult:
-    """The container-reachability verdict, from the URL's host and probes of our own addresses."""
+def assess_bind(host: str, port: int, loopback: bool) -> CheckResult:
+    """The container-reachability verdict, from the URL's host alone (no address is probed)."""
     name = "container_reachable"
     if not loopback:
         return CheckResult(
@@ -444,33 +176,17 @@ def assess_bind(
             f"the endpoint answers on {host}:{port}, a non-loopback address: other network namespaces "
             "(containers, other hosts) can reach it unless a firewall blocks them",
         )
-    reachable = [a for a in own_addresses if accepts(a, port)]
-    if reachable:
-        shown = ", ".join(f"{a}:{port}" for a in reachable)
-        return CheckResult(
-            name,
-            Status.OK,
-            f"the endpoint also answers on this host's address {shown}: it binds beyond loopback, so "
-            f"Prometheus in a container can scrape it (e.g. as host.docker.internal:{port})",
-            data={"reachable": reachable},
-        )
-    if own_addresses:
-        detail = (
-            f"the endpoint answers on {host}:{port} but refuses connections on this host's own addresses "
-            f"({', '.join(own_addresses)}): it binds loopback only, so Prometheus in a container cannot "
-            "scrape it"
-        )
-    else:
-        detail = (
-            f"the URL's host {host} is loopback and this machine has no other address to probe: a bot "
-            "bound to loopback is unreachable from containers"
-        )
+    detail = (
+        f"the URL's host {host} is loopback and this machine has no other address to probe: a bot "
+        "bound to loopback is unreachable from containers"
+    )
     fix = (
         f"if Prometheus runs in a container, bind all interfaces: start_metrics_server(addr='0.0.0.0'), "
         f"{OTEL_EXPORTER_PROMETHEUS_HOST}=0.0.0.0 or `otel-trading demo --addr 0.0.0.0` (or the docker "
         "bridge address), and protect /metrics (firewall, basic auth/TLS); Prometheus on this host is fine"
     )
-    return CheckResult(name, Status.WARN, detail, fix, data={"probed": list(own_addresses)})
+    # "probed" stays in the --json output (always empty): the doctor only talks to the URLs it is given.
+    return CheckResult(name, Status.WARN, detail, fix, data={"probed": []})
 
 
 def check_container_reachable(ctx: Context) -> CheckResult:
@@ -478,19 +194,7 @@ def check_container_reachable(ctx: Context) -> CheckResult:
         return CheckResult("container_reachable", Status.SKIP, "endpoint unreachable (see metrics_endpoint)")
     host, port = ctx.metrics_host_port
     # No probes of this host's other addresses: doctor only talks to the URLs it is given.
-    return assess_bind(host, port, [], _tcp_accepts, _is_loopback_host(host))
-
-
-def _hosts_equivalent(a: str, b: str) -> bool:
-    a, b = a.lower(), b.lower()
-    if a == b:
-        return True
-    this_machine = {"host.docker.internal", socket.gethostname().lower(), *local_interface_addresses()}
-
-    def local(h: str) -> bool:
-        return h in this_machine or _is_loopback_host(h)
-
-    return local(a) and local(b)
+    return assess_bind(host, port, is_loopback_host(host))
 
 
 def _target_endpoint(target: dict[str, Any]) -> tuple[str, int, str]:
@@ -549,7 +253,7 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
 
     def matches(t: dict[str, Any]) -> bool:
         t_host, t_port, t_path = _target_endpoint(t)
-        return t_port == port and t_path == path and _hosts_equivalent(t_host, host)
+        return t_port == port and t_path == path and hosts_equivalent(t_host, host)
 
     mine = [t for t in active if matches(t)]
     summary = {"targets": [_describe_target(t) for t in active]}
@@ -592,7 +296,7 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
     others = ", ".join(summary["targets"]) or "none"
     fix = _ADD_TARGET_FIX.format(target=f"{host}:{port}", port=port)
     same_host_down = [
-        t for t in active if t.get("health") == "down" and _hosts_equivalent(_target_endpoint(t)[0], host)
+        t for t in active if t.get("health") == "down" and hosts_equivalent(_target_endpoint(t)[0], host)
     ]
     if same_host_down:
         wrong = _target_endpoint(same_host_down[0])
@@ -696,7 +400,7 @@ def check_alertmanager(ctx: Context) -> CheckResult:
 
             def same(u: str) -> bool:
                 p = urllib.parse.urlsplit(u)
-                return (p.port or 80) == am_port and _hosts_equivalent(p.hostname or "", am.hostname or "")
+                return (p.port or 80) == am_port and hosts_equivalent(p.hostname or "", am.hostname or "")
 
             if not any(same(u) for u in urls):
                 return CheckResult(
@@ -815,127 +519,3 @@ def run_doctor(options: DoctorOptions) -> list[CheckResult]:
                 )
             )
     return results
-
-
-def exit_status(results: Iterable[CheckResult], strict: bool = False) -> int:
-    bad = {Status.FAIL, Status.WARN} if strict else {Status.FAIL}
-    return 1 if any(r.status in bad for r in results) else 0
-
-
-def render_text(results: Sequence[CheckResult], options: DoctorOptions) -> str:
-    marks = {Status.OK: " ok ", Status.WARN: "warn", Status.FAIL: "FAIL", Status.SKIP: "skip"}
-    width = max(len(r.name) for r in results)
-    lines = [f"otel-trading doctor: {redact(options.metrics_url)}"]
-    for r in results:
-        lines.append(f"[{marks[r.status]}] {r.name:<{width}}  {r.detail}")
-        if r.fix and r.status is not Status.OK:
-            lines.append(f"       {'':<{width}}  fix: {r.fix}")
-    counts = {s: sum(1 for r in results if r.status is s) for s in Status}
-    lines.append(
-        f"{counts[Status.FAIL]} failed, {counts[Status.WARN]} warnings, {counts[Status.OK]} ok, "
-        f"{counts[Status.SKIP]} skipped. Also check the bot's log for 'otel-trading' errors."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def render_json(results: Sequence[CheckResult], options: DoctorOptions, strict: bool = False) -> str:
-    status = exit_status(results, strict)
-    payload = {
-        "healthy": status == 0,
-        "exit_status": status,
-        "metrics_url": redact(options.metrics_url),
-        "prometheus_url": redact(options.prometheus_url) if options.prometheus_url else None,
-        "alertmanager_url": redact(options.alertmanager_url) if options.alertmanager_url else None,
-        "checks": [{**asdict(r), "status": r.status.value} for r in results],
-    }
-    return json.dumps(payload, indent=2) + "\n"
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-
-
-def _url(value: str) -> str:
-    parts = urllib.parse.urlsplit(value)
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s)://host[:port] URL")
-    return value
-
-
-def _positive(kind: type[float] | type[int]) -> Callable[[str], Any]:
-    def parse(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-        if number <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-        return number
-
-    return parse
-
-
-def default_metrics_url() -> str:
-    """The URL the bot serves by default, from the same variables start_metrics_server reads."""
-    host = os.environ.get(OTEL_EXPORTER_PROMETHEUS_HOST) or "127.0.0.1"
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    port = os.environ.get(OTEL_EXPORTER_PROMETHEUS_PORT, "8000").strip()
-    if not port.isdigit():
-        port = "8000"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}/metrics"
-
-
-def _run(args: argparse.Namespace) -> int:
-    options = DoctorOptions(
-        metrics_url=args.metrics_url or default_metrics_url(),
-        prometheus_url=args.prometheus_url,
-        alertmanager_url=args.alertmanager_url,
-        timeout=args.timeout,
-        cardinality_threshold=args.cardinality_threshold,
-        cafile=args.cafile,
-    )
-    results = run_doctor(options)
-    out = render_json(results, options, args.strict) if args.json else render_text(results, options)
-    sys.stdout.write(out)
-    sys.stdout.flush()
-    return exit_status(results, args.strict)
-
-
-def add_subcommand(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = subparsers.add_parser(
-        "doctor",
-        help="check the metrics pipeline (endpoint, metrics, Prometheus target, rules, Alertmanager)",
-        description=(
-            "Walks the monitoring guide's troubleshooting list and prints one line per check with a "
-            "concrete fix. Exit status 0 when no check fails, 1 otherwise."
-        ),
-    )
-    p.add_argument(
-        "--metrics-url",
-        type=_url,
-        default=None,
-        help="the bot's endpoint (default from OTEL_EXPORTER_PROMETHEUS_HOST/PORT: http://127.0.0.1:8000/metrics);"
-        " user:password@ in the URL is sent as basic auth",
-    )
-    p.add_argument(
-        "--prometheus-url", type=_url, help="e.g. http://localhost:9090 (targets, rules, alerting)"
-    )
-    p.add_argument("--alertmanager-url", type=_url, help="e.g. http://localhost:9093")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
-    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    p.add_argument(
-        "--timeout", type=_positive(float), default=3.0, help="seconds per HTTP request (default 3)"
-    )
-    p.add_argument(
-        "--cardinality-threshold",
-        type=_positive(int),
-        default=DEFAULT_CARDINALITY_THRESHOLD,
-        help=f"warn when a trading metric has more label sets (default {DEFAULT_CARDINALITY_THRESHOLD})",
-    )
-    p.add_argument("--cafile", help="CA bundle to verify an https:// metrics endpoint")
-    p.set_defaults(func=_run)

@@ -1,0 +1,65 @@
+"""PromQL for the dashboard's panels, built from the metric contract so every name and label is checked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from otel_trading.metric_contract import InstrumentKind, MetricSpec
+
+__all__ = ["contract_label", "gauge_max", "increase", "quantile", "rate", "selector"]
+
+
+def contract_label(spec: MetricSpec, label: str) -> str:
+    """``label``, after checking the contract declares it for ``spec``."""
+    if label not in spec.labels:
+        raise ValueError(f"{spec.prometheus_name} has no label {label!r} (labels: {spec.labels})")
+    return label
+
+
+def _series(spec: MetricSpec, suffix: str = "") -> str:
+    """A sample name of ``spec`` (``suffix`` selects ``_bucket`` etc. of a histogram)."""
+    name = spec.prometheus_name + suffix
+    if name not in spec.series_names:
+        raise ValueError(f"{name} is not a series of {spec.prometheus_name} ({spec.series_names})")
+    return name
+
+
+def _by(spec: MetricSpec, *labels: str) -> str:
+    return ", ".join(contract_label(spec, lbl) for lbl in labels)
+
+
+def selector(spec: MetricSpec, suffix: str = "", filters: Mapping[str, str] | None = None) -> str:
+    """``name{label=~"$var", ...}`` for the given {label: dashboard variable} filters."""
+    matchers = ", ".join(f'{contract_label(spec, lbl)}=~"${var}"' for lbl, var in (filters or {}).items())
+    name = _series(spec, suffix)
+    return f"{name}{{{matchers}}}" if matchers else name
+
+
+def rate(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
+    """Per-second rate of a counter, summed over everything but ``by``."""
+    if spec.kind is not InstrumentKind.COUNTER:
+        raise ValueError(f"rate() of non-counter {spec.prometheus_name}")
+    return f"sum by ({_by(spec, *by)}) (rate({selector(spec, '', filters)}[$__rate_interval]))"
+
+
+def increase(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
+    """Increase of a counter per rate interval, summed over everything but ``by``."""
+    if spec.kind is not InstrumentKind.COUNTER:
+        raise ValueError(f"increase() of non-counter {spec.prometheus_name}")
+    return f"sum by ({_by(spec, *by)}) (increase({selector(spec, '', filters)}[$__rate_interval]))"
+
+
+def gauge_max(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
+    """Largest value per ``by`` group: the same series scraped twice must not add up."""
+    if spec.kind is not InstrumentKind.GAUGE:
+        raise ValueError(f"{spec.prometheus_name} is not a gauge")
+    return f"max by ({_by(spec, *by)}) ({selector(spec, '', filters)})"
+
+
+def quantile(spec: MetricSpec, q: float, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
+    """The ``q`` quantile of a histogram per ``by`` group, estimated from its buckets."""
+    if spec.kind is not InstrumentKind.HISTOGRAM:
+        raise ValueError(f"{spec.prometheus_name} is not a histogram")
+    group = ", ".join([*(contract_label(spec, lbl) for lbl in by), "le"])
+    bucket = selector(spec, "_bucket", filters)
+    return f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[$__rate_interval])))"
