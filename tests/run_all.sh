@@ -46,9 +46,9 @@ log "promtool rule unit tests"
 promtool test rules deploy/prometheus/rules/tests/*.yml
 
 # The tests that prove what reaches readers: run again on the oldest supported SDK below.
-DATA_PATH_TESTS="tests/test_otel_data_paths.py tests/test_lossless_recording.py tests/test_sdk_binding.py \
-  tests/test_component_metrics.py tests/test_cardinality.py tests/test_instrumentation_pybreaker.py \
-  tests/test_fork_safety.py"
+DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \
+  tests/unit/test_sdk_binding.py tests/unit/test_component_metrics.py tests/unit/test_cardinality.py \
+  tests/unit/test_instrumentation_pybreaker.py tests/integration/test_fork_safety.py"
 
 export PATH="$PWD/.venv/bin:$PATH"
 log "data-path tests on the oldest supported SDK (opentelemetry-sdk 1.40)"

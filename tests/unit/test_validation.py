@@ -25,7 +25,7 @@ from otel_trading import (
 )
 from otel_trading.tooling.cli import main
 
-from .conftest import Metrics
+from ..conftest import Metrics
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 
 from otel_trading.metric_contract import documented_metrics
 
-from .realprocs import (
+from ..realprocs import (
     REPO,
     ManagedProcess,
     Prometheus,

@@ -21,7 +21,7 @@ import pytest
 
 from otel_trading.metric_contract import documented_metrics
 
-from .realprocs import REPO, free_port, missing, running, samples, scrape, spawn, wait_until
+from ..realprocs import REPO, free_port, missing, running, samples, scrape, spawn, wait_until
 
 BOT_DIR = REPO / "examples" / "legacy_bot"
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"

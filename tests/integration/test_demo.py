@@ -7,7 +7,7 @@ from pathlib import Path
 
 from otel_trading.metric_contract import documented_metrics
 
-from .realprocs import family_types, samples, scrape, start_demo_bot, wait_until
+from ..realprocs import family_types, samples, scrape, start_demo_bot, wait_until
 
 
 def _scrape_when(port: int, predicate, timeout: float = 40.0) -> str:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from otel_trading.instrumentation import TradingInstrumentor
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from .conftest import Metrics, make_metrics
+from ..conftest import Metrics, make_metrics
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 CLASSES = [

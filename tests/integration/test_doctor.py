@@ -23,7 +23,7 @@ from otel_trading.exporting import MetricsServer
 from otel_trading.tooling.cli import main
 from otel_trading.tooling.doctor import CheckResult, DoctorOptions, Status, assess_bind, run_doctor
 
-from .realprocs import REPO, free_port, start_alertmanager, start_demo_bot, start_prometheus, wait_until
+from ..realprocs import REPO, free_port, start_alertmanager, start_demo_bot, start_prometheus, wait_until
 
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 # Used only if the repo's rules are absent: the guide's two alerts, nothing more.

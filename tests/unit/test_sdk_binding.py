@@ -38,7 +38,7 @@ from otel_trading.metric_contract import BREAKER_LATENCY, BREAKER_SUCCESSES, DUR
 from otel_trading.recording import Binding, registry_for, sdk_binding
 from otel_trading.recording.sdk_binding import RowsHistogramStream
 
-from .conftest import HISTOGRAM_PATHS, Metrics, metrics_on_path
+from ..conftest import HISTOGRAM_PATHS, Metrics, metrics_on_path
 
 LATENCY = BREAKER_LATENCY.otel_name
 SUCCESSES = BREAKER_SUCCESSES.otel_name
@@ -105,7 +105,7 @@ def test_installed_sdk_is_inside_the_range_pyproject_declares() -> None:
         tomllib = pytest.importorskip("tomli")
     from packaging.requirements import Requirement
 
-    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     dependencies = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     (requirement,) = [r for r in map(Requirement, dependencies) if r.name == "opentelemetry-sdk"]
     version = importlib.metadata.version("opentelemetry-sdk")

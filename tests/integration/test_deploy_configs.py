@@ -36,7 +36,7 @@ import yaml
 from otel_trading.metric_contract import METRICS, InstrumentKind, MetricSpec
 from otel_trading.tooling import dashboard
 
-from . import realprocs
+from .. import realprocs
 
 REPO = realprocs.REPO
 DEPLOY = REPO / "deploy"

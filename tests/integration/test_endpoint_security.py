@@ -22,7 +22,7 @@ import pytest
 from otel_trading import CircuitBreaker, start_metrics_server
 from otel_trading.exporting import DEFAULT_METRICS_ADDR, MetricsServer
 
-from .realprocs import REPO, missing, require_binary, start_prometheus, wait_until
+from ..realprocs import REPO, missing, require_binary, start_prometheus, wait_until
 
 USER = "prometheus"
 

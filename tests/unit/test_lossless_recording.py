@@ -30,7 +30,7 @@ from otel_trading import event_bus as event_bus_module
 from otel_trading.metric_contract import METRICS_BY_KEY, OVERFLOW_LABEL_VALUE
 from otel_trading.recording import registry_for
 
-from .conftest import HISTOGRAM_PATHS, assert_binding, use_histogram_path
+from ..conftest import HISTOGRAM_PATHS, assert_binding, use_histogram_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 DELTA = AggregationTemporality.DELTA

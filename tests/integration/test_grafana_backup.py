@@ -22,7 +22,7 @@ import pytest
 from otel_trading.tooling import dashboard, grafana_backup
 from otel_trading.tooling.grafana_backup import GrafanaClient, GrafanaError
 
-from .realprocs import free_port
+from ..realprocs import free_port
 
 TOKEN = "glsa_test_token_123"
 

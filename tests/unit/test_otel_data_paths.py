@@ -46,7 +46,7 @@ from otel_trading import event_bus as event_bus_module
 from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS_BY_KEY
 
-from .conftest import HISTOGRAM_PATHS, assert_binding, metrics_on_path, use_histogram_path
+from ..conftest import HISTOGRAM_PATHS, assert_binding, metrics_on_path, use_histogram_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 

@@ -25,7 +25,7 @@ from otel_trading import CircuitBreaker, CircuitOpenError
 from otel_trading.metric_contract import BREAKER_FAILURES, BREAKER_LATENCY, BREAKER_SUCCESSES
 from otel_trading.recording import registry_for
 
-from .conftest import use_histogram_path
+from ..conftest import use_histogram_path
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),

@@ -22,7 +22,7 @@ import yaml
 
 from otel_trading.tooling.dashboard import concrete_query, panel_queries
 
-from .realprocs import REPO, start_alertmanager, start_demo_bot, start_prometheus, wait_until
+from ..realprocs import REPO, start_alertmanager, start_demo_bot, start_prometheus, wait_until
 
 pytestmark = pytest.mark.integration
 

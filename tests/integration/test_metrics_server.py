@@ -13,7 +13,7 @@ from otel_trading import CircuitBreaker, ConfigurationError, EventBus, configure
 from otel_trading.exporting import DEFAULT_METRICS_ADDR, MetricsServer
 from otel_trading.metric_contract import documented_metrics
 
-from .realprocs import family_types, free_port, http_get, samples, scrape
+from ..realprocs import family_types, free_port, http_get, samples, scrape
 
 
 @dataclass

@@ -26,7 +26,7 @@ from otel_trading.instrumentation._custom import resolve
 from otel_trading.instrumentation.config import load_config, parse_config
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from .conftest import Metrics
+from ..conftest import Metrics
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
 from otel_trading import CircuitBreaker, CircuitOpenError, EventBus
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS_BY_KEY
 
-from .conftest import Metrics
+from ..conftest import Metrics
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 

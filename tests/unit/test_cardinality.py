@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
 
-from otel_trading import CircuitBreaker, EventBus, start_metrics_server
+from otel_trading import CircuitBreaker, EventBus
+from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import OVERFLOW_LABEL_VALUE
 
-from .conftest import Metrics, make_metrics
-from .realprocs import samples, scrape
+from ..conftest import Metrics, make_metrics
+from ..realprocs import samples
 
 DISTINCT = 5_000
 LIMIT = 1_000
@@ -63,10 +66,13 @@ def flooded() -> Iterator[tuple[Samples, EventBus]]:
     Module-scoped (one flood for all the checks below), so the provider is passed explicitly
     rather than installed globally: the per-test reset of OTel globals cannot pull it away.
     """
-    with start_metrics_server(port=0, addr="127.0.0.1", set_global=False) as server:
-        bus = EventBus(name="flood", meter_provider=server.meter_provider)
-        asyncio.run(_publish(bus, event_types(DISTINCT), heartbeats=7))
-        yield samples(scrape(server.url)), bus
+    registry = CollectorRegistry()
+    provider = MeterProvider(metric_readers=[prometheus_reader(registry)])
+    bus = EventBus(name="flood", meter_provider=provider)
+    asyncio.run(_publish(bus, event_types(DISTINCT), heartbeats=7))
+    # The exposition /metrics would serve, rendered in-process.
+    yield samples(generate_latest(registry).decode()), bus
+    provider.shutdown()
 
 
 # --- the bound, on the real Prometheus exposition ------------------------------------------------

@@ -12,7 +12,7 @@ from otel_trading.exporting import prometheus_reader
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, InstrumentKind, documented_metrics
 from otel_trading.tooling.metrics_reference import BEGIN, END, render_table
 
-from .realprocs import IN_CI, REPO, family_types
+from ..realprocs import IN_CI, REPO, family_types
 
 GUIDE = REPO.parent / "shared" / "spec" / "monitoring-guide.md"
 
