@@ -121,3 +121,8 @@ def test_the_graph_sees_imports_that_exist() -> None:
     assert "otel_trading.tooling.dashboard" in graph["otel_trading.tooling.cli"] or any(
         _is_within(d, "otel_trading.tooling") for d in graph["otel_trading.tooling.cli"]
     )
+
+
+def test_the_cycle_finder_reports_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
