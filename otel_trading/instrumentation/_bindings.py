@@ -17,6 +17,8 @@ from otel_trading.instrumentation._support import report
 from otel_trading.recording import MetricsRegistry, Row, ThreadRows
 from otel_trading.recording.rows import C0, CountedRow, fork_safe
 
+__all__ = ["STATE_LABELS", "UNNAMED", "BreakerBinding", "breaker_label"]
+
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
 

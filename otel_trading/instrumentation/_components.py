@@ -17,6 +17,8 @@ from typing import Any
 from otel_trading.instrumentation._session import Session
 from otel_trading.instrumentation._support import report
 
+__all__ = ["OwnComponents"]
+
 _TARGETS = (
     ("otel_trading.circuit_breaker", "CircuitBreaker"),
     ("otel_trading.event_bus", "EventBus"),

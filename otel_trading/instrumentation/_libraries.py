@@ -46,6 +46,8 @@ from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 
+__all__ = ["AIOBREAKER", "PYBREAKER", "Classes", "Family", "LibraryBreakers"]
+
 _PYBREAKER_STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
 _AIOBREAKER_STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
 
@@ -480,9 +482,7 @@ class LibraryBreakers:
         except Exception as exc:
             report(f"recording a {self.family.target} Tornado call", exc)
 
-    def _generator_call(
-        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _generator_call(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         gen = wrapped(*args, **kwargs)
         breaker = getattr(instance, "_breaker", None)
         if not self.session.active or breaker is None or not isinstance(gen, types.GeneratorType):

@@ -10,7 +10,6 @@ import gc
 import sys
 import types
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
@@ -26,17 +25,8 @@ from otel_trading.instrumentation._support import (
 )
 from otel_trading.recording import MetricsRegistry, registry_for
 
-#: The guarded calls running in this thread / task: ``(id(breaker), start)``, innermost last. Hooks
-#: that learn an outcome (success, failure) look up the start of their breaker's call here.
-CALLS: ContextVar[tuple[tuple[int, float], ...]] = ContextVar("otel_trading_calls", default=())
+__all__ = ["Session", "existing_instances"]
 
-
-def call_start(breaker: Any) -> float | None:
-    key = id(breaker)
-    for entry_key, start in reversed(CALLS.get()):
-        if entry_key == key:
-            return start
-    return None
 
 
 def existing_instances(cls: type) -> list[Any]:

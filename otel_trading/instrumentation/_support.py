@@ -29,6 +29,21 @@ from typing import Any, Generic, TypeVar
 
 import wrapt
 
+__all__ = [
+    "ArgRef",
+    "ImportWatcher",
+    "Patcher",
+    "V",
+    "WeakIdentityMap",
+    "Wrapper",
+    "kwarg_or_arg",
+    "label_of",
+    "read_path",
+    "report",
+    "reset_reports",
+    "warn_once",
+]
+
 _logger = logging.getLogger("otel_trading.instrumentation")
 
 V = TypeVar("V")
@@ -108,9 +123,7 @@ class Patcher:
         setattr(owner, name, patched)
         self._applied.append(patch)
 
-    def replace(
-        self, owner: type, name: str, factory: Callable[[types.FunctionType], Callable[..., Any]]
-    ) -> None:
+    def replace(self, owner: type, name: str, factory: Callable[[types.FunctionType], Callable[..., Any]]) -> None:
         """Set ``owner.name`` (looked up through the MRO) to ``factory(original)``, on ``owner`` itself."""
         raw = self._original(owner, name)
         self._install(owner, name, functools.update_wrapper(factory(raw), raw))
