@@ -63,7 +63,8 @@ def _state_defaults(**extra: Any) -> Json:
 
 
 def _breaker_state_stat() -> Json:
-    expr = gauge_max(BREAKER_STATE, ["name"], {"name": BREAKER_VAR})
+    # Per bot: across a fleet, which bot's breaker is open is the point.
+    expr = gauge_max(BREAKER_STATE, ["instance", "name"], {"name": BREAKER_VAR})
     return {
         "type": "stat",
         "title": "Breaker state",
@@ -81,19 +82,19 @@ def _breaker_state_stat() -> Json:
             "justifyMode": "auto",
             "orientation": "auto",
         },
-        "targets": targets((expr, "{{name}}")),
+        "targets": targets((expr, "{{instance}} {{name}}")),
     }
 
 
 def _breaker_state_timeline() -> Json:
-    expr = gauge_max(BREAKER_STATE, ["name"], {"name": BREAKER_VAR})
+    expr = gauge_max(BREAKER_STATE, ["instance", "name"], {"name": BREAKER_VAR})
     return {
         "type": "state-timeline",
         "title": "Breaker state history",
         "description": BREAKER_STATE.description,
         "datasource": dict(DATASOURCE),
         "fieldConfig": {
-            "defaults": _state_defaults(custom={"fillOpacity": 80, "lineWidth": 0}),
+            "defaults": _state_defaults(unit="none", custom={"fillOpacity": 80, "lineWidth": 0}),
             "overrides": [],
         },
         "options": {
@@ -104,7 +105,7 @@ def _breaker_state_timeline() -> Json:
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "single", "sort": "none"},
         },
-        "targets": targets((expr, "{{name}}")),
+        "targets": targets((expr, "{{instance}} {{name}}")),
     }
 
 
@@ -168,8 +169,8 @@ def event_bus_panels() -> list[Json]:
         ),
         timeseries(
             "Queue size",
-            f"{BUS_QUEUE_SIZE.description} per bus (largest across scrape targets)",
-            targets((gauge_max(BUS_QUEUE_SIZE, ["bus"]), "{{bus}}")),
+            f"{BUS_QUEUE_SIZE.description} per bot and bus",
+            targets((gauge_max(BUS_QUEUE_SIZE, ["instance", "bus"]), "{{instance}} {{bus}}")),
             "short",
         ),
         timeseries(

@@ -6,12 +6,17 @@ from collections.abc import Mapping, Sequence
 
 from otel_trading.metric_contract import InstrumentKind, MetricSpec
 
-__all__ = ["contract_label", "gauge_max", "increase", "quantile", "rate", "selector"]
+__all__ = ["TARGET_LABELS", "contract_label", "gauge_max", "increase", "quantile", "rate", "selector"]
+
+#: Labels Prometheus adds to every series (from the scrape target, or from ``service.name`` /
+#: ``service.instance.id`` on the OTLP and collector paths): every query filters by both, so one
+#: dashboard serves a fleet of bots, and per-bot panels group by ``instance``.
+TARGET_LABELS: dict[str, str] = {"job": "job", "instance": "instance"}
 
 
 def contract_label(spec: MetricSpec, label: str) -> str:
-    """``label``, after checking the contract declares it for ``spec``."""
-    if label not in spec.labels:
+    """``label``, after checking the contract declares it for ``spec`` (or Prometheus adds it)."""
+    if label not in spec.labels and label not in TARGET_LABELS:
         raise ValueError(f"{spec.prometheus_name} has no label {label!r} (labels: {spec.labels})")
     return label
 
@@ -29,10 +34,11 @@ def _by(spec: MetricSpec, *labels: str) -> str:
 
 
 def selector(spec: MetricSpec, suffix: str = "", filters: Mapping[str, str] | None = None) -> str:
-    """``name{label=~"$var", ...}`` for the given {label: dashboard variable} filters."""
-    matchers = ", ".join(f'{contract_label(spec, lbl)}=~"${var}"' for lbl, var in (filters or {}).items())
-    name = _series(spec, suffix)
-    return f"{name}{{{matchers}}}" if matchers else name
+    """``name{job=~"$job", instance=~"$instance", label=~"$var", ...}`` for the given
+    {label: dashboard variable} filters; the fleet filters are always there."""
+    every = {**TARGET_LABELS, **(filters or {})}
+    matchers = ", ".join(f'{contract_label(spec, lbl)}=~"${var}"' for lbl, var in every.items())
+    return f"{_series(spec, suffix)}{{{matchers}}}"
 
 
 def rate(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:

@@ -9,11 +9,22 @@ from typing import Any
 from otel_trading.metric_contract import BREAKER_STATE, BUS_PUBLISHED, MetricSpec
 from otel_trading.tooling.dashboard.promql import contract_label
 
-__all__ = ["BREAKER_VAR", "DATASOURCE", "DATASOURCE_UID", "EVENT_TYPE_VAR", "concrete_query", "templating"]
+__all__ = [
+    "BREAKER_VAR",
+    "DATASOURCE",
+    "DATASOURCE_UID",
+    "EVENT_TYPE_VAR",
+    "INSTANCE_VAR",
+    "JOB_VAR",
+    "concrete_query",
+    "templating",
+]
 
 #: The uid given to the data source in deploy/grafana/provisioning/datasources/prometheus.yml.
 DATASOURCE_UID = "prometheus"
 _DS_VAR = "datasource"
+JOB_VAR = "job"
+INSTANCE_VAR = "instance"
 BREAKER_VAR = "breaker"
 EVENT_TYPE_VAR = "event_type"
 #: The data source reference every panel and query uses: the ``datasource`` variable.
@@ -22,8 +33,11 @@ DATASOURCE: dict[str, Any] = {"type": "prometheus", "uid": f"${{{_DS_VAR}}}"}
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
-def _query_variable(name: str, label: str, spec: MetricSpec, label_name: str) -> dict[str, Any]:
-    query = f"label_values({spec.prometheus_name}, {contract_label(spec, label_name)})"
+def _query_variable(
+    name: str, label: str, spec: MetricSpec, label_name: str, within: str = ""
+) -> dict[str, Any]:
+    """A multi-value variable with "All"; ``within`` narrows its values (e.g. to the chosen job)."""
+    query = f"label_values({spec.prometheus_name}{within}, {contract_label(spec, label_name)})"
     return {
         "type": "query",
         "name": name,
@@ -61,8 +75,10 @@ def templating() -> dict[str, Any]:
                 "hide": 0,
                 "skipUrlSync": False,
             },
-            _query_variable(BREAKER_VAR, "Breaker", BREAKER_STATE, "name"),
-            _query_variable(EVENT_TYPE_VAR, "Event type", BUS_PUBLISHED, "event_type"),
+            _query_variable(JOB_VAR, "Job", BREAKER_STATE, "job"),
+            _query_variable(INSTANCE_VAR, "Instance", BREAKER_STATE, "instance", f'{{job=~"${JOB_VAR}"}}'),
+            _query_variable(BREAKER_VAR, "Breaker", BREAKER_STATE, "name", f'{{job=~"${JOB_VAR}"}}'),
+            _query_variable(EVENT_TYPE_VAR, "Event type", BUS_PUBLISHED, "event_type", f'{{job=~"${JOB_VAR}"}}'),
         ]
     }
 
@@ -73,7 +89,8 @@ def concrete_query(expr: str, rate_interval: str = "1m", variables: Mapping[str,
     ``$__rate_interval`` becomes ``rate_interval``; the dashboard's own variables become
     ``variables[name]`` (default ``.*``, i.e. "All"). Unknown variables raise ``KeyError``.
     """
-    values = {BREAKER_VAR: ".*", EVENT_TYPE_VAR: ".*", "__rate_interval": rate_interval}
+    values = {var: ".*" for var in (JOB_VAR, INSTANCE_VAR, BREAKER_VAR, EVENT_TYPE_VAR)}
+    values["__rate_interval"] = rate_interval
     values.update(variables or {})
 
     def replace(match: re.Match[str]) -> str:
