@@ -202,20 +202,43 @@ class Prometheus:
         return wait_until(lambda: self.query(expr), timeout, interval=0.5, what=f"PromQL {expr}")
 
 
-def prometheus_binary() -> str:
+#: The Prometheus lines the deploy tests run against: Debian's 2.42 and 3.x (v0.316.0 = 3.16),
+#: built by ``tools/build_go_tools.sh`` (the test command does that; it caches the binaries).
+PROMETHEUS_VERSIONS = ("2", "3")
+_GO_TOOLS = Path(os.environ.get("OTEL_TRADING_CACHE_DIR") or Path.home() / ".cache" / "otel-trading") / "go-tools"
+
+
+def _go_tool(env: str, tool: str) -> str:
+    path = os.environ.get(env) or str(_GO_TOOLS / f"{tool}-v0.316.0" / tool)
+    if Path(path).is_file() and os.access(path, os.X_OK):
+        return path
+    missing(f"{tool} 3 ({env}, or `bash tools/build_go_tools.sh {tool}`)")
+    raise AssertionError("unreachable")
+
+
+def prometheus_binary(version: str = "2") -> str:
+    if version == "3":
+        return _go_tool("PROMETHEUS3_BINARY", "prometheus")
     return require_binary("prometheus", "/usr/bin/prometheus")
 
 
-def promtool_binary() -> str:
+def promtool_binary(version: str = "2") -> str:
+    if version == "3":
+        return _go_tool("PROMTOOL3_BINARY", "promtool")
     return require_binary("promtool", "/usr/bin/promtool")
 
 
 @contextlib.contextmanager
 def start_prometheus(
-    workdir: Path, config_yaml: str, extra_args: Sequence[str] = (), files: Mapping[str, str] | None = None
+    workdir: Path,
+    config_yaml: str,
+    extra_args: Sequence[str] = (),
+    files: Mapping[str, str] | None = None,
+    version: str = "2",
 ) -> Iterator[Prometheus]:
-    """Real Prometheus on a free loopback port with ``config_yaml`` (plus any ``files`` beside it)."""
-    binary = prometheus_binary()
+    """Real Prometheus (``version`` 2 or 3) on a free loopback port with ``config_yaml`` (plus any
+    ``files`` beside it)."""
+    binary = prometheus_binary(version)
     workdir.mkdir(parents=True, exist_ok=True)
     for rel, text in (files or {}).items():
         p = workdir / rel

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the suite needs on a fresh machine, then runs it.
 #   pip packages (into .venv), Debian prometheus + prometheus-alertmanager (as root),
-#   the OpenTelemetry Collector built from collector/ with the official builder (needs Go).
+#   the OpenTelemetry Collector built from collector/ with the official builder (needs Go),
+#   Prometheus 3, promtool 3 and pint built with Go (tools/build_go_tools.sh). Go builds are cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,14 +37,26 @@ OTELCOL_BINARY="$(bash collector/build.sh | tail -n 1)"
 export OTELCOL_BINARY
 "$OTELCOL_BINARY" --version
 
+log "Prometheus 3, promtool 3 and pint (tools/build_go_tools.sh)"
+PROMETHEUS3_BINARY="$(bash tools/build_go_tools.sh prometheus | tail -n 1)"
+PROMTOOL3_BINARY="$(bash tools/build_go_tools.sh promtool | tail -n 1)"
+PINT_BINARY="$(bash tools/build_go_tools.sh pint | tail -n 1)"
+export PROMETHEUS3_BINARY PROMTOOL3_BINARY PINT_BINARY
+"$PROMETHEUS3_BINARY" --version 2>&1 | head -n1
+"$PINT_BINARY" version 2>&1 | head -n1
+
 log "ruff"
 .venv/bin/ruff check .
 
 log "mypy (settings in pyproject.toml: check-untyped-defs everywhere, strict on the runtime core)"
 .venv/bin/mypy
 
-log "promtool rule unit tests"
+log "promtool rule unit tests (Prometheus 2.42 and 3)"
 promtool test rules deploy/prometheus/rules/tests/*.yml
+"$PROMTOOL3_BINARY" test rules deploy/prometheus/rules/tests/*.yml
+
+log "pint (offline checks) on the alert rules"
+"$PINT_BINARY" --offline --no-color lint deploy/prometheus/rules/*.yml
 
 # The tests that prove what reaches readers: run again on the oldest supported SDK below.
 DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \

@@ -75,7 +75,7 @@ case "${tool}" in
         (
             cd "${WORK}"
             "${GO}" mod init otel-trading.invalid/pint-build >&2
-            "${GO}" get "github.com/cloudflare/pint@${version}" >&2
+            "${GO}" get "github.com/cloudflare/pint/cmd/pint@${version}" >&2
             "${GO}" build -o "${WORK}/pint" github.com/cloudflare/pint/cmd/pint >&2
         )
         ;;

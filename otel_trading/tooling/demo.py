@@ -12,11 +12,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
 import time
 from dataclasses import dataclass
+
+from opentelemetry.sdk.resources import Resource
 
 from otel_trading.circuit_breaker import CircuitBreaker, CircuitOpenError
 from otel_trading.event_bus import EventBus
@@ -150,10 +153,23 @@ class DemoBot:
             await self.feed(stop)
 
 
+#: The demo's ``service.name`` unless OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES name one: on the
+#: push paths it becomes the ``job`` label (instead of ``unknown_service:python3``).
+DEMO_SERVICE_NAME = "otel-trading-demo"
+
+
+def demo_resource() -> Resource:
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return Resource.create({} if named else {"service.name": DEMO_SERVICE_NAME})
+
+
 def run_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handle = configure_metrics(
-        default_exporters="prometheus", prometheus_port=args.port, prometheus_addr=args.addr
+        default_exporters="prometheus",
+        prometheus_port=args.port,
+        prometheus_addr=args.addr,
+        resource=demo_resource(),
     )
     if handle.server is not None:
         print(f"otel-trading demo: metrics at {handle.server.url}", flush=True)

@@ -15,6 +15,8 @@ END = "<!-- metrics-reference:end -->"
 def _row(spec: MetricSpec) -> str:
     labels = ", ".join(f"`{label}`" for label in spec.labels)
     source = "guide" if spec.documented_in_guide else "otel-trading"
+    if spec.lint_note:
+        source += " (name fixed by the guide; see below)"
     return (
         f"| `{spec.prometheus_name}` | {spec.prometheus_type.capitalize()} | {labels} | "
         f"`{spec.otel_name}` | `{spec.unit}` | {spec.description} | {source} |"
@@ -27,6 +29,8 @@ def render_table() -> str:
         "| Prometheus name | Type | Labels | OTel instrument | Unit | Description | Defined by |",
         "|---|---|---|---|---|---|---|",
         *(_row(spec) for spec in METRICS),
+        "",
+        *(f"`{spec.prometheus_name}`: {spec.lint_note}." for spec in METRICS if spec.lint_note),
         END,
     ]
     return "\n".join(lines) + "\n"

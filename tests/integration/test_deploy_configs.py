@@ -119,7 +119,8 @@ def _amtool() -> str:
 
 
 def test_prometheus_config_passes_promtool_check_config_from_another_directory(tmp_path: Path) -> None:
-    res = _run([realprocs.promtool_binary(), "check", "config", str(PROM_CONFIG)], cwd=tmp_path)
+    # Prometheus 3, as in the compose file: its otlp: block is not 2.x configuration.
+    res = _run([realprocs.promtool_binary("3"), "check", "config", str(PROM_CONFIG)], cwd=tmp_path)
     assert res.returncode == 0, _output(res)
     # The rules glob resolved against the config's directory, not the working directory.
     assert "1 rule files found" in res.stdout + res.stderr, _output(res)
@@ -135,14 +136,16 @@ def test_prometheus_config_has_no_storage_block() -> None:
     assert "storage" not in _yaml(PROM_CONFIG)
 
 
-def test_guide_storage_retention_block_is_rejected_by_promtool(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", realprocs.PROMETHEUS_VERSIONS, ids=lambda v: f"promtool{v}")
+def test_guide_storage_retention_block_is_rejected_by_promtool(tmp_path: Path, version: str) -> None:
     # Backs the README's statement that retention is a flag, not prometheus.yml configuration.
     config = _yaml(PROM_CONFIG)
     config.pop("rule_files")
+    config.pop("otlp")  # 3.x only; 2.42 would reject it before getting to the storage block
     config["storage"] = {"tsdb": {"retention": "15d"}}
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    res = _run([realprocs.promtool_binary(), "check", "config", str(path)])
+    res = _run([realprocs.promtool_binary(version), "check", "config", str(path)])
     assert res.returncode != 0, _output(res)
     assert "retention" in res.stdout + res.stderr, _output(res)
 
@@ -171,14 +174,16 @@ def test_alerts_are_sent_to_the_compose_alertmanager() -> None:
 # --- Alert rules ---------------------------------------------------------------------------------
 
 
-def test_alert_rules_pass_promtool_check_rules() -> None:
-    res = _run([realprocs.promtool_binary(), "check", "rules", str(RULES)])
+@pytest.mark.parametrize("version", realprocs.PROMETHEUS_VERSIONS, ids=lambda v: f"promtool{v}")
+def test_alert_rules_pass_promtool_check_rules(version: str) -> None:
+    res = _run([realprocs.promtool_binary(version), "check", "rules", str(RULES)])
     assert res.returncode == 0, _output(res)
     assert f"{len(_rules())} rules found" in res.stdout, _output(res)
 
 
-def test_alert_rule_unit_tests_pass_promtool_test_rules(tmp_path: Path) -> None:
-    res = _run([realprocs.promtool_binary(), "test", "rules", str(RULE_TESTS)], cwd=tmp_path)
+@pytest.mark.parametrize("version", realprocs.PROMETHEUS_VERSIONS, ids=lambda v: f"promtool{v}")
+def test_alert_rule_unit_tests_pass_promtool_test_rules(tmp_path: Path, version: str) -> None:
+    res = _run([realprocs.promtool_binary(version), "test", "rules", str(RULE_TESTS)], cwd=tmp_path)
     assert res.returncode == 0, _output(res)
     assert "SUCCESS" in res.stdout, _output(res)
 
@@ -405,8 +410,10 @@ def test_every_panel_query_aggregates_away_scrape_and_scope_labels() -> None:
 @pytest.mark.parametrize(
     ("variable", "query"),
     [
-        ("breaker", "label_values(circuit_breaker_state, name)"),
-        ("event_type", "label_values(event_bus_events_published_total, event_type)"),
+        ("job", "label_values(circuit_breaker_state, job)"),
+        ("instance", 'label_values(circuit_breaker_state{job=~"$job"}, instance)'),
+        ("breaker", 'label_values(circuit_breaker_state{job=~"$job"}, name)'),
+        ("event_type", 'label_values(event_bus_events_published_total{job=~"$job"}, event_type)'),
     ],
 )
 def test_template_variable_is_multi_valued_with_all(variable: str, query: str) -> None:
@@ -640,8 +647,21 @@ def test_compose_file_has_no_obsolete_version_key() -> None:
     assert "version" not in _compose()
 
 
-def test_compose_has_the_five_services() -> None:
-    assert set(_services()) == {"bot", "otel-collector", "prometheus", "alertmanager", "grafana"}
+def test_compose_has_the_five_services_and_the_otlp_profiles_bot() -> None:
+    services = _services()
+    assert set(services) == {"bot", "bot-otlp", "otel-collector", "prometheus", "alertmanager", "grafana"}
+    assert [s for s, spec in services.items() if spec.get("profiles")] == ["bot-otlp"]
+    assert services["bot-otlp"]["profiles"] == ["otlp"]
+
+
+def test_compose_otlp_bot_pushes_into_prometheus_with_its_receiver_enabled() -> None:
+    services = _services()
+    env = services["bot-otlp"]["environment"]
+    assert env["OTEL_METRICS_EXPORTER"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] == "http://prometheus:9090/api/v1/otlp/v1/metrics"
+    assert "--web.enable-otlp-receiver" in services["prometheus"]["command"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus:v3.")
 
 
 @pytest.mark.parametrize("service", ["bot", "otel-collector", "prometheus", "alertmanager", "grafana"])

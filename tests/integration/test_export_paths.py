@@ -20,6 +20,7 @@ import pytest
 from otel_trading.metric_contract import documented_metrics
 
 from ..realprocs import (
+    PROMETHEUS_VERSIONS,
     REPO,
     ManagedProcess,
     Prometheus,
@@ -77,7 +78,10 @@ def documented_series_names() -> list[str]:
     return [n for m in documented_metrics() for n in m.series_names]
 
 
-def test_in_process_and_collector_paths_give_identical_series(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", PROMETHEUS_VERSIONS, ids=lambda v: f"prometheus{v}")
+def test_in_process_and_collector_paths_give_identical_series(tmp_path: Path, version: str) -> None:
+    # Prometheus 2 keeps `le` as exposed (whole-second bounds are ints on both paths for that);
+    # Prometheus 3 normalises `le` to float text at scrape: either way both paths must agree.
     with start_collector(tmp_path / "otelcol") as collector:
         port = free_port()
         inproc = start_workload(tmp_path, "batch", {"OTEL_METRICS_EXPORTER": "prometheus",
@@ -94,7 +98,7 @@ scrape_configs:
   - job_name: collector
     static_configs: [{{targets: ['{collector.prometheus_url.split("/")[2]}']}}]
 """
-            with start_prometheus(tmp_path / "prom", config) as prom:
+            with start_prometheus(tmp_path / "prom", config, version=version) as prom:
 
                 def identical() -> bool:
                     for name in documented_series_names():
