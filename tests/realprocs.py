@@ -208,12 +208,16 @@ PROMETHEUS_VERSIONS = ("2", "3")
 _GO_TOOLS = Path(os.environ.get("OTEL_TRADING_CACHE_DIR") or Path.home() / ".cache" / "otel-trading") / "go-tools"
 
 
-def _go_tool(env: str, tool: str) -> str:
-    path = os.environ.get(env) or str(_GO_TOOLS / f"{tool}-v0.316.0" / tool)
+def _go_tool(env: str, tool: str, version: str = "v0.316.0") -> str:
+    path = os.environ.get(env) or str(_GO_TOOLS / f"{tool}-{version}" / tool)
     if Path(path).is_file() and os.access(path, os.X_OK):
         return path
-    missing(f"{tool} 3 ({env}, or `bash tools/build_go_tools.sh {tool}`)")
+    missing(f"{tool} {version} ({env}, or `bash tools/build_go_tools.sh {tool}`)")
     raise AssertionError("unreachable")
+
+
+def pint_binary() -> str:
+    return _go_tool("PINT_BINARY", "pint", "v0.87.0")
 
 
 def prometheus_binary(version: str = "2") -> str:
