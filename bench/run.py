@@ -11,11 +11,12 @@ ratios. Single-threaded sections are timed with ``time.thread_time()`` (CPU time
 benchmarking thread), so other processes on a shared machine do not count against either side.
 The garbage collector is paused inside timed sections (for every variant alike).
 
-Sections: event-bus throughput, breaker call cost (against bare pybreaker and hand-instrumented
-baselines), exact counts under threads and asyncio, the data as OTel readers/exporters see it,
-/metrics scrape cost at 50 breakers x 20 event types, memory per series, the sampling trade-off
-and BatchedMetrics. Targets are reported; only correctness failures (inexact counts, wrong OTel
-data) make the exit status non-zero, unless ``--strict`` also asks for the performance targets.
+Sections: event-bus throughput, the event-loop monitor's cost, breaker call cost (against bare
+pybreaker and hand-instrumented baselines), exact counts under threads and asyncio, the data as
+OTel readers/exporters see it, /metrics scrape cost at 50 breakers x 20 event types, memory per
+series, the sampling trade-off and BatchedMetrics. Targets are reported; only correctness failures
+(inexact counts, wrong OTel data) make the exit status non-zero, unless ``--strict`` also asks for
+the performance targets.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from otel_trading import CircuitBreaker, EventBus, views
+from otel_trading import CircuitBreaker, EventBus, monitor_event_loop, views
 from otel_trading import metric_contract as mc
 from otel_trading.batching import BatchedMetrics
 from otel_trading.exporting import prometheus_reader
 from otel_trading.instrumentation import TradingInstrumentor, instrument_bot
+from otel_trading.loop_monitor import DEFAULT_INTERVAL
 from otel_trading.recording import BOUNDS, new_row, observe, sample_gaps
 
 SAMPLE_RATE = 0.1  # the guide's 10% example
@@ -261,6 +263,85 @@ def bench_bus(events: int, repeat: int) -> dict[str, Any]:
     provider.shutdown()
     naive_provider.shutdown()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# 1b. the event-loop monitor's cost (otel_trading.loop_monitor; every metered EventBus starts one)
+
+
+def _monitored_bus_events_per_s(provider: MeterProvider | None, events: int) -> float:
+    """A bus with metrics off, so that the only recording is the loop monitor's (when ``provider``)."""
+
+    async def main() -> float:
+        monitor = monitor_event_loop(meter_provider=provider) if provider is not None else None
+        try:
+            return await _timed_bus_run(EventBus(metrics_enabled=False), events)
+        finally:
+            if monitor is not None:
+                monitor.stop()
+
+    return asyncio.run(main())
+
+
+async def _timed_bus_run(bus: EventBus, events: int) -> float:
+    bus.subscribe(Tick, lambda event: None)
+    await bus.start()
+    tick = Tick(100.0)
+    with _no_gc():
+        t0 = time.thread_time()
+        for _ in range(events):
+            await bus.publish(tick)
+        await bus.stop()
+        cpu = time.thread_time() - t0
+    return events / cpu
+
+
+def _idle_cpu_per_s(provider: MeterProvider | None, seconds: float) -> tuple[float, int]:
+    """CPU seconds per second of an idle loop (with the monitor when ``provider``), and its probes."""
+
+    async def main() -> tuple[float, int]:
+        monitor = monitor_event_loop(meter_provider=provider) if provider is not None else None
+        t0 = time.thread_time()
+        await asyncio.sleep(seconds)
+        cpu = time.thread_time() - t0
+        probes = 0
+        if monitor is not None:
+            probes = round(seconds / monitor.interval)
+            monitor.stop()
+        return cpu / seconds, probes
+
+    return asyncio.run(main())
+
+
+def bench_loop_monitor(events: int, idle_seconds: float, repeat: int) -> dict[str, Any]:
+    """Bus throughput on a loop with and without the monitor, and what it costs an idle loop."""
+    provider, reader = _provider()
+    busy = _interleaved(
+        {
+            "bus, no monitor": lambda: _monitored_bus_events_per_s(None, events),
+            "bus, loop monitored": lambda: _monitored_bus_events_per_s(provider, events),
+        },
+        repeat,
+    )
+    idle: dict[str, list[float]] = {"idle loop, no monitor": [], "idle loop, monitored": []}
+    for _ in range(repeat):
+        idle["idle loop, no monitor"].append(_idle_cpu_per_s(None, idle_seconds)[0])
+        cpu, probes = _idle_cpu_per_s(provider, idle_seconds)
+        idle["idle loop, monitored"].append(cpu)
+    data = reader.get_metrics_data()
+    recorded = sum(p.count for p in _points(data, mc.LOOP_LAG.otel_name))
+    provider.shutdown()
+    extra = _median(idle["idle loop, monitored"]) - _median(idle["idle loop, no monitor"])
+    return {
+        "interval_s": DEFAULT_INTERVAL,
+        "events_per_run": events,
+        "events_per_s_median": {k: _median(v) for k, v in busy.items()},
+        "ratio_monitored_vs_not": _paired_ratio(busy, "bus, loop monitored", "bus, no monitor"),
+        "idle_cpu_us_per_s_median": {k: _median(v) * 1e6 for k, v in idle.items()},
+        "idle_extra_cpu_share_of_a_core": extra,
+        "idle_extra_cpu_us_per_probe": extra * idle_seconds / probes * 1e6 if probes else float("nan"),
+        "probes_recorded": recorded,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -828,6 +909,17 @@ def _print_table(results: dict[str, Any]) -> None:
         f"sampled/off {bus['ratio_sampled_vs_off']:.3f}, "
         f"naive OTel/bare {bus['ratio_naive_otel_vs_bare_queue']:.3f}\n"
     )
+    lm = results["loop_monitor"]
+    print(f"Event-loop monitor (a probe every {lm['interval_s'] * 1000:.0f} ms; metered buses start one)")
+    for name, eps in lm["events_per_s_median"].items():
+        print(f"  {name:<46} {eps:>12,.0f} ev/s")
+    idle = lm["idle_cpu_us_per_s_median"]
+    print(
+        f"  -> paired ratio monitored/not {lm['ratio_monitored_vs_not']:.3f}; idle loop "
+        f"{idle['idle loop, no monitor']:,.0f} -> {idle['idle loop, monitored']:,.0f} us CPU per second "
+        f"({lm['idle_extra_cpu_share_of_a_core']:.2%} of a core, {lm['idle_extra_cpu_us_per_probe']:.0f} us per "
+        "probe, mostly the wake-up)\n"
+    )
     cb = results["breaker"]
     print(f"Breaker call cost, closed path ({cb['calls_per_run']:,} calls per run)")
     for name, ns in cb["ns_per_call_median"].items():
@@ -885,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     repeat = args.repeat or (2 if quick else 31)
     scale = {
         "bus_events": 2_000 if quick else 20_000,
+        # Long enough runs that the monitor probes several times during each (every 20 ms).
+        "monitor_events": 20_000 if quick else 300_000,
+        "idle_seconds": 0.3 if quick else 2.0,
         "breaker_calls": 2_000 if quick else 20_000,
         "threads": 8,
         "per_thread": 500 if quick else 20_000,
@@ -908,6 +1003,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("bus", lambda: bench_bus(scale["bus_events"], repeat)),
+        (
+            "loop_monitor",
+            lambda: bench_loop_monitor(scale["monitor_events"], scale["idle_seconds"], scale["slow_repeat"]),
+        ),
         ("breaker", lambda: bench_breaker(scale["breaker_calls"], repeat)),
         ("exactness", lambda: check_exactness_and_otel(scale["threads"], scale["per_thread"])),
         ("scrape", lambda: bench_scrape(max(scale["slow_repeat"], 3))),

@@ -6,6 +6,7 @@ guide's exact names, via the embedded exporter (``start_metrics_server``) or an 
 """
 
 from otel_trading.circuit_breaker import CircuitBreaker, CircuitOpenError, CircuitState
+from otel_trading.errors import EventBusStoppedError
 from otel_trading.event_bus import EventBus, Subscription
 from otel_trading.exporting import (
     ConfigurationError,
@@ -14,6 +15,7 @@ from otel_trading.exporting import (
     configure_metrics,
     start_metrics_server,
 )
+from otel_trading.loop_monitor import LoopMonitor, monitor_event_loop
 from otel_trading.recording import views
 from otel_trading.version import __version__
 
@@ -23,11 +25,14 @@ __all__ = [
     "CircuitState",
     "ConfigurationError",
     "EventBus",
+    "EventBusStoppedError",
+    "LoopMonitor",
     "MetricsHandle",
     "MetricsServer",
     "Subscription",
     "__version__",
     "configure_metrics",
+    "monitor_event_loop",
     "start_metrics_server",
     "views",
 ]

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from enum import IntEnum
 from random import random
 from time import perf_counter
-from typing import Any, ParamSpec, TypeVar
+from types import CoroutineType
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 
@@ -168,7 +169,11 @@ class CircuitBreaker:
 
     # -- calling --------------------------------------------------------------------------------------
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Call ``fn(*args, **kwargs)`` through the breaker."""
+        """Call ``fn(*args, **kwargs)`` through the breaker.
+
+        ``fn`` returning a coroutine (an ``async def``) is a ``TypeError``: nothing would run it
+        and the breaker would count a success. Use ``await call_async(fn, ...)`` or the decorator.
+        """
         trial = self._admit() if self._state is not _CLOSED else False
         # Read the clock only for calls the latency histogram will see (metrics on, sampled in).
         start = perf_counter() if self._time_all or (self._time_rate and random() < self._time_rate) else None
@@ -177,15 +182,28 @@ class CircuitBreaker:
         except BaseException as exc:
             self._on_error(exc, trial, None if start is None else perf_counter() - start)
             raise
+        if type(result) is CoroutineType:
+            self._misused("call", fn, result, trial)
         self._on_success(trial, None if start is None else perf_counter() - start)
         return result
 
     async def call_async(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await ``fn(*args, **kwargs)`` through the breaker."""
+        """Await ``fn(*args, **kwargs)`` through the breaker.
+
+        ``fn`` returning something that cannot be awaited (a plain ``def``) is a ``TypeError``,
+        counted neither as a success nor as a failure. Use ``call(fn, ...)`` for plain functions.
+        """
         trial = self._admit() if self._state is not _CLOSED else False
         start = perf_counter() if self._time_all or (self._time_rate and random() < self._time_rate) else None
         try:
-            result = await fn(*args, **kwargs)
+            awaitable = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._on_error(exc, trial, None if start is None else perf_counter() - start)
+            raise
+        if type(awaitable) is not CoroutineType and not inspect.isawaitable(awaitable):
+            self._misused("call_async", fn, awaitable, trial)
+        try:
+            result = await awaitable
         except BaseException as exc:
             self._on_error(exc, trial, None if start is None else perf_counter() - start)
             raise
@@ -212,6 +230,25 @@ class CircuitBreaker:
         return f"CircuitBreaker(name={self.name!r}, state={self.state.name}, failures={self._failures})"
 
     # -- internals ------------------------------------------------------------------------------------
+    def _misused(self, method: str, fn: Callable[..., Any], result: object, trial: int) -> NoReturn:
+        """``call`` given an async function, or ``call_async`` a plain one: counted as nothing, the
+        trial slot freed, and a TypeError naming the right method."""
+        if trial:
+            with self._lock:
+                self._end_trial(trial)
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        if method == "call":
+            result.close()  # type: ignore[attr-defined]  # never awaited: no "never awaited" warning
+            raise TypeError(
+                f"circuit breaker {self.name!r}: call() got {name}, which returned a coroutine (an async "
+                "function): use `await breaker.call_async(fn, ...)` or decorate it with @breaker"
+            )
+        raise TypeError(
+            f"circuit breaker {self.name!r}: call_async() got {name}, which returned "
+            f"{type(result).__name__} (not awaitable; a plain function ran): use `breaker.call(fn, ...)` "
+            "or decorate it with @breaker"
+        )
+
     def _on_success(self, trial: int, elapsed: float | None) -> None:
         if self._rows is not None:
             self._record(C0, elapsed)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from otel_trading.circuit_breaker import CircuitState
 
-__all__ = ["CircuitOpenError", "ConfigurationError", "InstrumentConfigurationError"]
+__all__ = ["CircuitOpenError", "ConfigurationError", "EventBusStoppedError", "InstrumentConfigurationError"]
 
 
 class CircuitOpenError(RuntimeError):
@@ -19,6 +19,14 @@ class CircuitOpenError(RuntimeError):
         self.state = state
         self.retry_after = retry_after
         super().__init__(f"circuit breaker {name!r} is {state.name}; retry in {retry_after:.3f}s")
+
+
+class EventBusStoppedError(RuntimeError):
+    """An event was refused because its bus is stopped (or stopped before the event got a place).
+
+    The refusal is also counted in ``EventBus.dropped`` and logged, for publishers that do not
+    wait for the result (``publish_threadsafe``).
+    """
 
 
 class ConfigurationError(ValueError):

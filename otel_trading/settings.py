@@ -11,7 +11,8 @@ import difflib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
 from typing import Any
 
@@ -77,9 +78,12 @@ __all__ = [
     "check_rate",
     "disabled_metrics_from_env",
     "max_label_values_from_env",
+    "near_miss",
+    "otel_env_warnings",
     "parse_disabled_metrics",
     "resolve_sample_rate",
     "trading_env_problems",
+    "warn_about_otel_env",
 ]
 
 # -- argument checks ----------------------------------------------------------------------------------
@@ -227,3 +231,107 @@ def trading_env_problems() -> list[str]:
         else:
             _logger.warning("otel-trading: ignoring unknown variable %s (known: %s)", name, ", ".join(known))
     return problems
+
+
+# -- standard OTEL_* variables: likely mistakes the SDK ignores silently ------------------------------
+
+# Standard names the OTel packages do not declare as constants, but that bots commonly set.
+_MORE_KNOWN_OTEL_NAMES = (
+    "OTEL_PYTHON_LOG_CORRELATION",
+    "OTEL_PYTHON_LOG_FORMAT",
+    "OTEL_PYTHON_LOG_LEVEL",
+    "OTEL_PYTHON_EXCLUDED_URLS",
+    "OTEL_SEMCONV_STABILITY_OPT_IN",
+)
+
+
+def _known_otel_names() -> frozenset[str]:
+    """Every standard ``OTEL_*`` variable the installed OpenTelemetry packages declare."""
+    import importlib
+
+    names = set(_MORE_KNOWN_OTEL_NAMES)
+    for module_name in (
+        "opentelemetry.environment_variables",
+        "opentelemetry.sdk.environment_variables",
+        "opentelemetry.instrumentation.environment_variables",  # the instrumentation extra
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        names.update(
+            value for key, value in vars(module).items() if key.isupper() and isinstance(value, str)
+            and value.startswith("OTEL_")
+        )
+    return frozenset(names)
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) turning ``a`` into ``b``."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def near_miss(name: str, known: Iterable[str], max_edits: int = 2) -> str | None:
+    """The one name of ``known`` at most ``max_edits`` edits from ``name`` (None if none is)."""
+    best: tuple[int, str] | None = None
+    for candidate in known:
+        if abs(len(candidate) - len(name)) > max_edits:
+            continue
+        distance = _edit_distance(name, candidate)
+        if distance <= max_edits and (best is None or distance < best[0]):
+            best = (distance, candidate)
+    return best[1] if best is not None else None
+
+
+def otel_env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Likely mistakes in the standard ``OTEL_*`` variables, which the SDK silently ignores.
+
+    - an unknown ``OTEL_*`` name one or two letters away from a standard one
+      (``OTEL_METRIC_EXPORTER``, ``OTEL_EXPORTER_PROMETHEUS_PROT``); other unknown names are left
+      alone, as instrumentations define many of their own;
+    - an OTLP/HTTP metrics endpoint without a path: ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is used
+      as is, so ``http://collector:4318`` gets HTTP 404 on every export.
+    """
+    env = os.environ if environ is None else environ
+    warnings: list[str] = []
+    known = _known_otel_names()
+    for name in sorted(env):
+        if not name.startswith("OTEL_") or name.startswith("OTEL_TRADING_") or name in known:
+            continue
+        close = near_miss(name, known)
+        if close is not None:
+            warnings.append(f"{name} is not an OpenTelemetry variable and is ignored: did you mean {close}?")
+    protocol = (env.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL) or env.get(OTEL_EXPORTER_OTLP_PROTOCOL) or "").strip()
+    endpoint = (env.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT) or "").strip()
+    if protocol.startswith("http/") and endpoint:
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme in ("http", "https") and parts.path in ("", "/"):
+            base = endpoint.rstrip("/")
+            warnings.append(
+                f"{OTEL_EXPORTER_OTLP_METRICS_ENDPOINT}={endpoint!r} has no path: over {protocol} it is used as "
+                f"is and a collector answers HTTP 404 to every export; use {base}/v1/metrics, or set "
+                f"{OTEL_EXPORTER_OTLP_ENDPOINT}={base} (the exporter appends /v1/metrics to that one)"
+            )
+    return warnings
+
+
+_warned: set[str] = set()
+
+
+def warn_about_otel_env(logger: logging.Logger | None = None) -> list[str]:
+    """Log each of ``otel_env_warnings()`` once per process (start-up paths may each call this)."""
+    warnings = otel_env_warnings()
+    for message in warnings:
+        if message not in _warned:
+            _warned.add(message)
+            (logger or _logger).warning("otel-trading: %s", message)
+    return warnings

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the suite needs on a fresh machine, then runs it.
-#   pip packages (into .venv), Debian prometheus + prometheus-alertmanager (as root),
+#   pip packages (into .venv), Debian prometheus + prometheus-alertmanager + tmux (as root),
 #   the OpenTelemetry Collector built from collector/ with the official builder (needs Go),
 #   Prometheus 3, promtool 3 and pint built with Go (tools/build_go_tools.sh). Go builds are cached.
 set -euo pipefail
@@ -8,15 +8,17 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-log "Debian packages: prometheus, promtool, alertmanager, amtool"
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+log "Debian packages: prometheus, promtool, alertmanager, amtool, tmux (drives otel-trading top in its test)"
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+  || ! command -v tmux >/dev/null; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager tmux >/dev/null
 fi
 promtool --version 2>&1 | head -n1
 amtool --version 2>&1 | head -n1
+tmux -V
 
 log "Python packages (.venv)"
 PY="${PYTHON:-python3}"
@@ -61,6 +63,7 @@ log "pint (offline checks) on the alert rules"
 # The tests that prove what reaches readers: run again on the oldest supported SDK below.
 DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \
   tests/unit/test_sdk_binding.py tests/unit/test_component_metrics.py tests/unit/test_cardinality.py \
+  tests/unit/test_loop_monitor.py \
   tests/unit/test_instrumentation_pybreaker.py tests/integration/test_fork_safety.py"
 
 export PATH="$PWD/.venv/bin:$PATH"

@@ -26,6 +26,7 @@ from otel_trading.settings import (
     OTEL_METRIC_EXPORT_INTERVAL,
     OTEL_METRICS_EXPORTER,
     trading_env_problems,
+    warn_about_otel_env,
 )
 
 __all__ = ["DEFAULT_PUSH_INTERVAL_MILLIS", "MetricsHandle", "configure_metrics", "push_interval_millis"]
@@ -142,8 +143,10 @@ def configure_metrics(
 
     ``exporters`` overrides OTEL_METRICS_EXPORTER; when neither is given ``default_exporters``
     applies (the embedded Prometheus endpoint). Every problem found is reported at once as a
-    ``ConfigurationError``.
+    ``ConfigurationError``; likely mistakes in standard ``OTEL_*`` variables that the SDK would
+    ignore (a misspelt name, an OTLP/HTTP endpoint without ``/v1/metrics``) are logged as warnings.
     """
+    warn_about_otel_env()
     raw = ",".join(exporters) if isinstance(exporters, (list, tuple)) else exporters
     if raw is None:
         raw = os.environ.get(OTEL_METRICS_EXPORTER) or default_exporters

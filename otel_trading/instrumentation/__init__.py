@@ -10,12 +10,21 @@ start-up, and also starts the metrics endpoint (``configure_metrics()``) when no
 set. Targets, each can be switched off by naming it in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``
 (``otel_trading`` switches off all of them):
 
-=============================  ===================================================================
-``otel_trading.pybreaker``     ``pybreaker.CircuitBreaker`` (see ``_libraries``)
-``otel_trading.aiobreaker``    ``aiobreaker.CircuitBreaker``
-``otel_trading.components``    otel-trading's own ``CircuitBreaker`` and ``EventBus`` (see ``_components``)
-``otel_trading.custom``        the bot's own classes named by configuration (see ``config``)
-=============================  ===================================================================
+================================  ================================================================
+``otel_trading.pybreaker``        ``pybreaker.CircuitBreaker`` (see ``_libraries``)
+``otel_trading.aiobreaker``       ``aiobreaker.CircuitBreaker``
+``otel_trading.circuitbreaker``   ``circuitbreaker.CircuitBreaker`` and its decorators
+``otel_trading.purgatory``        purgatory's sync and async breakers (see ``_purgatory``)
+``otel_trading.pyee``             pyee's event emitters (see ``_pyee``)
+``otel_trading.components``       otel-trading's own ``CircuitBreaker`` and ``EventBus``
+``otel_trading.custom``           the bot's own classes named by configuration (see ``config``)
+================================  ================================================================
+
+Each library target is also an instrumentor of its own, the contrib way (``_instrumentors``): its
+own entry point (``otel_trading_pybreaker``, ``otel_trading_circuitbreaker``, ...; that name in
+``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` switches it off too) and its own supported version range,
+checked before anything is patched. ``TradingInstrumentor`` delegates to them and undoes what it
+delegated on ``uninstrument()``.
 
 Instrumentation is invisible to the instrumented code: wrappers call through unchanged (same
 arguments, return values, exceptions), nothing is added to instances, and an exception inside
@@ -41,20 +50,37 @@ from opentelemetry.metrics import MeterProvider
 
 from otel_trading.exporting import ConfigurationError, MetricsHandle, configure_metrics
 from otel_trading.instrumentation._components import OwnComponents
-from otel_trading.instrumentation._custom import CustomClasses, check_imported
-from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
-from otel_trading.instrumentation._session import Session
+from otel_trading.instrumentation._custom import CustomClasses, missing_modules, without_unresolvable
+from otel_trading.instrumentation._instrumentors import (
+    LIBRARY_INSTRUMENTORS,
+    AiobreakerInstrumentor,
+    CircuitbreakerInstrumentor,
+    LibraryInstrumentor,
+    PurgatoryInstrumentor,
+    PybreakerInstrumentor,
+    PyeeInstrumentor,
+)
+from otel_trading.instrumentation._session import Session, one_scan
 from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
 from otel_trading.recording import global_provider_is_set
+from otel_trading.settings import near_miss, warn_about_otel_env
 
 __all__ = [
     "ENTRY_POINT_NAME",
+    "LIBRARY_TARGETS",
     "TARGETS",
+    "AiobreakerInstrumentor",
     "BotInstrumentation",
+    "CircuitbreakerInstrumentor",
     "ConfigurationError",
     "InstrumentConfig",
     "InstrumentConfigurationError",
+    "LibraryInstrumentor",
+    "PurgatoryInstrumentor",
+    "PybreakerInstrumentor",
+    "PyeeInstrumentor",
     "TradingInstrumentor",
+    "disabled_target_warnings",
     "disabled_targets",
     "instrument_bot",
     "load_config",
@@ -64,74 +90,144 @@ _logger = logging.getLogger(__name__)
 
 #: The entry point name, as ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` knows it.
 ENTRY_POINT_NAME = "otel_trading"
-TARGETS: tuple[str, ...] = ("pybreaker", "aiobreaker", "components", "custom")
+#: The library targets, each also an instrumentor with its own entry point ``otel_trading_<target>``.
+LIBRARY_TARGETS: tuple[str, ...] = tuple(cls.target for cls in LIBRARY_INSTRUMENTORS)
+TARGETS: tuple[str, ...] = (*LIBRARY_TARGETS, "components", "custom")
 
 
 def disabled_targets(environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    """Targets off by ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (all for ``otel_trading`` or ``*``)."""
+    """Targets off by ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (all for ``otel_trading`` or ``*``;
+    a library target by ``otel_trading.<target>`` or by its entry point ``otel_trading_<target>``)."""
     env = os.environ if environ is None else environ
     names = {n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()}
     if ENTRY_POINT_NAME in names or "*" in names:
         return frozenset(TARGETS)
-    return frozenset(t for t in TARGETS if f"{ENTRY_POINT_NAME}.{t}" in names)
+    return frozenset(
+        t
+        for t in TARGETS
+        if f"{ENTRY_POINT_NAME}.{t}" in names or (t in LIBRARY_TARGETS and f"{ENTRY_POINT_NAME}_{t}" in names)
+    )
+
+
+def disabled_target_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` entries meant for otel-trading that name nothing."""
+    env = os.environ if environ is None else environ
+    names = [n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()]
+    known = [
+        ENTRY_POINT_NAME,
+        *(f"{ENTRY_POINT_NAME}.{t}" for t in TARGETS),
+        *(cls.entry_point_name() for cls in LIBRARY_INSTRUMENTORS),
+    ]
+    warnings: list[str] = []
+    for name in names:
+        if name in known or name == "*":
+            continue
+        close = near_miss(name, known, max_edits=3)
+        if name.startswith(f"{ENTRY_POINT_NAME}.") or close is not None:
+            hint = f"did you mean {close}? " if close is not None else ""
+            warnings.append(
+                f"{OTEL_PYTHON_DISABLED_INSTRUMENTATIONS}: {name!r} names no otel-trading instrumentation, so "
+                f"nothing is switched off by it: {hint}known: {', '.join(known)}"
+            )
+    return warnings
 
 
 class TradingInstrumentor(BaseInstrumentor):
-    """Instruments pybreaker, aiobreaker, otel-trading's own components and configured bot classes.
+    """Instruments the libraries (delegating to their own instrumentors), otel-trading's own
+    components and configured bot classes.
 
     ``instrument(meter_provider=None, config=None)``: ``meter_provider`` defaults to the global
     one; ``config`` (a mapping or a TOML/JSON path) overrides ``OTEL_TRADING_INSTRUMENT`` and the
-    ``pyproject.toml`` section. An invalid configuration raises ``ConfigurationError`` listing every
-    problem, before anything is patched.
+    ``pyproject.toml`` section. An invalid ``config=`` raises ``ConfigurationError`` listing every
+    problem, before anything is patched. A configuration from ``OTEL_TRADING_INSTRUMENT`` or
+    ``pyproject.toml`` never stops instrumentation: each bad entry is left out and reported once,
+    in one ERROR log record without a traceback (``opentelemetry-instrument`` would print a raised
+    error twice, inside two tracebacks, and instrument nothing of otel-trading).
     """
 
     _session: Session | None = None
+    #: The library instrumentors this one instrumented (and so uninstruments).
+    _delegated: tuple[LibraryInstrumentor, ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        # Every target is optional and detected at import time: nothing is required.
+        # Every target is optional and detected at import time: nothing is required. Each
+        # library target checks its own range (see _instrumentors).
         return ()
 
     def _instrument(self, **kwargs: Any) -> None:
         meter_provider: MeterProvider | None = kwargs.get("meter_provider")
+        warn_about_otel_env(_logger)
+        for warning in disabled_target_warnings():
+            _logger.warning("otel-trading: %s", warning)
         disabled = disabled_targets()
         config = InstrumentConfig(source="disabled")
         if "custom" not in disabled:
-            config = load_config(kwargs.get("config"))
-            problems = check_imported(config)
-            if problems:
-                raise InstrumentConfigurationError(problems)
+            config = self._custom_config(kwargs.get("config"))
         session = Session(meter_provider)
         targets: list[Any] = []
-        if "pybreaker" not in disabled:
-            targets.append(LibraryBreakers(session, PYBREAKER))
-        if "aiobreaker" not in disabled:
-            targets.append(LibraryBreakers(session, AIOBREAKER))
         if "components" not in disabled:
             targets.append(OwnComponents(session))
         if "custom" not in disabled and not config.empty:
             targets.append(CustomClasses(session, config))
+        delegated: list[LibraryInstrumentor] = []
         try:
-            for target in targets:
-                target.start()
+            with one_scan():  # one look at the live objects for every target
+                for cls in LIBRARY_INSTRUMENTORS:
+                    library = cls()
+                    if cls.target in disabled or library.is_instrumented_by_opentelemetry:
+                        continue  # off, or instrumented on its own (its entry point, or the app)
+                    library.instrument(meter_provider=meter_provider)
+                    if library.is_instrumented_by_opentelemetry:  # not skipped (version range, not installed)
+                        delegated.append(library)
+                for target in targets:
+                    target.start()
         except BaseException:
             session.stop()
+            for library in delegated:
+                library.uninstrument()
             raise
         self._session = session
+        self._delegated = tuple(delegated)
         _logger.debug(
             "otel-trading instrumentation active (disabled targets: %s; custom classes from %s)",
             ", ".join(sorted(disabled)) or "none",
             config.source,
         )
 
+    @staticmethod
+    def _custom_config(explicit: Mapping[str, Any] | str | os.PathLike[str] | None) -> InstrumentConfig:
+        """The bot's own classes to instrument: strict for ``config=``, lenient from the environment."""
+        strict = explicit is not None
+        config = load_config(explicit, strict=strict)
+        config, unresolved = without_unresolvable(config)
+        if strict and unresolved:
+            raise InstrumentConfigurationError(unresolved)
+        problems = [*config.problems, *unresolved]
+        if problems:
+            _logger.error(
+                "otel-trading instrumentation: %d configuration problem(s); the entries named are left "
+                "uninstrumented, everything else is instrumented:\n  - %s",
+                len(problems),
+                "\n  - ".join(problems),
+            )
+        for warning in missing_modules(config):
+            _logger.warning("otel-trading instrumentation: %s", warning)
+        return config
+
     def _uninstrument(self, **kwargs: Any) -> None:
         session, self._session = self._session, None
+        delegated, self._delegated = self._delegated, ()
         if session is not None:
             session.stop()
+        for library in delegated:
+            if library.is_instrumented_by_opentelemetry:
+                library.uninstrument()
 
     @property
     def patched(self) -> list[tuple[type, str]]:
-        """(class, attribute) pairs currently wrapped, for diagnostics and tests."""
-        return self._session.patcher.patched if self._session is not None else []
+        """(class, attribute) pairs currently wrapped (its own and its delegates'), for diagnostics and tests."""
+        own = self._session.patcher.patched if self._session is not None else []
+        return [*own, *(pair for library in self._delegated for pair in library.patched)]
 
 
 @dataclass

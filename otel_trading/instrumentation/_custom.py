@@ -26,7 +26,13 @@ from typing import Any
 
 from otel_trading.instrumentation._custom_breakers import CustomBreakerWrappers
 from otel_trading.instrumentation._custom_buses import BusBinding, CustomBusWrappers
-from otel_trading.instrumentation._custom_resolve import Resolved, check_imported, resolve
+from otel_trading.instrumentation._custom_resolve import (
+    Resolved,
+    check_imported,
+    missing_modules,
+    resolve,
+    without_unresolvable,
+)
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import (
     _logger,
@@ -38,7 +44,7 @@ from otel_trading.instrumentation.config import (
     InstrumentConfig,
 )
 
-__all__ = ["BusBinding", "CustomClasses", "check_imported"]
+__all__ = ["BusBinding", "CustomClasses", "check_imported", "missing_modules", "without_unresolvable"]
 
 
 class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
+import os
+import pkgutil
 import sys
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from otel_trading.instrumentation._support import (
@@ -21,8 +25,9 @@ from otel_trading.instrumentation.config import (
     InstrumentConfig,
     Scalar,
 )
+from otel_trading.settings import near_miss
 
-__all__ = ["Resolved", "check_imported", "resolve", "state_mapper"]
+__all__ = ["Resolved", "check_imported", "missing_modules", "resolve", "state_mapper", "without_unresolvable"]
 
 _MISSING = object()
 
@@ -123,6 +128,75 @@ def check_imported(config: InstrumentConfig) -> list[str]:
         if module is not None:
             problems.extend(resolve(spec, module)[1])
     return problems
+
+
+def without_unresolvable(config: InstrumentConfig) -> tuple[InstrumentConfig, list[str]]:
+    """``config`` without the entries whose module is imported but does not resolve, and their problems."""
+    problems: list[str] = []
+    bad: set[str] = set()
+    specs: list[BreakerClassSpec | EventBusClassSpec] = [*config.breakers, *config.event_buses]
+    for spec in specs:
+        module = sys.modules.get(spec.cls.module)
+        found = resolve(spec, module)[1] if module is not None else []
+        if found:
+            problems.extend(found)
+            bad.add(spec.where)
+    kept = replace(
+        config,
+        breakers=tuple(b for b in config.breakers if b.where not in bad),
+        event_buses=tuple(b for b in config.event_buses if b.where not in bad),
+    )
+    return kept, problems
+
+
+def _search_dirs() -> list[str]:
+    """Where the bot's own modules live but ``sys.path`` may not say so yet: under
+    ``opentelemetry-instrument`` this code runs before Python puts the script's directory first."""
+    dirs = [os.getcwd()]
+    script = sys.argv[0] if sys.argv else ""
+    if script and os.path.isfile(script):
+        dirs.insert(0, os.path.dirname(os.path.abspath(script)))
+    return dirs
+
+
+def _findable(module: str, dirs: list[str]) -> bool:
+    top = module.split(".")[0]
+    parent = module.rpartition(".")[0]
+    try:
+        if parent and parent in sys.modules:
+            return importlib.util.find_spec(module) is not None
+        # Top-level names only: finding them imports nothing.
+        return importlib.util.find_spec(top) is not None or importlib.machinery.PathFinder.find_spec(
+            top, dirs
+        ) is not None
+    except (ImportError, ValueError):
+        return True  # let the import itself say what is wrong
+
+
+def missing_modules(config: InstrumentConfig) -> list[str]:
+    """Warnings for configured modules that are not imported and cannot be found (misspelt?).
+
+    Such an entry still waits for its module (it may appear on the path later), but nothing
+    would say so otherwise: its module is simply never imported.
+    """
+    dirs = _search_dirs()
+    warnings: list[str] = []
+    seen: set[str] = set()
+    specs: list[BreakerClassSpec | EventBusClassSpec] = [*config.breakers, *config.event_buses]
+    for spec in specs:
+        module = spec.cls.module
+        if module in seen or module in sys.modules or _findable(module, dirs):
+            continue
+        seen.add(module)
+        top = module.split(".")[0]
+        nearby = {m.name for m in pkgutil.iter_modules(dirs)}
+        close = near_miss(top, nearby)
+        hint = f"did you mean {close!r}? " if close is not None else ""
+        warnings.append(
+            f"{spec.where}: module {module!r} cannot be found (not on sys.path, nor in the script's directory "
+            f"or the working directory): {hint}the entry stays uninstrumented unless the bot imports it"
+        )
+    return warnings
 
 
 # -- state mapping --------------------------------------------------------------------------------

@@ -6,10 +6,12 @@ bound method the bot kept, a wrapper re-wrapped by other code) does nothing but 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.metrics import MeterProvider
@@ -25,13 +27,48 @@ from otel_trading.instrumentation._support import (
 )
 from otel_trading.recording import MetricsRegistry, registry_for
 
-__all__ = ["Session", "existing_instances"]
+__all__ = ["Session", "existing_instances", "one_scan"]
 
+
+class _Scan(threading.local):
+    depth = 0
+    #: The live objects by type, listed once per scope.
+    by_type: dict[type, list[Any]] | None = None
+
+
+_SCAN = _Scan()
+
+
+@contextlib.contextmanager
+def one_scan() -> Iterator[None]:
+    """Within it, ``existing_instances`` lists the live objects once (``gc.get_objects()`` costs
+    tens of milliseconds in a large process, and one ``instrument()`` looks for several classes)."""
+    scan = _SCAN
+    scan.depth += 1
+    try:
+        yield
+    finally:
+        scan.depth -= 1
+        if scan.depth == 0:
+            scan.by_type = None
 
 
 def existing_instances(cls: type) -> list[Any]:
     """Live instances of ``cls`` (and subclasses) created before instrumentation."""
-    return [obj for obj in gc.get_objects() if issubclass(type(obj), cls)]
+    scan = _SCAN
+    if not scan.depth:
+        return [obj for obj in gc.get_objects() if issubclass(type(obj), cls)]
+    by_type = scan.by_type
+    if by_type is None:
+        by_type = scan.by_type = {}
+        for obj in gc.get_objects():
+            kind = type(obj)
+            found = by_type.get(kind)
+            if found is None:
+                by_type[kind] = [obj]
+            else:
+                found.append(obj)
+    return [obj for kind, objs in list(by_type.items()) if issubclass(kind, cls) for obj in objs]
 
 
 class Session:

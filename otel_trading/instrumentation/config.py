@@ -30,7 +30,11 @@ TOML is read with ``tomllib`` (Python 3.11+) or the ``tomli`` package on 3.10 (i
     queue_size = "_queue.qsize"               # optional: attribute or method giving the queue length
     name = "name"                             # optional: attribute with the bus name (label ``bus``)
 
-Every problem is reported at once in a ``ConfigurationError`` naming the entry.
+Every problem names its entry. ``strict=True`` (the default of ``load_config``/``parse_config``,
+and what ``instrument(config=...)`` uses) raises one ``ConfigurationError`` listing them all;
+``strict=False`` (what a configuration from the environment or ``pyproject.toml`` gets) keeps
+every valid entry and lists the problems in ``InstrumentConfig.problems``: one bad entry leaves
+only that entry uninstrumented.
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ class InstrumentConfig:
     source: str
     breakers: tuple[BreakerClassSpec, ...] = ()
     event_buses: tuple[EventBusClassSpec, ...] = ()
+    #: What was wrong (lenient loading only): each problem names the entry left out because of it.
+    problems: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -136,11 +142,32 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+    strict: bool = True,
 ) -> InstrumentConfig:
-    """Find, read and validate the configuration (see the module docstring for the order)."""
+    """Find, read and validate the configuration (see the module docstring for the order).
+
+    ``strict``: raise ``ConfigurationError`` on any problem; else keep the valid entries and list
+    the problems in ``.problems`` (an unreadable file or invalid JSON/TOML leaves no entry).
+    """
+    try:
+        loaded = _load(config, environ, cwd)
+    except InstrumentConfigurationError as exc:
+        if strict:
+            raise
+        return InstrumentConfig(source="invalid configuration", problems=tuple(exc.problems))
+    if strict and loaded.problems:
+        raise _Invalid(loaded.problems)
+    return loaded
+
+
+def _load(
+    config: Mapping[str, Any] | str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    cwd: str | os.PathLike[str] | None,
+) -> InstrumentConfig:
     if config is not None:
         if isinstance(config, Mapping):
-            return parse_config(config, "instrument(config=...)")
+            return _parse(config, "instrument(config=...)")
         return _from_file(Path(config), str(config))
     env = os.environ if environ is None else environ
     raw = env.get(OTEL_TRADING_INSTRUMENT, "").strip()
@@ -150,7 +177,7 @@ def load_config(
                 data = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise _Invalid([f"{OTEL_TRADING_INSTRUMENT}: invalid JSON: {exc}"]) from None
-            return parse_config(data, OTEL_TRADING_INSTRUMENT)
+            return _parse(data, OTEL_TRADING_INSTRUMENT)
         return _from_file(Path(raw), f"{OTEL_TRADING_INSTRUMENT}={raw}")
     pyproject = Path(cwd if cwd is not None else os.getcwd()) / "pyproject.toml"
     if pyproject.is_file():
@@ -159,7 +186,7 @@ def load_config(
             doc = _toml_loads(text, str(pyproject))
             section = doc.get("tool", {}).get("otel-trading", {}).get("instrument")
             if section is not None:
-                return parse_config(section, f"{pyproject} {PYPROJECT_SECTION}")
+                return _parse(section, f"{pyproject} {PYPROJECT_SECTION}")
     return InstrumentConfig(source="none")
 
 
@@ -170,7 +197,7 @@ def _from_file(path: Path, source: str) -> InstrumentConfig:
         raise _Invalid([f"{source}: cannot read the configuration file: {exc}"]) from None
     if path.suffix.lower() == ".json":
         try:
-            return parse_config(json.loads(text), source)
+            return _parse(json.loads(text), source)
         except json.JSONDecodeError as exc:
             raise _Invalid([f"{source}: invalid JSON: {exc}"]) from None
     doc = _toml_loads(text, source)
@@ -180,8 +207,8 @@ def _from_file(path: Path, source: str) -> InstrumentConfig:
         )
         if section is None:
             raise _Invalid([f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"])
-        return parse_config(section, f"{source} {PYPROJECT_SECTION}")
-    return parse_config(doc, source)
+        return _parse(section, f"{source} {PYPROJECT_SECTION}")
+    return _parse(doc, source)
 
 
 def _toml_loads(text: str, source: str) -> dict[str, Any]:
@@ -206,11 +233,22 @@ def _toml_loads(text: str, source: str) -> dict[str, Any]:
 # -- validation ---------------------------------------------------------------------------------------
 
 
-def parse_config(data: Any, source: str) -> InstrumentConfig:
-    """Validate a decoded configuration; raises ``ConfigurationError`` listing every problem."""
+def parse_config(data: Any, source: str, *, strict: bool = True) -> InstrumentConfig:
+    """Validate a decoded configuration; raises ``ConfigurationError`` listing every problem,
+    or with ``strict=False`` keeps the valid entries and lists the problems in ``.problems``."""
+    config = _parse(data, source)
+    if strict and config.problems:
+        raise _Invalid(config.problems)
+    return config
+
+
+def _parse(data: Any, source: str) -> InstrumentConfig:
+    """Every valid entry of a decoded configuration, and the problems of the others."""
     problems: list[str] = []
     if not isinstance(data, Mapping):
-        raise _Invalid([f"{source}: must be a table/object with 'breakers' and/or 'event_buses'"])
+        return InstrumentConfig(
+            source=source, problems=(f"{source}: must be a table/object with 'breakers' and/or 'event_buses'",)
+        )
     for key in sorted(set(data) - _TOP_KEYS):
         problems.append(f"{source}: unknown key {key!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
     breakers = [
@@ -222,6 +260,7 @@ def parse_config(data: Any, source: str) -> InstrumentConfig:
         for i, e in enumerate(_entries(data, "event_buses", source, problems))
     ]
     seen: dict[ClassRef, str] = {}
+    kept: list[BreakerClassSpec | EventBusClassSpec] = []
     for spec in [*breakers, *buses]:
         if spec is None:
             continue
@@ -229,12 +268,12 @@ def parse_config(data: Any, source: str) -> InstrumentConfig:
             problems.append(f"{spec.where}: class {spec.cls} is already configured by {seen[spec.cls]}")
         else:
             seen[spec.cls] = spec.where
-    if problems:
-        raise _Invalid(problems)
+            kept.append(spec)
     return InstrumentConfig(
         source=source,
-        breakers=tuple(b for b in breakers if b is not None),
-        event_buses=tuple(b for b in buses if b is not None),
+        breakers=tuple(b for b in kept if isinstance(b, BreakerClassSpec)),
+        event_buses=tuple(b for b in kept if isinstance(b, EventBusClassSpec)),
+        problems=tuple(problems),
     )
 
 

@@ -34,8 +34,12 @@ __all__ = ["MetricsRegistry", "global_provider_is_set", "registry_for", "reset_g
 
 _logger = logging.getLogger("otel_trading.recording")
 
-_BREAKER, _EVENT = "breaker", "event"
-_HISTOGRAM_OF = {_BREAKER: mc.BREAKER_LATENCY.key, _EVENT: mc.BUS_PROCESSING_DURATION.key}
+_BREAKER, _EVENT, _LOOP = "breaker", "event", "loop"
+_HISTOGRAM_OF = {_BREAKER: mc.BREAKER_LATENCY.key, _EVENT: mc.BUS_PROCESSING_DURATION.key, _LOOP: mc.LOOP_LAG.key}
+#: The bucket boundaries of each kind's histogram: its rows are made for them.
+_BOUNDS_OF: dict[str, tuple[float, ...]] = {
+    kind: mc.METRICS_BY_KEY[key].buckets or mc.DURATION_BUCKETS for kind, key in _HISTOGRAM_OF.items()
+}
 _COLLECTION_INSTRUMENT = "otel_trading.collection"
 
 
@@ -53,9 +57,12 @@ class MetricsRegistry:
         fork_safe(self)
         self.breaker_series: dict[str, Series] = {}
         self.event_series: dict[str, Series] = {}
+        #: Event-loop lag, by ``loop`` label (written by otel_trading.loop_monitor on each loop).
+        self.loop_series: dict[str, Series] = {}
         self.breaker_fold = LabelFold("name", max_values)
         self.event_fold = LabelFold("event_type", max_values)
         self.bus_fold = LabelFold("bus", max_values)
+        self.loop_fold = LabelFold("loop", max_values)
         self._bus_names: dict[str, None] = {}
         # bus -> (the name it was labelled under, its label): a name read at collection that
         # differs (an instrumented bus whose name attribute is set after construction) is re-folded.
@@ -65,10 +72,9 @@ class MetricsRegistry:
         # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
         self._hooks: list[Callable[[], Callable[[], object] | None]] = []
         self._streams: dict[str, weakref.WeakSet[RowsHistogramStream]] = {
-            _BREAKER: weakref.WeakSet(),
-            _EVENT: weakref.WeakSet(),
+            kind: weakref.WeakSet() for kind in _HISTOGRAM_OF
         }
-        self._snapshot: dict[str, list[tuple[Series, Row]]] = {_BREAKER: [], _EVENT: []}
+        self._snapshot: dict[str, list[tuple[Series, Row]]] = {kind: [] for kind in _HISTOGRAM_OF}
         self._histograms: dict[str, Any] = {}
         #: The registry that took this one over (see the module docstring), else None.
         self.adopted_by: MetricsRegistry | None = None
@@ -76,6 +82,10 @@ class MetricsRegistry:
         self.binding = Binding.PENDING
         if meter_provider is not None:
             self.binding, self._histograms = self._binding_for(meter_provider)
+
+    def _tables(self) -> dict[str, dict[str, Series]]:
+        """Every kind's series table, by kind."""
+        return {_BREAKER: self.breaker_series, _EVENT: self.event_series, _LOOP: self.loop_series}
 
     @property
     def provider(self) -> Any:
@@ -137,8 +147,8 @@ class MetricsRegistry:
             real = {kind: _create_histogram(meter, mc.METRICS_BY_KEY[key]) for kind, key in kinds.items()}
         if not sdk_binding.can_serve(provider):
             return Binding.DIRECT, real
-        for instrument in real.values():
-            reason = sdk_binding.incompatibility(provider, instrument)
+        for kind, instrument in real.items():
+            reason = sdk_binding.incompatibility(provider, instrument, _BOUNDS_OF[kind])
             if reason is not None:
                 _logger.warning(
                     "otel-trading: %s, so otel-trading's durations are recorded through the SDK histogram "
@@ -185,7 +195,7 @@ class MetricsRegistry:
             self._provider = _weak(provider)
             self._histograms = histograms
             self.binding = binding
-            tables = {_BREAKER: list(self.breaker_series.values()), _EVENT: list(self.event_series.values())}
+            tables = {kind: list(table.values()) for kind, table in self._tables().items()}
         for kind, series_list in tables.items():
             for series in series_list:
                 series.bind(binding, histograms.get(kind))
@@ -208,13 +218,13 @@ class MetricsRegistry:
         with other._lock:
             other.adopted_by = self
             other._provider = self._provider
-            tables = ((_BREAKER, other.breaker_series), (_EVENT, other.event_series))
-            moved = {kind: dict(table) for kind, table in tables}
+            moved = {kind: dict(table) for kind, table in other._tables().items()}
             buses = list(other.buses)
             hooks = list(other._hooks)
             other.buses = self.buses
+        own_tables = self._tables()
         for kind, table in moved.items():
-            own = self.breaker_series if kind == _BREAKER else self.event_series
+            own = own_tables[kind]
             for label, series in table.items():
                 with self._lock:
                     target = own.get(label)
@@ -231,17 +241,18 @@ class MetricsRegistry:
         self.breaker_fold.folded += other.breaker_fold.folded
         self.event_fold.folded += other.event_fold.folded
         self.bus_fold.folded += other.bus_fold.folded
+        self.loop_fold.folded += other.loop_fold.folded
 
     def _install_streams(self) -> None:
         provider = self.provider
         if provider is None:
             return
         for kind, instrument in self._histograms.items():
-            for stream in sdk_binding.install(provider, instrument):
+            for stream in sdk_binding.install(provider, instrument, _BOUNDS_OF[kind]):
                 self._streams[kind].add(stream)
 
     def _take_snapshot(self) -> None:
-        for kind, table in ((_BREAKER, self.breaker_series), (_EVENT, self.event_series)):
+        for kind, table in self._tables().items():
             snapshot = [(series, series.snapshot()) for series in list(table.values())]
             self._snapshot[kind] = snapshot
             streams = list(self._streams[kind])
@@ -319,6 +330,12 @@ class MetricsRegistry:
             return self.adopted_by.event(event_type)
         return self._series(_EVENT, self.event_series, self.event_fold, "event_type", event_type)
 
+    def loop(self, name: str) -> Series:
+        """The event-loop lag series of the loop labelled ``name`` (a bounded label, like the others)."""
+        if self.adopted_by is not None:
+            return self.adopted_by.loop(name)
+        return self._series(_LOOP, self.loop_series, self.loop_fold, "loop", name)
+
     def _series(self, kind: str, table: dict[str, Series], fold: LabelFold, label: str, value: str) -> Series:
         series = table.get(value)
         if series is not None:
@@ -327,7 +344,7 @@ class MetricsRegistry:
             value = fold.fold(value, table)
             series = table.get(value)
             if series is None:
-                series = Series({label: value}, self._histograms.get(kind), self.binding)
+                series = Series({label: value}, self._histograms.get(kind), self.binding, _BOUNDS_OF[kind])
                 table[value] = series
             return series
 
@@ -360,7 +377,7 @@ class MetricsRegistry:
 
     def _folded(self, options: CallbackOptions) -> Iterator[Observation]:
         # Every label always, at 0 before any fold, so an increase() alert sees the first one.
-        for fold in (self.breaker_fold, self.event_fold, self.bus_fold):
+        for fold in (self.breaker_fold, self.event_fold, self.bus_fold, self.loop_fold):
             yield Observation(fold.folded, {"label": fold.label})
 
     def _transitions(self, options: CallbackOptions) -> Iterator[Observation]:
@@ -380,11 +397,14 @@ class MetricsRegistry:
     def _queue_sizes(self, options: CallbackOptions) -> Iterator[Observation]:
         sizes: dict[str, int] = {}
         for bus in list(self.buses):
+            size = bus.queue_size
+            if size is None:
+                continue  # a bus with no queue (pyee's EventEmitter): subscribers only
             # Read at every collection: a bus may be named after it was registered.
             name = str(bus.name)
             known = self._bus_labels.get(bus)
             label = known[1] if known is not None and known[0] == name else self._label_bus(bus, name)
-            sizes[label] = sizes.get(label, 0) + bus.queue_size
+            sizes[label] = sizes.get(label, 0) + size
         for name, size in sizes.items():
             yield Observation(size, {"bus": name})
 

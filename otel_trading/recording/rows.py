@@ -38,7 +38,9 @@ __all__ = [
     "sample_gaps",
 ]
 
-# Row layout shared by every component: three counters, then one duration histogram.
+# Row layout shared by every component: three counters, then one histogram. Its buckets are the
+# duration buckets (``BOUNDS``, breakers and buses) unless a row is made for other ``bounds`` (the
+# event-loop monitor's); every function below works on a row of either width.
 C0, C1, C2, SUM, MIN, MAX, B0 = 0, 1, 2, 3, 4, 5, 6
 BOUNDS: tuple[float, ...] = mc.DURATION_BUCKETS
 WIDTH = B0 + len(BOUNDS) + 1
@@ -46,22 +48,22 @@ WIDTH = B0 + len(BOUNDS) + 1
 Row = list[Any]
 
 
-def new_row() -> Row:
-    row: Row = [0] * WIDTH
+def new_row(bounds: tuple[float, ...] = BOUNDS) -> Row:
+    row: Row = [0] * (B0 + len(bounds) + 1)
     row[SUM] = 0.0
     row[MIN] = math.inf
     row[MAX] = -math.inf
     return row
 
 
-def observe(row: Row, value: float) -> None:
-    """Add one duration to a row's histogram columns (components inline this on their hot paths)."""
+def observe(row: Row, value: float, bounds: tuple[float, ...] = BOUNDS) -> None:
+    """Add one value to a row's histogram columns (components inline this on their hot paths)."""
     row[SUM] += value
     if value < row[MIN]:
         row[MIN] = value
     if value > row[MAX]:
         row[MAX] = value
-    row[B0 if value <= BOUNDS[0] else B0 + bisect_left(BOUNDS, value)] += 1
+    row[B0 if value <= bounds[0] else B0 + bisect_left(bounds, value)] += 1
 
 
 def count_of(row: Row) -> int:
@@ -70,7 +72,7 @@ def count_of(row: Row) -> int:
 
 
 def add_row(into: Row, row: Row) -> None:
-    for i in range(WIDTH):
+    for i in range(len(into)):
         if i == MIN:
             if row[MIN] < into[MIN]:
                 into[MIN] = row[MIN]
@@ -129,8 +131,8 @@ class SingleRow:
 
     __slots__ = ("row",)
 
-    def __init__(self) -> None:
-        self.row = new_row()
+    def __init__(self, bounds: tuple[float, ...] = BOUNDS) -> None:
+        self.row = new_row(bounds)
 
     def rows(self) -> Iterable[Row]:
         return (self.row,)

@@ -73,10 +73,12 @@ class RowsHistogramStream:
 
     Per reader, because each reader has its own temporality and collection times: a delta reader
     gets its own interval's count, sum, buckets, min and max however many other readers collect.
+    ``bounds`` are the bucket boundaries of the rows it reports.
     """
 
-    def __init__(self, match: Any) -> None:
+    def __init__(self, match: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self._match = match
+        self._bounds = bounds
         # What MetricReaderStorage.collect reads off a stream.
         self._view = match._view
         self._instrument = match._instrument
@@ -146,7 +148,11 @@ class RowsHistogramStream:
                     low, high = t.all_min, t.all_max
                 if self._limit is None or t.key in self._own or len(self._own) < self._limit:
                     self._own[t.key] = None
-                    points.append(_point(t.attributes, start, collection_start_nanos, count, total, buckets, low, high))
+                    points.append(
+                        _point(
+                            t.attributes, start, collection_start_nanos, count, total, buckets, low, high, self._bounds
+                        )
+                    )
                 elif overflow is None:
                     overflow = [start, count, total, list(buckets), low, high]
                 else:
@@ -159,14 +165,32 @@ class RowsHistogramStream:
             if overflow is not None:
                 start, count, total, merged, low, high = overflow
                 points.append(
-                    _point(dict(_OVERFLOW_ATTRIBUTES), start, collection_start_nanos, count, total, merged, low, high)
+                    _point(
+                        dict(_OVERFLOW_ATTRIBUTES),
+                        start,
+                        collection_start_nanos,
+                        count,
+                        total,
+                        merged,
+                        low,
+                        high,
+                        self._bounds,
+                    )
                 )
             self._previous_ns = collection_start_nanos
             return points or None
 
 
 def _point(
-    attributes: Any, start: int, now: int, count: int, total: float, buckets: Sequence[int], low: float, high: float
+    attributes: Any,
+    start: int,
+    now: int,
+    count: int,
+    total: float,
+    buckets: Sequence[int],
+    low: float,
+    high: float,
+    bounds: tuple[float, ...],
 ) -> HistogramDataPoint:
     return HistogramDataPoint(
         attributes=attributes,
@@ -175,7 +199,7 @@ def _point(
         count=count,
         sum=total,
         bucket_counts=tuple(buckets),
-        explicit_bounds=DURATION_BUCKETS,
+        explicit_bounds=bounds,
         min=low,
         max=high,
     )
@@ -185,8 +209,9 @@ def _storages(provider: Any) -> list[Any]:
     return list(provider._measurement_consumer._reader_storages.values())
 
 
-def install(provider: Any, instrument: Any) -> list[RowsHistogramStream]:
-    """Put a ``RowsHistogramStream`` in every reader's place for ``instrument``; returns the new ones.
+def install(provider: Any, instrument: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> list[RowsHistogramStream]:
+    """Put a ``RowsHistogramStream`` (rows bucketed by ``bounds``) in every reader's place for
+    ``instrument``; returns the new ones.
 
     Idempotent: call it at every collection, so readers added later are served too. Streams a view
     drops stay dropped.
@@ -200,21 +225,22 @@ def install(provider: Any, instrument: Any) -> list[RowsHistogramStream]:
             for i, match in enumerate(matches):
                 if isinstance(match, RowsHistogramStream) or isinstance(match._aggregation, _DropAggregation):
                     continue
-                stream = RowsHistogramStream(match)
+                stream = RowsHistogramStream(match, bounds)
                 matches[i] = stream
                 installed.append(stream)
     return installed
 
 
-def incompatibility(provider: Any, instrument: Any) -> str | None:
-    """Why the rows cannot stand for what ``provider`` would make of ``instrument``, or None."""
+def incompatibility(provider: Any, instrument: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> str | None:
+    """Why the rows (bucketed by ``bounds``) cannot stand for what ``provider`` would make of ``instrument``,
+    or None."""
 
     def explicit_ok(aggregation: Any) -> bool:
         if isinstance(aggregation, DefaultAggregation | DropAggregation):
             return True
         if isinstance(aggregation, ExplicitBucketHistogramAggregation):
-            bounds = aggregation._boundaries
-            return bounds is None or tuple(bounds) == tuple(DURATION_BUCKETS)
+            boundaries = aggregation._boundaries
+            return boundaries is None or tuple(boundaries) == tuple(bounds)
         return False
 
     for view in provider._sdk_config.views:
@@ -294,7 +320,7 @@ def can_serve(provider: Any) -> bool:
 
 
 def views() -> Sequence[View]:
-    """Views fixing otel-trading's duration buckets, for ``MeterProvider(views=...)``.
+    """Views fixing the buckets of otel-trading's histograms, for ``MeterProvider(views=...)``.
 
     Optional since 0.2: histograms take the fast path on any SDK provider. They still pin the
     bucket boundaries where an SDK ignores the instruments' advisory boundaries.
@@ -303,7 +329,7 @@ def views() -> Sequence[View]:
         View(
             instrument_name=spec.otel_name,
             meter_name=SCOPE_NAME,
-            aggregation=ExplicitBucketHistogramAggregation(boundaries=DURATION_BUCKETS),
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=spec.buckets or DURATION_BUCKETS),
         )
         for spec in METRICS
         if spec.kind is InstrumentKind.HISTOGRAM

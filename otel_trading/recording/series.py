@@ -13,6 +13,7 @@ from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.recording.rows import (
+    BOUNDS,
     MAX,
     MIN,
     Row,
@@ -53,10 +54,14 @@ class Series:
 
     Hot paths test ``fast`` (True when bound to ``Binding.ROWS``) and write their row inline;
     otherwise they call ``observe_slow``. Counters always come from the rows, whatever the binding.
+    ``bounds`` are the histogram's bucket boundaries: every row of the series is made for them.
     """
 
-    def __init__(self, attributes: dict[str, str], histogram: Any, binding: Binding) -> None:
+    def __init__(
+        self, attributes: dict[str, str], histogram: Any, binding: Binding, bounds: tuple[float, ...] = BOUNDS
+    ) -> None:
         self.attributes = attributes
+        self.bounds = bounds
         self.start_ns = time.time_ns()
         # Weak: a component keeps its series, and a strong reference to the SDK instrument would keep
         # the provider's whole measurement state (and, through its callbacks, the registry) alive
@@ -66,7 +71,7 @@ class Series:
         self.fast = binding is Binding.ROWS
         self._lock = threading.Lock()
         self._sources: dict[int, RowSource] = {}
-        self._retired = new_row()
+        self._retired = new_row(bounds)
         # Sources of garbage-collected components, folded into _retired at the next collection.
         self._retiring: list[RowSource] = []
         self.components: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -125,7 +130,7 @@ class Series:
     # -- collection -----------------------------------------------------------------------------------
     def snapshot(self) -> Row:
         """Every source added up, once per collection; its MIN/MAX are this collection's epoch."""
-        total = new_row()
+        total = new_row(self.bounds)
         with self._lock:
             while self._retiring:
                 source = self._retiring.pop()
@@ -153,7 +158,7 @@ class Series:
     def observe(self, row: Row, value: float) -> None:
         """A duration, wherever the binding sends it. Hot paths inline the ``fast`` branch instead."""
         if self.fast:
-            observe(row, value)
+            observe(row, value, self.bounds)
         else:
             self.observe_slow(row, value)
 
@@ -164,7 +169,7 @@ class Series:
         if self.binding is Binding.PENDING:
             with self._lock:
                 if self.binding is Binding.PENDING:
-                    observe(row, value)
+                    observe(row, value, self.bounds)
                     if len(self._pending) < MAX_PENDING_VALUES:
                         self._pending.append(value)
                     else:
@@ -173,7 +178,7 @@ class Series:
         if self.binding is Binding.DIRECT:
             self._record(value)
             return False
-        observe(row, value)
+        observe(row, value, self.bounds)
         return True
 
     def _record(self, value: float) -> None:
@@ -209,7 +214,7 @@ class Series:
         """Take over ``other``'s sources, history and pending values; ``other`` forwards here from now on."""
         with other._lock:
             sources = dict(other._sources)
-            retired, other._retired = other._retired, new_row()
+            retired, other._retired = other._retired, new_row(other.bounds)
             retiring, other._retiring = list(other._retiring), []
             transitions, other.transitions = dict(other.transitions), {}
             pending, other._pending = other._pending, []

@@ -1,4 +1,4 @@
-"""The ``otel-trading`` command: demo bot, doctor, dashboard generation, Grafana backup/restore."""
+"""The ``otel-trading`` command: demo bot, live top view, doctor, dashboard generation, Grafana backup/restore."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from otel_trading.tooling import dashboard, demo, doctor, grafana_backup, metrics_reference
+from otel_trading.tooling import dashboard, demo, doctor, grafana_backup, metrics_reference, top
 from otel_trading.version import __version__
 
 __all__ = ["build_parser", "main"]
 
 # Modules that contribute subcommands through ``add_subcommand(subparsers)``, in help order.
-_SUBCOMMAND_MODULES = (demo, doctor, dashboard, grafana_backup, metrics_reference)
+_SUBCOMMAND_MODULES = (demo, top, doctor, dashboard, grafana_backup, metrics_reference)
 
 
 def build_parser() -> argparse.ArgumentParser:

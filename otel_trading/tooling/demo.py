@@ -3,7 +3,9 @@
 Market-data ticks and order events flow over an EventBus; orders go through one CircuitBreaker per
 simulated venue. One venue fails in bursts, so its breaker trips, goes half-open and recovers. A
 risk handler occasionally raises, so handler errors show too. Metrics are served by the embedded
-Prometheus exporter on :8000 unless OTEL_METRICS_EXPORTER picks another backend.
+Prometheus exporter on :8000 unless OTEL_METRICS_EXPORTER picks another backend. The demo prints
+the metrics URL and the ``otel-trading top`` command that watches it, and, when stdout is a
+terminal, a status line (breaker states, events/s) every few seconds.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import random
 import signal
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from opentelemetry.sdk.resources import Resource
@@ -77,6 +81,10 @@ class SimulatedVenue:
         return OrderFilled(order.order_id, self.name, price)
 
 
+#: The simulated venues, one breaker each (``--force-open`` takes these names).
+VENUE_NAMES = ("venue-alpha", "venue-beta", "venue-flaky")
+
+
 class DemoBot:
     def __init__(self, args: argparse.Namespace) -> None:
         self.rng = random.Random(args.seed)
@@ -88,6 +96,12 @@ class DemoBot:
             "venue-flaky": SimulatedVenue("venue-flaky", self.rng, burst_period=20.0, burst_length=6.0),
         }
         forced = set(args.force_open or ())
+        unknown = sorted(forced - set(self.venues))
+        if unknown:
+            raise ValueError(
+                f"force_open: no breaker named {', '.join(map(repr, unknown))}; the demo's breakers are "
+                f"{', '.join(VENUE_NAMES)}"
+            )
         self.breakers = {
             name: CircuitBreaker(
                 name=name,
@@ -97,11 +111,15 @@ class DemoBot:
             for name in self.venues
         }
         for name in forced:
-            self.breakers.setdefault(name, CircuitBreaker(name=name, recovery_timeout=3600.0)).open()
+            self.breakers[name].open()
         self.order_ids = 0
         self.prices = {"BTC-USD": 60_000.0, "ETH-USD": 3_000.0}
+        # Events handled (for the status line), and its period: only when a person watches stdout.
+        self.handled = 0
+        self.status_every = STATUS_EVERY if sys.stdout.isatty() else 0.0
 
     async def on_tick(self, tick: MarketTick) -> None:
+        self.handled += 1
         self.prices[tick.symbol] = tick.price
         if self.rng.random() < 0.05:
             self.order_ids += 1
@@ -113,6 +131,7 @@ class DemoBot:
             raise ValueError(f"risk check rejected tick {tick}")
 
     async def on_order(self, order: OrderPlaced) -> None:
+        self.handled += 1
         # Route to the chosen venue; fall back to the others while its breaker is open.
         for venue in [order.venue, *(v for v in self.venues if v != order.venue)]:
             try:
@@ -127,7 +146,25 @@ class DemoBot:
             return
 
     def on_fill(self, fill: OrderFilled) -> None:
+        self.handled += 1
         _logger.debug("filled %s", fill)
+
+    def status_line(self, events_per_s: float) -> str:
+        """Breaker states and events/s, for a person watching the terminal."""
+        states = ", ".join(f"{name} {breaker.state.name}" for name, breaker in self.breakers.items())
+        return f"otel-trading demo: {time.strftime('%H:%M:%S')} breakers: {states} | {events_per_s:,.0f} events/s"
+
+    async def report_status(self, stop: asyncio.Event) -> None:
+        """Print a status line every ``status_every`` seconds until ``stop``."""
+        last, handled = time.monotonic(), self.handled
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.status_every)
+            if stop.is_set():
+                return
+            now = time.monotonic()
+            print(self.status_line((self.handled - handled) / (now - last)), flush=True)
+            last, handled = now, self.handled
 
     async def feed(self, stop: asyncio.Event) -> None:
         interval = 1.0 / self.tick_rate
@@ -150,7 +187,25 @@ class DemoBot:
         if duration > 0:
             loop.call_later(duration, stop.set)
         async with self.bus:
+            status = asyncio.create_task(self.report_status(stop)) if self.status_every > 0 else None
             await self.feed(stop)
+            if status is not None:
+                await status
+
+
+#: Seconds between two status lines (printed only when stdout is a terminal).
+STATUS_EVERY = 5.0
+
+
+def top_command(url: str) -> str:
+    """The ``otel-trading top`` command line that watches ``url`` (a wildcard bind address becomes loopback)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname in ("0.0.0.0", "::"):
+        loopback = "127.0.0.1" if parts.hostname == "0.0.0.0" else "[::1]"
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"{loopback}:{parts.port}"))
+    # The executable as it was invoked (e.g. .venv/bin/otel-trading), so the line can be pasted as is.
+    program = sys.argv[0] if os.path.basename(sys.argv[0]) == "otel-trading" else "otel-trading"
+    return f"{program} top --url {url}"
 
 
 #: The demo's ``service.name`` unless OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES name one: on the
@@ -165,14 +220,24 @@ def demo_resource() -> Resource:
 
 def run_demo(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handle = configure_metrics(
-        default_exporters="prometheus",
-        prometheus_port=args.port,
-        prometheus_addr=args.addr,
-        resource=demo_resource(),
-    )
+    try:
+        handle = configure_metrics(
+            default_exporters="prometheus",
+            prometheus_port=args.port,
+            prometheus_addr=args.addr,
+            resource=demo_resource(),
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(
+            exc.errno, f"{exc.strerror}: pick another port with --port N, or --port 0 for a free one"
+        ) from None
     if handle.server is not None:
         print(f"otel-trading demo: metrics at {handle.server.url}", flush=True)
+        print(f"otel-trading demo: watch it live (q quits): {top_command(handle.server.url)}", flush=True)
+    elif handle.exporters == ("none",):
+        print("otel-trading demo: metrics off (OTEL_METRICS_EXPORTER=none)", flush=True)
     else:
         print(f"otel-trading demo: exporting via {','.join(handle.exporters)}", flush=True)
     bot = DemoBot(args)
@@ -194,7 +259,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--tick-rate", type=float, default=50.0, help="tick batches per second")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
-        "--force-open", action="append", metavar="BREAKER", help="hold this breaker OPEN (alerting drills)"
+        "--force-open",
+        action="append",
+        choices=VENUE_NAMES,
+        metavar="BREAKER",
+        help=f"hold this breaker OPEN (alerting drills); one of {', '.join(VENUE_NAMES)}; repeatable",
     )
     p.set_defaults(func=run_demo)
 

@@ -26,6 +26,8 @@ import argparse
 import json
 import os
 import re
+import socket
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -67,6 +69,20 @@ class GrafanaError(RuntimeError):
         self.status = status
 
 
+def _unreachable(reason: object, base_url: str) -> str:
+    """Why no HTTP answer came back, in words (not ``[Errno 111] Connection refused``)."""
+    where = f"check that Grafana runs at {base_url} (--url or ${GRAFANA_URL})"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"connection refused (nothing listens there): {where}"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"timed out: {where}, and that no firewall drops the traffic"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host ({reason.strerror}): {where}"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS error ({reason.reason or reason}): for a self-signed certificate set SSL_CERT_FILE to its CA"
+    return f"{reason}: {where}"
+
+
 @dataclass(frozen=True)
 class GrafanaClient:
     """Minimal Grafana HTTP API client: JSON in and out, bearer-token auth."""
@@ -102,7 +118,7 @@ class GrafanaClient:
             excerpt = exc.read()[:_BODY_EXCERPT].decode("utf-8", "replace")
             raise GrafanaError(f"{method} {url} -> HTTP {exc.code}: {excerpt}", status=exc.code) from exc
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = _unreachable(getattr(exc, "reason", exc), self.base_url)
             raise GrafanaError(f"{method} {url} failed: {reason}") from exc
         try:
             return json.loads(raw) if raw else None

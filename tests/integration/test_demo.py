@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from otel_trading.metric_contract import documented_metrics
 
-from ..realprocs import family_types, samples, scrape, start_demo_bot, wait_until
+from ..realprocs import family_types, free_port, samples, scrape, start_demo_bot, wait_until
 
 
 def _scrape_when(port: int, predicate, timeout: float = 40.0) -> str:  # type: ignore[no-untyped-def]
@@ -59,3 +63,62 @@ def test_demo_force_open_holds_a_breaker_open(tmp_path: Path) -> None:
         text = _scrape_when(port, lambda t: 'circuit_breaker_state{name="venue-alpha"' in t)
     states = {dict(lbls)["name"]: v for (n, lbls), v in samples(text).items() if n == "circuit_breaker_state"}
     assert states["venue-alpha"] == 1
+
+
+def test_demo_stops_without_losing_a_fill(tmp_path: Path) -> None:
+    # Old design: 2 of 5 runs of `demo --duration 3 --tick-rate 200` printed "event bus 'main' is
+    # stopped" (a fill published while the bus drained) just before "stopped". The in-process test
+    # (tests/unit/test_demo_bot.py) makes the race certain; this one runs the real command.
+    for run in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "otel_trading", "demo", "--duration", "2", "--tick-rate", "400", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert "otel-trading demo: stopped" in output
+        assert "is stopped" not in output and "dropped" not in output, f"run {run}:\n{output}"
+
+
+def test_a_port_in_use_names_the_way_out(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "otel_trading", "demo", "--port", str(port), "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+    assert done.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    assert "--port N, or --port 0 for a free one" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_otlp_http_endpoint_without_its_path_gets_a_hint_at_start_up(tmp_path: Path) -> None:
+    # Old design: no word at start-up, then "Failed to export metrics batch code: 404" for ever.
+    env = {
+        **os.environ,
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_METRIC_EXPORTER": "otlp",  # and a misspelt name, warned about too
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "otel_trading", "demo", "--duration", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert output.count("has no path") == 1 and "/v1/metrics" in output, output
+    assert output.count("did you mean OTEL_METRICS_EXPORTER?") == 1, output

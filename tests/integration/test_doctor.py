@@ -10,20 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from otel_trading import CircuitBreaker, EventBus, start_metrics_server
 from otel_trading.exporting import MetricsServer
+from otel_trading.metric_contract import METRICS
 from otel_trading.tooling.cli import main
 from otel_trading.tooling.doctor import CheckResult, DoctorOptions, Status, assess_bind, run_doctor
 
-from ..realprocs import REPO, free_port, start_alertmanager, start_demo_bot, start_prometheus, wait_until
+from ..realprocs import (
+    REPO,
+    free_port,
+    start_alertmanager,
+    start_collector,
+    start_demo_bot,
+    start_prometheus,
+    wait_until,
+)
 
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 # Used only if the repo's rules are absent: the guide's two alerts, nothing more.
@@ -100,14 +112,18 @@ def test_nothing_listening_fails_the_endpoint_check_and_names_the_port() -> None
 
 def test_checks_that_need_a_scrape_are_skipped_when_the_endpoint_is_down() -> None:
     results = doctor(f"http://127.0.0.1:{free_port()}/metrics")
-    assert {r.name: r.status for r in results if r.name != "metrics_endpoint"} == {
-        "documented_metrics": Status.SKIP,
-        "container_reachable": Status.SKIP,
-        "prometheus_target": Status.SKIP,
-        "alert_rules": Status.SKIP,
-        "alertmanager": Status.SKIP,
-        "cardinality": Status.SKIP,
+    statuses = {r.name: r.status for r in results if r.name != "metrics_endpoint"}
+    assert set(statuses) >= {
+        "export_path",
+        "documented_metrics",
+        "container_reachable",
+        "prometheus_target",
+        "alert_rules",
+        "firing_alerts",
+        "alertmanager",
+        "cardinality",
     }
+    assert set(statuses.values()) == {Status.SKIP}
 
 
 def test_endpoint_with_basic_auth_fails_without_credentials_and_says_how_to_pass_them() -> None:
@@ -258,12 +274,15 @@ def test_cli_json_lists_every_check_with_status_detail_and_fix(
     payload = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in payload["checks"]] == [
         "metrics_endpoint",
+        "export_path",
         "documented_metrics",
         "container_reachable",
         "prometheus_target",
         "alert_rules",
+        "firing_alerts",
         "alertmanager",
         "cardinality",
+        "event_loop",
     ]
     assert all(set(c) >= {"name", "status", "detail", "fix"} for c in payload["checks"])
     assert payload["healthy"] is (payload["exit_status"] == 0)
@@ -359,6 +378,48 @@ def test_healthy_pipeline_sees_alertmanager_and_prometheus_sending_to_it(healthy
 
 
 @pytest.mark.integration
+def test_healthy_pipeline_counts_the_metrics_reference(healthy: Stack) -> None:
+    # Old design: "all 10 documented metrics" where the Metrics Reference lists more.
+    result = check(healthy.results, "documented_metrics")
+    assert result.detail.startswith("all 10 of the guide's metrics are present, and ")
+    assert "in the Metrics Reference" in result.detail and result.data["reference"] == len(METRICS)
+
+
+@pytest.mark.integration
+def test_a_loopback_bot_scraped_by_prometheus_on_this_host_is_reachable(healthy: Stack) -> None:
+    # Old design: container_reachable warned even though Prometheus scraped the bot, so --strict
+    # failed for the documented host set-up (deploy/host/).
+    result = check(healthy.results, "container_reachable")
+    assert result.status is Status.OK, result
+    assert "Prometheus scrapes it there" in result.detail
+
+
+@pytest.mark.integration
+def test_without_metrics_url_the_doctor_finds_the_bot_prometheus_scrapes(healthy: Stack) -> None:
+    # Old design: with nothing at the default 127.0.0.1:8000, it advised changing Prometheus' target
+    # to 127.0.0.1:8000, while Prometheus had a healthy target on another port.
+    default_port = free_port()
+    env = {**os.environ, "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1"}
+    env["OTEL_EXPORTER_PROMETHEUS_PORT"] = str(default_port)
+    proc = subprocess.run(
+        [sys.executable, "-m", "otel_trading", "doctor", "--json", "--prometheus-url", healthy.prometheus_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
+    endpoint = checks["metrics_endpoint"]
+    assert endpoint["status"] == "ok", endpoint
+    assert f"nothing answers at the default http://127.0.0.1:{default_port}/metrics: using {healthy.metrics_url}" in (
+        endpoint["detail"]
+    )
+    assert checks["prometheus_target"]["status"] == "ok", checks["prometheus_target"]
+    assert all(f":{default_port}" not in c["fix"] for c in checks.values())
+
+
+@pytest.mark.integration
 def test_healthy_pipeline_cli_exits_0_with_json(healthy: Stack) -> None:
     proc = subprocess.run(
         [
@@ -433,6 +494,84 @@ def test_prometheus_without_alertmanager_fails_the_alertmanager_check(misconfigu
     result = check(misconfigured.results, "alertmanager")
     assert result.status is Status.FAIL
     assert "no Alertmanager" in result.detail
+
+
+@pytest.mark.integration
+def test_a_firing_critical_alert_fails_and_names_the_breaker_and_the_bot(tmp_path: Path) -> None:
+    # Old design: "[ ok ] alert_rules ... firing now: CircuitBreakerTripped", without the breaker or
+    # the target. The rules are the repository's, with `for` shortened so the alert fires in seconds.
+    rules = {k: re.sub(r"(?m)^(\s+for:) \S+$", r"\1 1s", v) for k, v in _rule_files().items()}
+    with (
+        start_demo_bot(tmp_path, ["--force-open", "venue-alpha"]) as (_, bot_port),
+        start_prometheus(tmp_path / "prom", _prometheus_config([bot_port]), files=rules) as prom,
+    ):
+        url = f"http://127.0.0.1:{bot_port}/metrics"
+
+        def firing() -> CheckResult | None:
+            result = check(doctor(url, prometheus_url=prom.url), "firing_alerts")
+            return result if result.status is Status.FAIL else None  # only a critical one fails
+
+        result = wait_until(firing, 60, interval=1, what="CircuitBreakerTripped firing")
+    assert result.status is Status.FAIL
+    about = f"CircuitBreakerTripped (critical) for name=venue-alpha, job=trading-bot, instance=127.0.0.1:{bot_port}"
+    assert about in result.detail, result.detail
+    assert "Circuit breaker venue-alpha is OPEN" in result.detail
+    assert "deploy/README.md#circuitbreakertripped" in result.fix
+
+
+@pytest.mark.integration
+def test_an_untrusted_certificate_asks_for_cafile_and_cafile_fixes_it(tmp_path: Path) -> None:
+    # Old design: "start the endpoint in the bot", although it ran and served TLS.
+    from .test_endpoint_security import _issue, _openssl
+
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=doctor test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=tmp_path)
+    _issue(
+        "server",
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n",
+        tmp_path,
+    )
+    with start_metrics_server(
+        port=0, addr="127.0.0.1", certfile=tmp_path / "server.pem", keyfile=tmp_path / "server.key"
+    ) as srv:
+        CircuitBreaker("venue").call(lambda: None)
+        untrusted = check(doctor(srv.url), "metrics_endpoint")
+        trusted = check(doctor(srv.url, cafile=str(tmp_path / "ca.pem")), "metrics_endpoint")
+    assert untrusted.status is Status.FAIL and "CERTIFICATE_VERIFY_FAILED" in untrusted.detail
+    assert "pass --cafile" in untrusted.fix and "start_metrics_server" not in untrusted.fix
+    assert trusted.status is Status.OK, trusted
+
+
+@pytest.mark.integration
+def test_a_collectors_exporter_is_recognised_and_a_missing_honor_labels_is_caught(tmp_path: Path) -> None:
+    # Old design: the doctor knew nothing of the collector path.
+    with start_collector(tmp_path / "otelcol") as collector:
+        env = {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": collector.grpc_endpoint,
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_SERVICE_NAME": "trading-bot",
+            "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=bot-7",
+        }
+        collector_target = collector.prometheus_url.removeprefix("http://").removesuffix("/metrics")
+        # The mistake: the collector scraped without honor_labels.
+        config = (
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs: [{{job_name: otel-collector, static_configs: [{{targets: ['{collector_target}']}}]}}]\n"
+        )
+        with (
+            start_demo_bot(tmp_path, env=env),
+            start_prometheus(tmp_path / "prom", config) as prom,
+        ):
+            prom.wait_for_series('circuit_breaker_state{exported_job="trading-bot"}', timeout=60)
+            result = check(doctor(collector.prometheus_url, prometheus_url=prom.url), "export_path")
+    assert result.detail.startswith("an OpenTelemetry Collector's prometheus exporter"), result
+    assert "trading-bot/bot-7" in result.detail
+    assert result.status is Status.WARN and "exported_job" in result.detail
+    assert "honor_labels: true" in result.fix
 
 
 def test_unreachable_alertmanager_fails_with_its_url() -> None:

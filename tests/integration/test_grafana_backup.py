@@ -263,6 +263,18 @@ def test_unreachable_grafana_is_a_clear_error() -> None:
         client.search_dashboards()
 
 
+def test_backup_cli_against_a_closed_port_says_what_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Old design: "... failed: [Errno 111] Connection refused".
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv(grafana_backup.GRAFANA_TOKEN, TOKEN)
+    assert _cli("grafana-backup", "--out", str(tmp_path / "out"), "--url", url) == 1
+    err = capsys.readouterr().err
+    assert "Errno" not in err
+    assert f"connection refused (nothing listens there): check that Grafana runs at {url}" in err
+
+
 def test_token_is_not_shown_in_the_client_repr() -> None:
     assert TOKEN not in repr(GrafanaClient(base_url="http://localhost:3000", token=TOKEN))
 

@@ -184,15 +184,35 @@ def test_disabled_instrumentation_bot_behaves_exactly_as_the_plain_bot(
 # -- invalid configuration ---------------------------------------------------------------------------
 
 
-def test_invalid_configuration_is_reported_at_start_up_and_the_bot_runs_unchanged(
+def test_bad_entries_are_reported_once_and_the_rest_is_instrumented(
     tmp_path: Path, plain_summary: dict[str, Any]
 ) -> None:
-    bad = json.dumps({"event_buses": [{"class": "tinybus:TinyBus", "publsh": "publish"}]})
-    run = run_instrumented(tmp_path, disabled=False, config=bad)
-    assert "invalid otel-trading instrumentation configuration" in run.log
-    assert "OTEL_TRADING_INSTRUMENT event_buses[0] (tinybus:TinyBus): unknown key 'publsh'" in run.log
+    # Old design: one misspelt key switched off all instrumentation (pybreaker included) and
+    # opentelemetry-instrument printed the problem list twice, inside two tracebacks; a misspelt
+    # module printed nothing at all.
+    tinybus = {
+        "class": "tinybus:TinyBus",
+        "publish": "publish",
+        "subscribe": "subscribe",
+        "dispatch": "_deliver",
+        "queue_size": "_queue.qsize",
+    }
+    config = {
+        "event_buses": [tinybus, {"class": "tinybus:OtherBus", "publsh": "publish"}],
+        "breakers": [
+            {"class": "tinybuss:Guard", "call": "call", "state": "state", "states": {"closed": "c", "open": "o"}}
+        ],
+    }
+    run = run_instrumented(tmp_path, disabled=False, config=json.dumps(config))
+    # The one traceback is the bot's own (its recorder handler's deliberate bug on tick 7).
+    assert run.log.count("Traceback") == 1 and "bug in the recorder" in run.log, run.log
+    assert run.log.count("unknown key 'publsh'") == 1, run.log
+    assert "OTEL_TRADING_INSTRUMENT event_buses[1] (tinybus:OtherBus): unknown key 'publsh'" in run.log
+    assert run.log.count("module 'tinybuss' cannot be found") == 1, run.log
+    assert "did you mean 'tinybus'?" in run.log
     assert run.summary == plain_summary
-    assert not [name for name, _ in run.samples if name.startswith(TRADING_PREFIXES)]
+    assert run.value("circuit_breaker_successes_total", name="binance") == 20  # pybreaker: instrumented
+    assert run.value("event_bus_events_published_total", event_type="tick") == 20  # the good entry too
 
 
 def test_plain_bot_scenario_is_the_documented_one(plain_summary: dict[str, Any]) -> None:

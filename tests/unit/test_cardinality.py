@@ -113,7 +113,7 @@ def test_fold_counter_counts_folded_values_by_label(flooded: tuple[Samples, Even
     }
     # Heartbeat arrived after the limit too, so it is folded as well.
     # Every bounded label is reported, at 0 until one of its values is folded.
-    assert folded == {"event_type": DISTINCT - LIMIT + 1, "name": 0, "bus": 0}
+    assert folded == {"event_type": DISTINCT - LIMIT + 1, "name": 0, "bus": 0, "loop": 0}
 
 
 # --- the bound, on both histogram paths (with and without otel-trading's views) -----------------

@@ -7,6 +7,8 @@ import threading
 import time
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from otel_trading import CircuitBreaker, CircuitOpenError, CircuitState
 
@@ -234,6 +236,63 @@ async def test_cancellation_is_not_a_failure() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cb.state is CircuitState.CLOSED and cb.failure_count == 0
+
+
+async def test_call_of_an_async_function_is_a_type_error_not_a_success() -> None:
+    # Old design: call() returned the unawaited coroutine and counted a success; with
+    # failure_threshold=2, three failing calls left the breaker CLOSED.
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    cb = CircuitBreaker("venue", failure_threshold=2, meter_provider=provider)
+
+    async def failing_order() -> None:
+        raise Boom("venue down")
+
+    for _ in range(3):
+        with pytest.raises(TypeError, match=r"call_async.*@breaker"):
+            cb.call(failing_order)
+    with pytest.raises(TypeError, match="returned a coroutine"):
+        cb.call(lambda: failing_order())  # a plain function handing back a coroutine: same mistake
+    assert cb.state is CircuitState.CLOSED and cb.failure_count == 0
+    data = reader.get_metrics_data()
+    counted = {
+        m.name: sum(p.value for p in m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name in ("circuit_breaker.successes", "circuit_breaker.failures")
+    }
+    assert counted == {"circuit_breaker.successes": 0, "circuit_breaker.failures": 0}
+    provider.shutdown()
+    for _ in range(2):
+        with pytest.raises(Boom):
+            await cb.call_async(failing_order)
+    assert cb.state is CircuitState.OPEN
+
+
+async def test_call_async_of_a_plain_function_is_a_type_error_not_a_failure() -> None:
+    cb, _ = breaker(failure_threshold=1)
+    with pytest.raises(TypeError, match=r"call_async\(\) got ok.*returned str.*breaker\.call\(fn"):
+        await cb.call_async(ok)  # type: ignore[arg-type]
+    assert cb.state is CircuitState.CLOSED and cb.failure_count == 0
+    future = asyncio.get_running_loop().create_future()
+    future.set_result("filled")
+    assert await cb.call_async(lambda: future) == "filled"  # any awaitable is fine
+
+
+async def test_a_misused_trial_call_frees_its_half_open_slot() -> None:
+    cb, clock = breaker()
+    trip(cb)
+    clock.now += 10.0
+
+    async def coro() -> None:
+        return None
+
+    with pytest.raises(TypeError):
+        cb.call(coro)
+    assert cb.state is CircuitState.HALF_OPEN
+    assert cb.call(ok) == "filled"  # the slot is free again: this trial runs and closes
+    assert cb.state is CircuitState.CLOSED
 
 
 def test_guarded_calls_run_concurrently_not_under_a_lock() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -366,6 +367,129 @@ def test_invalid_configuration_fails_instrument_and_patches_nothing(
         instrumentor.instrument(meter_provider=metrics.provider, config={"breakers": [{"class": "v:G"}]})
     assert not instrumentor.is_instrumented_by_opentelemetry
     assert instrumentor.patched == []
+
+
+def test_lenient_parsing_keeps_the_valid_entries_and_lists_the_problems() -> None:
+    config = parse_config(
+        {
+            "event_buses": [
+                {"class": "b:Good", "publish": "p"},
+                {"class": "b:Bad", "publsh": "p"},
+                {"class": "b:Good", "publish": "q"},
+            ],
+            "breakers": "not a list",
+        },
+        "cfg",
+        strict=False,
+    )
+    assert [b.cls.qualname for b in config.event_buses] == ["Good"]
+    assert config.problems == (
+        "cfg: 'breakers' must be a list of tables ([[...breakers]] in TOML), got str",
+        "cfg event_buses[1] (b:Bad): unknown key 'publsh' (allowed: class, dispatch, event_arg, name, publish, "
+        "queue_size, subscribe, subscribers, unsubscribe)",
+        "cfg event_buses[1] (b:Bad): 'publish' is required (a method name or a list of method names)",
+        "cfg event_buses[2] (b:Good): class b:Good is already configured by cfg event_buses[0] (b:Good)",
+    )
+
+
+def test_lenient_loading_of_invalid_json_gives_no_entry_and_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", "{not json")
+    config = load_config(strict=False)
+    assert config.empty
+    assert config.problems[0].startswith("OTEL_TRADING_INSTRUMENT: invalid JSON")
+
+
+def _pybreaker_successes(metrics: Metrics) -> float | None:
+    import pybreaker
+
+    pybreaker.CircuitBreaker(name="binance").call(lambda: None)
+    return metrics.value(N["breaker_successes"], name="binance")
+
+
+def test_one_bad_entry_in_the_environment_leaves_only_that_entry_uninstrumented(
+    write_module: Callable[[str], str],
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Old design: one misspelt key ("publsh") raised out of instrument(), so nothing was instrumented,
+    # pybreaker included, and opentelemetry-instrument printed the problems twice in two tracebacks.
+    name = write_module(BUS_SOURCE)
+    bad = {**inline_bus_entry(name), "publsh": "emit"}
+    del bad["publish"]
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps({"event_buses": [bad, queue_bus_entry(name)]}))
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider)
+    module = importlib.import_module(name)
+    assert instrumentor.is_instrumented_by_opentelemetry
+    assert _pybreaker_successes(metrics) == 1
+    bus = module.QueueBus()
+    bus.label = "q"
+    bus.publish_nowait(module.Tick())
+    assert metrics.value(N["bus_published"], event_type="Tick") == 1
+    inline = module.InlineBus()
+    inline.emit("quote")
+    assert metrics.value(N["bus_published"], event_type="quote") is None
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.ERROR and record.exc_info is None
+    message = record.getMessage()
+    assert message.count("unknown key 'publsh'") == 1
+    assert "everything else is instrumented" in message
+    assert f"event_buses[0] ({name}:InlineBus)" in message
+
+
+def test_an_entry_whose_imported_module_lacks_the_class_is_left_out_and_reported(
+    write_module: Callable[[str], str],
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = write_module(GUARD_SOURCE)
+    module = importlib.import_module(name)
+    config = {"breakers": [guard_entry(name, "Gaurd"), guard_entry(name, "VenueGuard")]}
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps(config))
+    with caplog.at_level(logging.ERROR, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider)
+    guard = module.VenueGuard("kraken")
+    guard.call(lambda: None)
+    assert metrics.value(N["breaker_successes"], name="kraken") == 1
+    [record] = caplog.records
+    assert f"module {name!r} has no class 'Gaurd'" in record.getMessage()
+
+
+def test_a_module_that_cannot_be_found_is_named_with_a_suggestion(
+    write_module: Callable[[str], str],
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Old design: a misspelt module printed nothing at all; its classes were simply never patched.
+    name = write_module(BUS_SOURCE)
+    monkeypatch.chdir(Path(importlib.util.find_spec(name).origin).parent)  # type: ignore[arg-type,union-attr]
+    misspelt = name + "s"
+    config = {"event_buses": [inline_bus_entry(misspelt), queue_bus_entry(name)]}
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert f"module {misspelt!r} cannot be found" in record.getMessage()
+    assert f"did you mean {name!r}?" in record.getMessage()
+    assert _pybreaker_successes(metrics) == 1
+
+
+def test_an_explicit_config_is_still_strict(
+    metrics: Metrics, instrumentor: TradingInstrumentor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", "{not json")  # config= wins over the variable
+    with pytest.raises(ConfigurationError, match=r"unknown key 'publsh'"):
+        instrumentor.instrument(
+            meter_provider=metrics.provider, config={"event_buses": [{"class": "b:B", "publsh": "p"}]}
+        )
+    assert not instrumentor.is_instrumented_by_opentelemetry
 
 
 # -- resolution against the imported module ----------------------------------------------------------

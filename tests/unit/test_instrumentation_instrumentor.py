@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import entry_points
 
 import aiobreaker
@@ -29,6 +30,44 @@ def test_disabling_otel_trading_by_name_patches_nothing(
     assert instrumentor.patched == []
     pybreaker.CircuitBreaker(name="binance").call(lambda: None)
     assert metrics.value(N["breaker_successes"], name="binance") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("otel_trading.pybreakr", "did you mean otel_trading.pybreaker?"),
+        ("requests,otel-trading", "did you mean otel_trading?"),
+        ("otel_trading.redis", "known: otel_trading, otel_trading.pybreaker"),
+    ],
+)
+def test_a_disabled_target_that_names_nothing_is_reported(
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    value: str,
+    needle: str,
+) -> None:
+    # Old design: ignored silently (and pybreaker stayed instrumented).
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", value)
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+    [record] = caplog.records
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS" in record.getMessage() and needle in record.getMessage()
+    assert "requests" not in record.getMessage()
+
+
+def test_misspelt_standard_variables_are_warned_about_under_the_instrumentor(
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORTER", "prometheus")
+    monkeypatch.setattr("otel_trading.settings._warned", set())  # each warning is logged once per process
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+    assert any("did you mean OTEL_METRICS_EXPORTER?" in r.getMessage() for r in caplog.records)
 
 
 def test_one_target_can_be_disabled_on_its_own(

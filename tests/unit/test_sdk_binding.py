@@ -34,7 +34,14 @@ from opentelemetry.sdk.metrics.view import (
 
 from otel_trading import CircuitBreaker, views
 from otel_trading import circuit_breaker as circuit_breaker_module
-from otel_trading.metric_contract import BREAKER_LATENCY, BREAKER_SUCCESSES, DURATION_BUCKETS, METRICS, InstrumentKind
+from otel_trading.metric_contract import (
+    BREAKER_LATENCY,
+    BREAKER_SUCCESSES,
+    DURATION_BUCKETS,
+    LOOP_LAG_BUCKETS,
+    METRICS,
+    InstrumentKind,
+)
 from otel_trading.recording import Binding, registry_for, sdk_binding
 from otel_trading.recording.sdk_binding import RowsHistogramStream
 
@@ -152,9 +159,12 @@ def test_a_plain_provider_and_one_with_our_views_are_compatible() -> None:
 def test_views_cover_every_histogram_in_the_contract() -> None:
     names = sorted(v._instrument_name for v in views())
     assert names == sorted(m.otel_name for m in METRICS if m.kind is InstrumentKind.HISTOGRAM)
+    buckets = {m.otel_name: m.buckets for m in METRICS}
     for view in views():
         assert isinstance(view._aggregation, ExplicitBucketHistogramAggregation)
-        assert tuple(view._aggregation._boundaries) == DURATION_BUCKETS
+        # Each histogram's own buckets: the durations' and the event-loop lag's.
+        assert tuple(view._aggregation._boundaries) == buckets[view._instrument_name]
+    assert {buckets[v._instrument_name] for v in views()} == {DURATION_BUCKETS, LOOP_LAG_BUCKETS}
 
 
 # -- the fallback: the self-test fails ----------------------------------------------------------------

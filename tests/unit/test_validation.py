@@ -9,6 +9,7 @@ that list without a traceback.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from otel_trading import (
     configure_metrics,
     start_metrics_server,
 )
+from otel_trading.settings import otel_env_warnings
 from otel_trading.tooling.cli import main
 
 from ..conftest import Metrics
@@ -197,6 +199,41 @@ def test_unrelated_variables_with_the_prefix_are_not_an_error(monkeypatch: pytes
     # collector/build.sh reads OTEL_TRADING_CACHE_DIR; it is not a typo of a runtime setting.
     monkeypatch.setenv("OTEL_TRADING_CACHE_DIR", "/tmp/cache")
     configure_metrics(exporters="none", set_global=False).shutdown()
+
+
+@pytest.mark.parametrize(
+    ("var", "needle"),
+    [
+        ("OTEL_METRIC_EXPORTER", "OTEL_METRIC_EXPORTER is not an OpenTelemetry variable and is ignored: did you "
+         "mean OTEL_METRICS_EXPORTER?"),
+        ("OTEL_EXPORTER_PROMETHEUS_PROT", "did you mean OTEL_EXPORTER_PROMETHEUS_PORT?"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINTS", "did you mean OTEL_EXPORTER_OTLP_ENDPOINT?"),
+        ("OTEL_SERVICE_NAEM", "did you mean OTEL_SERVICE_NAME?"),
+    ],
+)
+def test_misspelt_standard_variables_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, var: str, needle: str
+) -> None:
+    # Old design: ignored silently, by otel-trading and by the SDK.
+    monkeypatch.setattr("otel_trading.settings._warned", set())
+    monkeypatch.setenv(var, "x")
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        configure_metrics(exporters="none", set_global=False).shutdown()
+    assert [r.levelno for r in caplog.records if needle in r.getMessage()] == [logging.WARNING]
+
+
+def test_unknown_standard_looking_variables_far_from_any_known_name_are_left_alone() -> None:
+    assert otel_env_warnings({"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "x", "OTEL_PYTHON_LOG_LEVEL": "debug"}) == []
+    assert otel_env_warnings({"OTEL_METRICS_EXPORTER": "otlp", "OTEL_TRADING_CACHE_DIR": "/x"}) == []
+
+
+@pytest.mark.parametrize("endpoint", ["http://localhost:4318", "http://localhost:4318/"])
+def test_an_otlp_http_metrics_endpoint_without_a_path_gets_a_hint(endpoint: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint}
+    [warning] = otel_env_warnings(env)
+    assert "has no path" in warning and "use http://localhost:4318/v1/metrics" in warning
+    assert otel_env_warnings({**env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/metrics"}) == []
+    assert otel_env_warnings({**env, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) == []
 
 
 def test_start_metrics_server_refuses_bad_variables_before_binding(monkeypatch: pytest.MonkeyPatch) -> None:

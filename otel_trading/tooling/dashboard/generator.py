@@ -7,7 +7,7 @@ from pathlib import Path
 
 from otel_trading.tooling.dashboard.grafana_model import Json
 from otel_trading.tooling.dashboard.layout import layout
-from otel_trading.tooling.dashboard.panels import breaker_panels, event_bus_panels, library_panels
+from otel_trading.tooling.dashboard.panels import breaker_panels, event_bus_panels, event_loop_panels, library_panels
 from otel_trading.tooling.dashboard.templating import templating
 
 __all__ = [
@@ -63,6 +63,7 @@ def build_dashboard() -> Json:
             [
                 ("Circuit breakers", breaker_panels()),
                 ("Event bus", event_bus_panels()),
+                ("Event loop", event_loop_panels()),
                 ("otel-trading self-monitoring", library_panels()),
             ]
         ),

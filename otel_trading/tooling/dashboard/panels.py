@@ -1,4 +1,4 @@
-"""The dashboard's panels: circuit breakers, event bus and otel-trading's self-monitoring."""
+"""The dashboard's panels: circuit breakers, event bus, event loop and otel-trading's self-monitoring."""
 
 from __future__ import annotations
 
@@ -18,15 +18,27 @@ from otel_trading.metric_contract import (
     BUS_QUEUE_SIZE,
     BUS_SUBSCRIBERS,
     LABEL_VALUES_FOLDED,
+    LOOP_LAG,
     OVERFLOW_LABEL_VALUE,
 )
 from otel_trading.tooling.dashboard.grafana_model import Json, targets, timeseries
-from otel_trading.tooling.dashboard.promql import gauge_max, increase, quantile, rate
+from otel_trading.tooling.dashboard.promql import gauge_max, increase, increase_above, quantile, rate
 from otel_trading.tooling.dashboard.templating import BREAKER_VAR, DATASOURCE, EVENT_TYPE_VAR
 
-__all__ = ["QUANTILES", "STATE_NAMES", "breaker_panels", "event_bus_panels", "library_panels"]
+__all__ = [
+    "LOOP_STALL_SECONDS",
+    "QUANTILES",
+    "STATE_NAMES",
+    "breaker_panels",
+    "event_bus_panels",
+    "event_loop_panels",
+    "library_panels",
+]
 
 QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
+#: A loop late by more than this is stalled (a bucket boundary of the lag histogram; the
+#: EventLoopStalled alert uses the same).
+LOOP_STALL_SECONDS = 0.1
 #: ``circuit_breaker_state`` values, as the contract's description documents them.
 STATE_NAMES: tuple[tuple[int, str, str], ...] = (
     (0, "CLOSED", "green"),
@@ -191,6 +203,33 @@ def event_bus_panels() -> list[Json]:
             f"{BUS_HANDLER_ERRORS.description}, per second",
             targets((rate(BUS_HANDLER_ERRORS, ["event_type"], e), "{{event_type}}")),
             "ops",
+        ),
+    ]
+
+
+def event_loop_panels() -> list[Json]:
+    # Per bot and loop: a stall is one process's problem, and averaging it over a fleet hides it.
+    by = ["instance", "loop"]
+    return [
+        timeseries(
+            "Event-loop lag (p50 / p95 / p99)",
+            f"{LOOP_LAG.description}. An idle loop answers within 1 ms (the first bucket), so quantiles "
+            "there read as up to 1 ms",
+            targets(
+                *(
+                    (quantile(LOOP_LAG, q, by), f"{{{{instance}}}} {{{{loop}}}} p{round(q * 100)}")
+                    for q in QUANTILES
+                )
+            ),
+            "s",
+        ),
+        timeseries(
+            f"Event-loop stalls over {LOOP_STALL_SECONDS * 1000:.0f} ms",
+            f"Times the loop was more than {LOOP_STALL_SECONDS:g} s late, per rate interval: each is a handler "
+            "or coroutine that blocked the loop (a synchronous call, a heavy computation). The EventLoopStalled "
+            "alert fires on these",
+            targets((increase_above(LOOP_LAG, LOOP_STALL_SECONDS, by), "{{instance}} {{loop}}")),
+            "short",
         ),
     ]
 

@@ -6,7 +6,16 @@ from collections.abc import Mapping, Sequence
 
 from otel_trading.metric_contract import InstrumentKind, MetricSpec
 
-__all__ = ["TARGET_LABELS", "contract_label", "gauge_max", "increase", "quantile", "rate", "selector"]
+__all__ = [
+    "TARGET_LABELS",
+    "contract_label",
+    "gauge_max",
+    "increase",
+    "increase_above",
+    "quantile",
+    "rate",
+    "selector",
+]
 
 #: Labels Prometheus adds to every series (from the scrape target, or from ``service.name`` /
 #: ``service.instance.id`` on the OTLP and collector paths): every query filters by both, so one
@@ -69,3 +78,22 @@ def quantile(spec: MetricSpec, q: float, by: Sequence[str], filters: Mapping[str
     group = ", ".join([*(contract_label(spec, lbl) for lbl in by), "le"])
     bucket = selector(spec, "_bucket", filters)
     return f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[$__rate_interval])))"
+
+
+def increase_above(
+    spec: MetricSpec, bound: float, by: Sequence[str], filters: Mapping[str, str] | None = None
+) -> str:
+    """How many observations of a histogram exceeded the bucket boundary ``bound`` per rate interval,
+    per ``by`` group (its count minus that bucket's)."""
+    if spec.kind is not InstrumentKind.HISTOGRAM:
+        raise ValueError(f"{spec.prometheus_name} is not a histogram")
+    if bound not in (spec.buckets or ()):
+        raise ValueError(f"{bound} is not a bucket boundary of {spec.prometheus_name} ({spec.buckets})")
+    group = _by(spec, *by)
+    count = selector(spec, "_count", filters)
+    # str() renders the boundary as both export paths (and Prometheus 3's normalisation) write ``le``.
+    bucket = selector(spec, "_bucket", filters)[:-1] + f', le="{bound}"}}'
+    return (
+        f"sum by ({group}) (increase({count}[$__rate_interval])) "
+        f"- sum by ({group}) (increase({bucket}[$__rate_interval]))"
+    )

@@ -6,18 +6,24 @@ Each check returns a :class:`CheckResult` (name, status, detail, fix), in pipeli
 check                question                                              guide step
 ==================== ===================================================== ==========================
 metrics_endpoint     does /metrics answer, in Prometheus format?           "Verify the metrics server"
-documented_metrics   are the guide's ten metrics there (else: why not)?    "Check if metrics enabled"
+export_path          the bot's own exporter, or a collector's (and then?)  (collector/README.md)
+documented_metrics   the guide's 10 and the Reference's others (why not)?  "Check if metrics enabled"
 container_reachable  can a container reach it, or does it bind loopback?   (compose/Kubernetes set-ups)
 prometheus_target    does Prometheus list the target, and is it up?        "Check Prometheus targets"
 alert_rules          are the alert rules loaded and evaluating?            Alerting Setup
+firing_alerts        which alerts fire now, and about what (breaker, bot)? Alerting Setup
 alertmanager         is Alertmanager up, and does Prometheus send to it?   Notification Channels
 cardinality          series per trading metric; folded label values        "High Resource Usage"
+event_loop           was the bot's event loop blocked (lag over 100 ms)?   (otel-trading's own metric)
 ==================== ===================================================== ==========================
 
-Checks needing a URL that was not given report ``skip``. The exit status is 0 when no check
+Checks needing a URL that was not given report ``skip``. Without ``--metrics-url``, the doctor
+tries the default URL, and when nothing answers there (and ``--prometheus-url`` is given) the
+target Prometheus scrapes otel-trading metrics from. The exit status is 0 when no check
 fails (1 otherwise; ``--strict`` also fails on warnings). ``--json`` prints the same results for
-machines. HTTP goes through urllib with short timeouts and no proxy, and only to the given URLs:
-container reachability is judged from the endpoint's host, never by probing other addresses.
+machines. HTTP goes through urllib with short timeouts and no proxy, and only to the given URLs
+(plus, without ``--metrics-url``, the bot's scrape URL as Prometheus reports it): container
+reachability is judged from the endpoint's host, never by probing other addresses.
 
 Modules: ``results`` (statuses, verdicts, exit status), ``context`` (options and the cached scrape),
 ``http_client``, ``host_addresses`` (loopback and this host's interfaces), ``checks``, ``report``

@@ -1,8 +1,9 @@
-"""The doctor's checks, in pipeline order: endpoint, metrics, reachability, Prometheus, alerting, cardinality."""
+"""The doctor's checks, in pipeline order: endpoint, metrics, reachability, Prometheus, alerting, cardinality, loop."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from otel_trading.tooling.doctor.context import Context, DoctorOptions
 from otel_trading.tooling.doctor.host_addresses import hosts_equivalent, is_loopback_host
 from otel_trading.tooling.doctor.http_client import redact
 from otel_trading.tooling.doctor.results import CheckResult, Status
+from otel_trading.tooling.histograms import buckets_from, count_above, quantile, total, worst_bound
 
 __all__ = [
     "CHECKS",
@@ -28,6 +30,9 @@ __all__ = [
     "check_cardinality",
     "check_container_reachable",
     "check_documented_metrics",
+    "check_event_loop",
+    "check_export_path",
+    "check_firing_alerts",
     "check_metrics_endpoint",
     "check_prometheus_target",
     "run_doctor",
@@ -50,13 +55,27 @@ def check_metrics_endpoint(ctx: Context) -> CheckResult:
     host, port = ctx.metrics_host_port
     scrape = ctx.scrape()
     resp = scrape.response
+    found = ""
+    if ctx.default_metrics_url is not None:
+        found = (
+            f"no --metrics-url given and nothing answers at the default {ctx.default_metrics_url}: using "
+            f"{url}, where Prometheus scrapes otel-trading metrics; "
+        )
     if resp.status is None:
+        if "TLS error" in resp.error:
+            return CheckResult(name, Status.FAIL, f"{found}cannot reach {url}: {resp.error}", _tls_fix(ctx, resp.error))
         fix = _START_SERVER_FIX.format(port=port)
         if "refused" not in resp.error and urllib.parse.urlsplit(url).scheme == "http":
             fix += "; if the endpoint serves TLS, use an https:// URL"
         if "timed out" in resp.error:
             fix = f"a firewall drops traffic to {host}:{port}, or the bot is stuck; " + fix
-        return CheckResult(name, Status.FAIL, f"cannot reach {url}: {resp.error}", fix)
+        if not ctx.options.metrics_url_given:
+            fix = (
+                f"no --metrics-url was given, so the doctor tried the default {url} (from "
+                f"{OTEL_EXPORTER_PROMETHEUS_HOST}/_PORT, else 127.0.0.1:8000): pass --metrics-url with the bot's "
+                "endpoint (with --prometheus-url the doctor also looks among Prometheus' targets); or " + fix
+            )
+        return CheckResult(name, Status.FAIL, f"{found}cannot reach {url}: {resp.error}", fix)
     if resp.status == 401:
         return CheckResult(
             name,
@@ -83,9 +102,89 @@ def check_metrics_endpoint(ctx: Context) -> CheckResult:
     return CheckResult(
         name,
         Status.OK,
-        f"{url} answered in {resp.elapsed_ms:.0f} ms: {len(scrape.samples)} samples, {len(families)} names",
-        data={"samples": len(scrape.samples), "elapsed_ms": round(resp.elapsed_ms, 1)},
+        f"{found}{url} answered in {resp.elapsed_ms:.0f} ms: {len(scrape.samples)} samples, {len(families)} names",
+        data={"samples": len(scrape.samples), "elapsed_ms": round(resp.elapsed_ms, 1), "url": url},
     )
+
+
+def _tls_fix(ctx: Context, error: str) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in error or "certificate" in error.lower():
+        if "hostname" in error.lower() or "IP address mismatch" in error:
+            return (
+                "the certificate is not for the host in the URL: use the name (or address) the certificate "
+                "was issued for in --metrics-url, or reissue it with that host in its subjectAltName"
+            )
+        given = f" (--cafile {ctx.options.cafile} did not verify it)" if ctx.options.cafile else ""
+        return (
+            f"the endpoint's certificate is not trusted here{given}: pass --cafile with the CA certificate that "
+            "signed it (PEM; the same file as ca_file in Prometheus' tls_config for this job)"
+        )
+    return (
+        "the TLS handshake failed: check that the URL's port serves TLS, and for mutual TLS "
+        "(client_auth_required=True) that is beyond the doctor: check with curl --cert/--key"
+    )
+
+
+def _trading_samples(ctx: Context) -> list[Any]:
+    by_name = {n for spec in mc.METRICS for n in spec.series_names}
+    return [s for s in ctx.scrape().samples or () if s.name in by_name]
+
+
+def _pushing_bots(ctx: Context) -> list[tuple[str, str]]:
+    """(job, instance) of each bot whose series carry their own job/instance labels: these come from
+    each bot's resource (service.name, service.instance.id), as a collector's prometheus exporter
+    writes them; the in-process exporter leaves job/instance to the scrape."""
+    bots = {
+        (labels.get("job", ""), labels.get("instance", ""))
+        for s in _trading_samples(ctx)
+        if "job" in (labels := dict(s.labels)) or "instance" in labels
+    }
+    return sorted(bots)
+
+
+def check_export_path(ctx: Context) -> CheckResult:
+    """The bot's own endpoint, or an OpenTelemetry Collector's prometheus exporter (and what to check there)."""
+    name = "export_path"
+    if ctx.scrape().samples is None:
+        return CheckResult(name, Status.SKIP, "no scrape to inspect (see metrics_endpoint)")
+    bots = _pushing_bots(ctx)
+    if not bots:
+        return CheckResult(
+            name, Status.OK, "the bot's own in-process exporter (job and instance come from the scrape)"
+        )
+    shown = ", ".join(f"{job or '?'}/{instance or '?'}" for job, instance in bots[:10])
+    data: dict[str, Any] = {"path": "collector", "bots": [list(b) for b in bots]}
+    detail = (
+        f"an OpenTelemetry Collector's prometheus exporter (series carry each bot's job/instance): "
+        f"{len(bots)} bot(s) push here: {shown}"
+    )
+    problems: list[str] = []
+    fixes: list[str] = []
+    if any(not instance for _, instance in bots) or len({i for _, i in bots}) < len(bots):
+        problems.append("bots without a distinct instance share series")
+        fixes.append(
+            "give every bot OTEL_RESOURCE_ATTRIBUTES=service.instance.id=<stable id> (a random id per restart "
+            "starts new series)"
+        )
+    if ctx.options.prometheus_url:
+        renamed = ctx.prometheus_query(
+            'count by (job, exported_job) ({__name__=~"circuit_breaker_.+|event_bus_.+", exported_job!=""})'
+        )
+        if renamed:
+            jobs = sorted({str(r["metric"].get("job", "?")) for r in renamed})
+            problems.append(
+                f"Prometheus renamed the bots' job/instance to exported_job/exported_instance (job {', '.join(jobs)})"
+            )
+            fixes.append("set honor_labels: true on the scrape job of the collector, then reload Prometheus")
+    fixes.append(
+        "on this path also check: the bots' OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, :4317 gRPC or "
+        "http://...:4318 with http/protobuf), the collector's log for export errors, and its own metrics "
+        "(otelcol_receiver_refused_metric_points, otelcol_exporter_send_failed_metric_points on :8888); a stopped "
+        "bot's series stay here for metric_expiration (5m)"
+    )
+    if problems:
+        return CheckResult(name, Status.WARN, detail + "; " + "; ".join(problems), "; ".join(fixes), data)
+    return CheckResult(name, Status.OK, detail, "; ".join(fixes), data)
 
 
 # Metrics that only appear once something happened, and what that something is.
@@ -110,11 +209,29 @@ def check_documented_metrics(ctx: Context) -> CheckResult:
     names = scrape.names
     documented = mc.documented_metrics()
     missing = [s for s in documented if not _present(s, names)]
-    data = {"missing": [s.prometheus_name for s in missing], "documented": len(documented)}
+    own = [s for s in mc.METRICS if not s.documented_in_guide]
+    own_missing = [s for s in own if not _present(s, names)]
+    data = {
+        "missing": [s.prometheus_name for s in missing],
+        "documented": len(documented),
+        "reference": len(mc.METRICS),
+        "own_missing": [s.prometheus_name for s in own_missing],
+    }
     if not missing:
-        return CheckResult(
-            name, Status.OK, f"all {len(documented)} documented metrics are present", data=data
+        detail = (
+            f"all {len(documented)} of the guide's metrics are present, and {len(own) - len(own_missing)} of "
+            f"otel-trading's own {len(own)} ({len(mc.METRICS) - len(own_missing)} of the {len(mc.METRICS)} in "
+            "the Metrics Reference)"
         )
+        if not own_missing:
+            return CheckResult(name, Status.OK, detail, data=data)
+        why = [
+            f"{s.prometheus_name} appears after {_APPEARS_AFTER[s.key]}"
+            if s.key in _APPEARS_AFTER
+            else f"{s.prometheus_name} missing: is it in {OTEL_TRADING_DISABLED_METRICS}?"
+            for s in own_missing
+        ]
+        return CheckResult(name, Status.OK, f"{detail}; not yet: {'; '.join(why)}", data=data)
     missing_names = ", ".join(s.prometheus_name for s in missing)
     if not any(_present(s, names) for s in mc.METRICS):
         is_otel = "target_info" in names or any(
@@ -194,7 +311,49 @@ def check_container_reachable(ctx: Context) -> CheckResult:
         return CheckResult("container_reachable", Status.SKIP, "endpoint unreachable (see metrics_endpoint)")
     host, port = ctx.metrics_host_port
     # No probes of this host's other addresses: doctor only talks to the URLs it is given.
-    return assess_bind(host, port, is_loopback_host(host))
+    result = assess_bind(host, port, is_loopback_host(host))
+    if result.status is Status.WARN and ctx.options.prometheus_url:
+        up = [t for t in _my_targets(ctx) if t.get("health") == "up"]
+        if up:
+            # The documented host set-up (deploy/host/): Prometheus beside the bot. Nothing to fix.
+            return CheckResult(
+                result.name,
+                Status.OK,
+                f"the bot answers on loopback ({host}:{port}) and Prometheus scrapes it there "
+                f"({_describe_target(up[0])}): Prometheus runs on this host, so the bind is right; a "
+                "containerised Prometheus would need the bot bound to 0.0.0.0",
+                data={"probed": [], "scraped_by_prometheus": True},
+            )
+    return result
+
+
+def _my_targets(ctx: Context) -> list[dict[str, Any]]:
+    """Prometheus' active targets scraping the doctor's metrics URL."""
+    host, port = ctx.metrics_host_port
+    path = urllib.parse.urlsplit(ctx.options.metrics_url).path or "/metrics"
+    active, _, _ = ctx.prometheus_targets()
+
+    def matches(t: dict[str, Any]) -> bool:
+        t_host, t_port, t_path = _target_endpoint(t)
+        return t_port == port and t_path == path and hosts_equivalent(t_host, host)
+
+    return [t for t in active if matches(t)]
+
+
+def _scraped_trading_targets(ctx: Context) -> list[dict[str, Any]]:
+    """Prometheus' up targets whose own job/instance label otel-trading series (the in-process path)."""
+    series = ctx.prometheus_query(
+        'group by (job, instance) ({__name__=~"circuit_breaker_state|event_bus_queue_size|'
+        'otel_trading_label_values_folded_total"})'
+    )
+    pairs = {(r["metric"].get("job"), r["metric"].get("instance")) for r in series}
+    active, _, _ = ctx.prometheus_targets()
+    return [
+        t
+        for t in active
+        if t.get("health") == "up"
+        and (t.get("labels", {}).get("job"), t.get("labels", {}).get("instance")) in pairs
+    ]
 
 
 def _target_endpoint(target: dict[str, Any]) -> tuple[str, int, str]:
@@ -238,8 +397,8 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
     name = "prometheus_target"
     if not ctx.options.prometheus_url:
         return CheckResult(name, Status.SKIP, "not checked", "pass --prometheus-url http://HOST:9090")
-    data, error = ctx.prometheus_api("/api/v1/targets?state=any")
-    if data is None:
+    active, dropped, error = ctx.prometheus_targets()
+    if error:
         return CheckResult(
             name,
             Status.FAIL,
@@ -248,14 +407,12 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
         )
     host, port = ctx.metrics_host_port
     path = urllib.parse.urlsplit(ctx.options.metrics_url).path or "/metrics"
-    active: list[dict[str, Any]] = data.get("activeTargets") or []
-    dropped: list[dict[str, Any]] = data.get("droppedTargets") or []
 
     def matches(t: dict[str, Any]) -> bool:
         t_host, t_port, t_path = _target_endpoint(t)
         return t_port == port and t_path == path and hosts_equivalent(t_host, host)
 
-    mine = [t for t in active if matches(t)]
+    mine = _my_targets(ctx)
     summary = {"targets": [_describe_target(t) for t in active]}
     if mine:
         down = [t for t in mine if t.get("health") == "down"]
@@ -294,6 +451,28 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
             summary,
         )
     others = ", ".join(summary["targets"]) or "none"
+    if ctx.scrape().response.status is None:
+        # Nothing answers at the doctor's URL either: advising Prometheus to scrape it would be wrong.
+        scraped = _scraped_trading_targets(ctx)
+        if scraped:
+            urls = ", ".join(str(t.get("scrapeUrl")) for t in scraped)
+            fix = (
+                f"Prometheus scrapes otel-trading metrics from {urls} (up): if that is the bot, run the doctor "
+                f"with --metrics-url {scraped[0].get('scrapeUrl')}; otherwise start the bot's endpoint at "
+                f"{host}:{port} first"
+            )
+        else:
+            fix = (
+                f"nothing answers at {host}:{port} either (see metrics_endpoint): start the bot's endpoint first, "
+                "then add it to prometheus.yml's scrape_configs and reload Prometheus"
+            )
+        return CheckResult(
+            name,
+            Status.FAIL,
+            f"Prometheus has no target for {host}:{port}{path}, where nothing answers; its targets: {others}",
+            fix,
+            summary,
+        )
     fix = _ADD_TARGET_FIX.format(target=f"{host}:{port}", port=port)
     same_host_down = [
         t for t in active if t.get("health") == "down" and hosts_equivalent(_target_endpoint(t)[0], host)
@@ -355,6 +534,53 @@ def check_alert_rules(ctx: Context) -> CheckResult:
     if firing:
         detail += f"; firing now: {', '.join(firing)}"
     return CheckResult(name, Status.OK, detail, data=data_out)
+
+
+#: Labels that say what an alert is about (the rest is routing metadata).
+_ALERT_SUBJECT_LABELS = ("name", "event_type", "bus", "loop", "label", "job", "instance")
+
+
+def _describe_alert(alert: dict[str, Any]) -> str:
+    labels = alert.get("labels", {})
+    about = ", ".join(f"{k}={labels[k]}" for k in _ALERT_SUBJECT_LABELS if labels.get(k))
+    summary = alert.get("annotations", {}).get("summary", "")
+    text = f"{labels.get('alertname', '?')} ({labels.get('severity', 'no severity')}) for {about or 'no target label'}"
+    return f"{text}: {summary}" if summary else text
+
+
+def check_firing_alerts(ctx: Context) -> CheckResult:
+    """Alerts Prometheus has firing now, each with what it is about (breaker, event type, target)."""
+    name = "firing_alerts"
+    if not ctx.options.prometheus_url:
+        return CheckResult(name, Status.SKIP, "not checked", "pass --prometheus-url http://HOST:9090")
+    data, error = ctx.prometheus_api("/api/v1/alerts")
+    if data is None:
+        return CheckResult(name, Status.FAIL, error, "check the Prometheus URL")
+    alerts: list[dict[str, Any]] = data.get("alerts") or []
+    firing = [a for a in alerts if a.get("state") == "firing"]
+    pending = [a for a in alerts if a.get("state") == "pending"]
+    out = {
+        "firing": [{"labels": a.get("labels", {}), "summary": a.get("annotations", {}).get("summary")} for a in firing],
+        "pending": [a.get("labels", {}) for a in pending],
+    }
+    later = ""
+    if pending:
+        later = f"; pending (firing once their `for` has passed): {'; '.join(map(_describe_alert, pending))}"
+    if not firing:
+        return CheckResult(name, Status.OK, "no alert is firing" + later, data=out)
+    critical = [a for a in firing if a.get("labels", {}).get("severity") == "critical"]
+    ordered = critical + [a for a in firing if a not in critical]
+    runbooks = sorted({a.get("annotations", {}).get("runbook", "") for a in ordered} - {""})
+    fix = (
+        f"follow the runbook: {', '.join(runbooks)}" if runbooks else "see deploy/README.md, Runbooks"
+    ) + "; Alertmanager routes them (check alertmanager)"
+    return CheckResult(
+        name,
+        Status.FAIL if critical else Status.WARN,
+        f"{len(firing)} alert(s) firing: " + "; ".join(map(_describe_alert, ordered)) + later,
+        fix,
+        out,
+    )
 
 
 def check_alertmanager(ctx: Context) -> CheckResult:
@@ -491,20 +717,99 @@ def check_cardinality(ctx: Context) -> CheckResult:
     )
 
 
+#: A probe later than this counts as a stall (as in the EventLoopStalled alert and ``otel-trading top``).
+_STALL_SECONDS = 0.1
+
+
+def check_event_loop(ctx: Context) -> CheckResult:
+    """Was the bot's event loop blocked? From the lag histogram, since the bot started."""
+    name = "event_loop"
+    scrape = ctx.scrape()
+    if scrape.samples is None:
+        return CheckResult(name, Status.SKIP, "no scrape to inspect (see metrics_endpoint)")
+    lag = mc.LOOP_LAG
+    by_loop: dict[str, dict[float, float]] = {}
+    for s in scrape.samples:
+        if s.name == lag.prometheus_name + "_bucket":
+            labels = dict(s.labels)
+            bounds = by_loop.setdefault(labels.get("loop", ""), {})
+            bound = float(labels.get("le", "nan"))
+            bounds[bound] = bounds.get(bound, 0.0) + s.value
+    if not by_loop:
+        bus = any(s.name == mc.BUS_QUEUE_SIZE.prometheus_name for s in scrape.samples)
+        detail = f"no {lag.prometheus_name} series: " + (
+            f"an EventBus reports here, so its loop is monitored once it starts, unless "
+            f"{OTEL_TRADING_DISABLED_METRICS} names {lag.group.value} or {lag.key}"
+            if bus
+            else "no EventBus has started here"
+        )
+        fix = (
+            "an EventBus monitors its loop from start() to stop(); for a loop that runs no bus, call "
+            "otel_trading.monitor_event_loop() in one of its coroutines"
+        )
+        return CheckResult(name, Status.SKIP, detail, fix)
+    loops: dict[str, dict[str, float | None]] = {}
+    for loop, pairs in sorted(by_loop.items()):
+        buckets = buckets_from(pairs.items())
+        loops[loop] = {
+            "probes": total(buckets),
+            "stalls": count_above(buckets, _STALL_SECONDS),
+            "p99_seconds": quantile(0.99, buckets),
+            "worst_seconds_at_most": worst_bound(buckets),
+        }
+    stalled = {loop: v for loop, v in loops.items() if v["stalls"]}
+    if not stalled:
+        summary = "; ".join(
+            f"loop {loop}: {v['probes']:.0f} probes, p99 lag {_ms(v['p99_seconds'])}, none later than "
+            f"{_STALL_SECONDS * 1000:.0f} ms"
+            for loop, v in loops.items()
+        )
+        return CheckResult(name, Status.OK, summary + " (since the bot started)", data={"loops": _json_safe(loops)})
+    detail = "; ".join(
+        f"loop {loop} was blocked for more than {_STALL_SECONDS * 1000:.0f} ms {v['stalls']:.0f} time(s) "
+        f"since the bot started (the longest at most {_ms(v['worst_seconds_at_most'])})"
+        for loop, v in stalled.items()
+    )
+    fix = (
+        "a handler or coroutine blocks the loop (a synchronous HTTP or database call, a heavy computation): "
+        "move it off the loop with `await asyncio.to_thread(fn, ...)` (a process pool for CPU work) or use an "
+        "async client. `otel-trading top --url URL` shows when stalls happen next to each event type's p99 "
+        "processing time; PYTHONASYNCIODEBUG=1 makes asyncio log every callback slower than 100 ms (in a test "
+        "environment)"
+    )
+    return CheckResult(name, Status.WARN, detail, fix, data={"loops": _json_safe(loops)})
+
+
+def _json_safe(loops: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
+    """inf (beyond the last bucket) is no JSON number: None there; the detail says "> 10 s"."""
+    return {loop: {k: None if v == float("inf") else v for k, v in row.items()} for loop, row in loops.items()}
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds == float("inf"):
+        return f"> {mc.LOOP_LAG_BUCKETS[-1]:g} s"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
 CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_metrics_endpoint,
+    check_export_path,
     check_documented_metrics,
     check_container_reachable,
     check_prometheus_target,
     check_alert_rules,
+    check_firing_alerts,
     check_alertmanager,
     check_cardinality,
+    check_event_loop,
 )
 
 
 def run_doctor(options: DoctorOptions) -> list[CheckResult]:
     """Run every check in pipeline order; a bug in one check becomes its own failed result."""
-    ctx = Context(options)
+    ctx = _context(options)
     results: list[CheckResult] = []
     for check in CHECKS:
         try:
@@ -519,3 +824,17 @@ def run_doctor(options: DoctorOptions) -> list[CheckResult]:
                 )
             )
     return results
+
+
+def _context(options: DoctorOptions) -> Context:
+    """With no --metrics-url and nothing at the default, the endpoint Prometheus scrapes otel-trading from."""
+    ctx = Context(options)
+    if options.metrics_url_given or not options.prometheus_url or ctx.scrape().response.status is not None:
+        return ctx
+    with contextlib.suppress(Exception):  # discovery is a convenience: never a reason to crash
+        found = _scraped_trading_targets(ctx)
+        if found and found[0].get("scrapeUrl"):
+            adopted = Context(dataclasses.replace(options, metrics_url=str(found[0]["scrapeUrl"])))
+            adopted.default_metrics_url = redact(options.metrics_url)
+            return adopted
+    return ctx

@@ -58,6 +58,7 @@ def default_metrics_url() -> str:
 def _run(args: argparse.Namespace) -> int:
     options = DoctorOptions(
         metrics_url=args.metrics_url or default_metrics_url(),
+        metrics_url_given=args.metrics_url is not None,
         prometheus_url=args.prometheus_url,
         alertmanager_url=args.alertmanager_url,
         timeout=args.timeout,
@@ -84,9 +85,10 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "--metrics-url",
         type=_url,
         default=None,
-        help="the bot's endpoint (default from OTEL_EXPORTER_PROMETHEUS_HOST/PORT: "
-        f"http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics); user:password@ in the URL is sent as "
-        "basic auth",
+        help="the bot's endpoint, or a collector's prometheus exporter (default from "
+        f"OTEL_EXPORTER_PROMETHEUS_HOST/PORT: http://{DEFAULT_METRICS_ADDR}:{DEFAULT_METRICS_PORT}/metrics; when "
+        "nothing answers there, the target Prometheus scrapes otel-trading metrics from); user:password@ in the "
+        "URL is sent as basic auth",
     )
     p.add_argument(
         "--prometheus-url", type=_url, help="e.g. http://localhost:9090 (targets, rules, alerting)"

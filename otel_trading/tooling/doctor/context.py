@@ -21,6 +21,9 @@ class DoctorOptions:
     timeout: float = 3.0
     cardinality_threshold: int = DEFAULT_CARDINALITY_THRESHOLD
     cafile: str | None = None
+    #: False when ``metrics_url`` is only the default (no ``--metrics-url``): with nothing there,
+    #: the doctor uses the target Prometheus scrapes otel-trading metrics from.
+    metrics_url_given: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Context:
     def __init__(self, options: DoctorOptions) -> None:
         self.options = options
         self._cache: dict[str, Any] = {}
+        #: The default URL that did not answer, when ``metrics_url`` was found through Prometheus.
+        self.default_metrics_url: str | None = None
 
     def get(self, url: str) -> Response:
         if url not in self._cache:
@@ -81,6 +86,18 @@ class Context:
         if resp.status != 200 or payload.get("status") != "success":
             return None, f"{redact(base)}{path} -> HTTP {resp.status}: {payload.get('error', payload)}"
         return payload.get("data"), ""
+
+    def prometheus_targets(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+        """(active targets, dropped targets, "") from Prometheus, or ([], [], what went wrong)."""
+        data, error = self.prometheus_api("/api/v1/targets?state=any")
+        if data is None:
+            return [], [], error
+        return list(data.get("activeTargets") or []), list(data.get("droppedTargets") or []), ""
+
+    def prometheus_query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector ([] when Prometheus cannot answer it)."""
+        data, _ = self.prometheus_api("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        return list(data.get("result") or []) if isinstance(data, dict) else []
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:

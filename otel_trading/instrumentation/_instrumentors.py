@@ -1,0 +1,201 @@
+"""One OpenTelemetry instrumentor per target library, the contrib way: own version range, own entry point.
+
+Each class below is a ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor``
+entry-point group with its own name (``otel_trading_<library>``), so ``opentelemetry-instrument``
+loads each one on its own and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_trading_pyee`` skips
+just that one. ``TradingInstrumentor`` (entry point ``otel_trading``) is the umbrella that
+``instrument_bot()`` uses: it instruments otel-trading's own components and the bot's configured
+classes, and delegates every library target to these.
+
+``instrument()`` checks the installed library against ``instrumentation_dependencies()`` itself,
+also when the auto-instrumentation loader passes ``skip_dep_check=True``: the loader can only check
+a distribution's ``instruments`` extra, which is shared by every entry point of otel-trading, so it
+cannot tell one target's range from another's. A library that is not installed is skipped with a
+DEBUG line, one outside the range with an ERROR line naming both (as the loader does for contrib
+instrumentations); ``instrument()`` never raises into the bot or the loader (an exception there
+would stop ``opentelemetry-instrument`` from loading every instrumentor after it).
+
+Disabled by ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` naming ``otel_trading`` (everything),
+``otel_trading_<library>`` (the entry point) or ``otel_trading.<library>`` (the umbrella's
+target name, kept from before the split).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
+
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.metrics import MeterProvider
+
+from otel_trading.instrumentation._circuitbreaker import CircuitbreakerBreakers
+from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
+from otel_trading.instrumentation._purgatory import PurgatoryBreakers
+from otel_trading.instrumentation._pyee import PyeeEmitters
+from otel_trading.instrumentation._session import Session, one_scan
+from otel_trading.instrumentation._support import report
+
+__all__ = [
+    "LIBRARY_INSTRUMENTORS",
+    "UMBRELLA_NAME",
+    "AiobreakerInstrumentor",
+    "CircuitbreakerInstrumentor",
+    "LibraryInstrumentor",
+    "PurgatoryInstrumentor",
+    "PybreakerInstrumentor",
+    "PyeeInstrumentor",
+    "disabled_names",
+    "library_disabled",
+]
+
+_logger = logging.getLogger("otel_trading.instrumentation")
+
+#: The umbrella's entry point name; naming it in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS disables all.
+UMBRELLA_NAME = "otel_trading"
+
+
+def disabled_names(environ: Mapping[str, str] | None = None) -> set[str]:
+    """The names listed in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
+    env = os.environ if environ is None else environ
+    return {n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()}
+
+
+def library_disabled(target: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a library target is off: ``*``, ``otel_trading``, ``otel_trading_<t>`` or ``otel_trading.<t>``."""
+    names = disabled_names(environ)
+    return bool(names & {"*", UMBRELLA_NAME, f"{UMBRELLA_NAME}_{target}", f"{UMBRELLA_NAME}.{target}"})
+
+
+class LibraryInstrumentor(BaseInstrumentor):
+    """One target library: ``instrument(meter_provider=None)`` / ``uninstrument()``."""
+
+    #: The library's name, as in ``otel_trading.<target>`` and the entry point ``otel_trading_<target>``.
+    target: ClassVar[str]
+    #: Its supported versions (requirement specifiers), e.g. ``("circuitbreaker >= 2.0, < 3",)``.
+    _instruments: ClassVar[tuple[str, ...]]
+    _session: Session | None = None
+
+    @classmethod
+    def entry_point_name(cls) -> str:
+        return f"{UMBRELLA_NAME}_{cls.target}"
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return self._instruments
+
+    def _targets(self, session: Session) -> list[Any]:
+        raise NotImplementedError
+
+    def instrument(self, **kwargs: Any) -> Any:
+        if self.is_instrumented_by_opentelemetry:
+            # Typically: the umbrella instrumented it, then opentelemetry-instrument loads its entry point.
+            _logger.debug("otel-trading: %s is already instrumented", self.entry_point_name())
+            return None
+        if library_disabled(self.target):
+            _logger.debug("otel-trading: %s disabled by %s", self.target, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS)
+            return None
+        kwargs.pop("raise_exception_on_conflict", None)
+        kwargs["skip_dep_check"] = True
+        try:
+            conflict = get_dependency_conflicts(self._instruments)
+            if conflict is not None:
+                if conflict.found:
+                    _logger.error(
+                        "otel-trading: %s instruments %s, but %s is installed; %s is left uninstrumented",
+                        self.entry_point_name(),
+                        conflict.required,
+                        conflict.found,
+                        self.target,
+                    )
+                else:
+                    _logger.debug("otel-trading: %s is not installed; nothing to instrument", self.target)
+                return None
+            return super().instrument(**kwargs)
+        except Exception as exc:
+            report(f"instrumenting {self.target}", exc)
+            return None
+
+    def _instrument(self, **kwargs: Any) -> None:
+        meter_provider: MeterProvider | None = kwargs.get("meter_provider")
+        session = Session(meter_provider)
+        try:
+            with one_scan():
+                for target in self._targets(session):
+                    target.start()
+        except Exception:
+            session.stop()
+            raise
+        self._session = session
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.stop()
+
+    @property
+    def patched(self) -> list[tuple[type, str]]:
+        """(class, attribute) pairs currently wrapped, for diagnostics and tests."""
+        return self._session.patcher.patched if self._session is not None else []
+
+
+class PybreakerInstrumentor(LibraryInstrumentor):
+    """``pybreaker.CircuitBreaker`` (see ``_libraries``)."""
+
+    target = "pybreaker"
+    _instruments = ("pybreaker >= 1.0, < 2",)
+
+    def _targets(self, session: Session) -> list[Any]:
+        return [LibraryBreakers(session, PYBREAKER)]
+
+
+class AiobreakerInstrumentor(LibraryInstrumentor):
+    """``aiobreaker.CircuitBreaker`` (see ``_libraries``)."""
+
+    target = "aiobreaker"
+    _instruments = ("aiobreaker >= 1.1, < 2",)
+
+    def _targets(self, session: Session) -> list[Any]:
+        return [LibraryBreakers(session, AIOBREAKER)]
+
+
+class CircuitbreakerInstrumentor(LibraryInstrumentor):
+    """``circuitbreaker.CircuitBreaker`` and its decorators (see ``_circuitbreaker``)."""
+
+    target = "circuitbreaker"
+    _instruments = ("circuitbreaker >= 2.0, < 3",)
+
+    def _targets(self, session: Session) -> list[Any]:
+        return [CircuitbreakerBreakers(session)]
+
+
+class PurgatoryInstrumentor(LibraryInstrumentor):
+    """purgatory's sync and async circuit breakers (see ``_purgatory``)."""
+
+    target = "purgatory"
+    _instruments = ("purgatory >= 3.0, < 4",)
+
+    def _targets(self, session: Session) -> list[Any]:
+        return [PurgatoryBreakers(session)]
+
+
+class PyeeInstrumentor(LibraryInstrumentor):
+    """pyee's event emitters (see ``_pyee``)."""
+
+    target = "pyee"
+    _instruments = ("pyee >= 12, < 14",)
+
+    def _targets(self, session: Session) -> list[Any]:
+        return [PyeeEmitters(session)]
+
+
+#: Every library target, in the order the umbrella delegates to them.
+LIBRARY_INSTRUMENTORS: tuple[type[LibraryInstrumentor], ...] = (
+    PybreakerInstrumentor,
+    AiobreakerInstrumentor,
+    CircuitbreakerInstrumentor,
+    PurgatoryInstrumentor,
+    PyeeInstrumentor,
+)

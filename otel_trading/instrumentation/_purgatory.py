@@ -1,0 +1,409 @@
+"""purgatory (3.x): breaker metrics for its sync and async breakers, decorators and context managers alike.
+
+purgatory keeps each circuit's state in a ``Context`` (one per circuit name in its in-memory
+repository, one per call with Redis) and guards a block with a short-lived wrapper object that
+``get_breaker()`` builds for each call: ``SyncCircuitBreaker`` (``with``) or
+``AsyncCircuitBreaker`` (``async with``). The decorators do the same around the function. What is
+patched, and what each patch records:
+
+============================================  ====================================================
+``SyncCircuitBreaker.__enter__/__exit__``,    replaced by copies of the library's own bodies plus
+``AsyncCircuitBreaker.__aenter__/__aexit__``  the recording: the whole guarded block is timed
+                                              (enter to exit, paired by wrapper object); ``OpenedState``
+                                              raised on entry is a rejection
+``ClosedState/HalfOpenedState/OpenedState     the library decided the exception is a failure (its
+.handle_exception``                           exclude list, types and predicates, did not exclude
+                                              it): a failure; any other exit is a success
+``Context.set_state``                         a transition (``closed``/``opened``/``half-opened``
+                                              -> 0/1/2), and the state the gauge reports
+``Context.__init__``                          the circuit's state as created or loaded from storage
+============================================  ====================================================
+
+Series are per circuit name: breakers of one name share them, whatever wrapper object or
+``Context`` carries the call; the state gauge reports the last state this process saw for that
+name (with Redis, changes made by other processes show up at this process's next call). A block
+entered before instrumentation is not counted. Each copy is installed only over the exact code
+it was copied from (``_copies``); otherwise that method is left unpatched, with one warning.
+"""
+
+from __future__ import annotations
+
+import threading
+import types
+from bisect import bisect_left
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
+from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
+from otel_trading.instrumentation._copies import same_code
+from otel_trading.instrumentation._session import Session, existing_instances
+from otel_trading.instrumentation._support import report, warn_once
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+
+__all__ = ["PurgatoryBreakers"]
+
+_STATES = {"closed": CLOSED, "opened": OPEN, "half-opened": HALF_OPEN}
+_FIRST_BOUND = BOUNDS[0]
+
+_SYNC_SOURCE = '''
+from types import TracebackType
+from typing import Optional
+
+
+class SyncCircuitBreaker:
+    def __enter__(self) -> "SyncCircuitBreaker":
+        self.context.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.context.__exit__(exc_type, exc, tb)
+        while self.context.messages:
+            self.messagebus.handle(
+                self.context.messages.pop(0),
+                self.uow,
+            )
+'''
+
+_ASYNC_SOURCE = '''
+from types import TracebackType
+from typing import Optional
+
+
+class AsyncCircuitBreaker:
+    async def __aenter__(self) -> "AsyncCircuitBreaker":
+        self.context.__enter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.context.__exit__(exc_type, exc, tb)
+        while self.context.messages:
+            await self.messagebus.handle(
+                self.context.messages.pop(0),
+                self.uow,
+            )
+'''
+
+
+def _code(state: Any) -> int | None:
+    name = getattr(state, "name", None)
+    return _STATES.get(name) if isinstance(name, str) else None
+
+
+class _Verdict(threading.local):
+    """The failure the library decided last in this thread: its context and its exception."""
+
+    context: int = 0
+    exc: BaseException | None = None
+
+
+_VERDICT = _Verdict()
+
+
+class _Circuit:
+    """One circuit name: its binding, its rows for timed successes, and the last state seen."""
+
+    __slots__ = ("binding", "counted", "local", "state")
+
+    def __init__(self, binding: BreakerBinding, counted: CountedThreadRows) -> None:
+        self.binding = binding
+        self.counted = counted
+        self.local = counted.local
+        self.state = CLOSED
+
+
+class PurgatoryBreakers:
+    """Instruments purgatory's breakers."""
+
+    target = "purgatory"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        # circuit name -> _Circuit; emptied by uninstrument().
+        self._circuits: dict[Any, _Circuit] = {}
+        session.fast_lookups.append(self._circuits)
+        # id(wrapper) -> the start of its block (a list when one wrapper is inside several blocks).
+        self._starts: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.session.on_import("purgatory", self._patch, self.target)
+
+    # -- patching -----------------------------------------------------------------------------------
+    def _patch(self, module: types.ModuleType, existed: bool) -> None:
+        import sys
+
+        model = sys.modules["purgatory.domain.model"]
+        sync_cls = sys.modules["purgatory.service._sync.circuitbreaker"].SyncCircuitBreaker
+        async_cls = sys.modules["purgatory.service._async.circuitbreaker"].AsyncCircuitBreaker
+        self._opened: type[BaseException] = model.OpenedState
+        states = (model.ClosedState, model.HalfOpenedState, model.OpenedState)
+        required = [(model.Context, "__init__"), (model.Context, "set_state")]
+        required += [(state, "handle_exception") for state in states]
+        missing = [
+            f"{owner.__qualname__}.{name}"
+            for owner, name in required
+            if not isinstance(vars(owner).get(name), types.FunctionType)
+        ]
+        if missing:
+            version = getattr(module, "__version__", "?")
+            raise RuntimeError(f"purgatory {version} does not have {', '.join(missing)}; it is left uninstrumented")
+        patcher = self.session.patcher
+        patcher.replace(model.Context, "__init__", self._init)
+        patcher.replace(model.Context, "set_state", self._set_state)
+        for state in states:
+            patcher.replace(state, "handle_exception", self._handle_exception)
+        copies: list[tuple[type, str, str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+            (sync_cls, "__enter__", _SYNC_SOURCE, "SyncCircuitBreaker.__enter__", self._enter),
+            (sync_cls, "__exit__", _SYNC_SOURCE, "SyncCircuitBreaker.__exit__", self._exit),
+            (async_cls, "__aenter__", _ASYNC_SOURCE, "AsyncCircuitBreaker.__aenter__", self._aenter),
+            (async_cls, "__aexit__", _ASYNC_SOURCE, "AsyncCircuitBreaker.__aexit__", self._aexit),
+        ]
+        known = {
+            (owner, name): same_code(vars(owner).get(name), (source, ), path)
+            for owner, name, source, path, _ in copies
+        }
+        for owner, name, _, path, factory in copies:
+            pair = ("__enter__", "__exit__") if owner is sync_cls else ("__aenter__", "__aexit__")
+            if all(known[(owner, n)] for n in pair):
+                patcher.replace(owner, name, factory)
+            else:
+                warn_once(
+                    f"purgatory-copy:{path}",
+                    "otel-trading instrumentation: purgatory %s: %s is not the code otel-trading knows; "
+                    "blocks guarded through it are not counted",
+                    getattr(module, "__version__", "?"),
+                    path,
+                )
+        if existed:
+            for context in existing_instances(model.Context):
+                self._note(context, _code(getattr(context, "_state", None)))
+
+    # -- circuits -----------------------------------------------------------------------------------
+    def _circuit(self, name: Any) -> _Circuit | None:
+        """The circuit of ``name``, made on first use; None when not recording."""
+        circuit = self._circuits.get(name)
+        if circuit is not None:
+            return circuit
+        session = self.session
+        if not session.breakers_on or not session.active:
+            return None
+        with self._lock:
+            circuit = self._circuits.get(name)
+            if circuit is None:
+                holder: list[_Circuit] = []
+
+                def read_state() -> int | None:
+                    return holder[0].state if holder else None
+
+                binding = BreakerBinding(session.registry, breaker_label(name), read_state, raw_name=name)
+                counted = CountedThreadRows(C0)
+                binding.series.attach(binding, counted)
+                circuit = _Circuit(binding, counted)
+                holder.append(circuit)
+                self._circuits[name] = circuit
+        return circuit
+
+    def _note(self, context: Any, code: int | None) -> None:
+        """The state ``context`` was created or loaded in (no transition: this process made none)."""
+        try:
+            circuit = self._circuit(context.name)
+            if circuit is not None and code is not None:
+                circuit.state = code
+        except Exception as exc:
+            report("reading a purgatory circuit's state", exc)
+
+    # -- recording -----------------------------------------------------------------------------------
+    def _began(self, breaker: Any) -> None:
+        """A guarded block was admitted: remember when, by wrapper object."""
+        start = perf_counter()
+        key = id(breaker)
+        got = self._starts.setdefault(key, start)
+        if got is not start:  # the same wrapper object inside two blocks at once (rare)
+            with self._lock:
+                got = self._starts.get(key)
+                if got is None:
+                    self._starts[key] = start
+                elif got.__class__ is list:
+                    got.append(start)
+                else:
+                    self._starts[key] = [got, start]
+
+    def _start_of(self, breaker: Any) -> float | None:
+        key = id(breaker)
+        start = self._starts.pop(key, None)
+        if start.__class__ is list:
+            with self._lock:
+                start, rest = start[-1], start[:-1]
+                if rest:
+                    self._starts[key] = rest if len(rest) > 1 else rest[0]
+        return start
+
+    def _rejected(self, breaker: Any) -> None:
+        try:
+            circuit = self._circuit(breaker.context.name)
+            if circuit is not None:
+                circuit.binding.count(C2)
+        except Exception as exc:
+            report("recording a purgatory rejection", exc)
+
+    def _ended(self, context: Any, exc: BaseException | None, start: float, end: float) -> None:
+        try:
+            circuit = self._circuit(context.name)
+            if circuit is None:
+                return
+            elapsed = end - start
+            if exc is None:
+                try:
+                    row: Row = circuit.local.row
+                except AttributeError:
+                    row = circuit.counted.row()
+                binding = circuit.binding
+                if binding.hot.fast:
+                    # A CountedThreadRows row: a timed success is its histogram count.
+                    row[SUM] += elapsed
+                    if elapsed < row[MIN]:
+                        row[MIN] = elapsed
+                    if elapsed > row[MAX]:
+                        row[MAX] = elapsed
+                    row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+                elif not binding.timed or not binding.series.observe_slow(row, elapsed):
+                    row[C0] += 1
+                return
+            verdict = _VERDICT
+            failed = verdict.context == id(context) and verdict.exc is exc
+            if failed:
+                verdict.context, verdict.exc = 0, None
+            circuit.binding.count(C1 if failed else C0, elapsed)
+        except Exception as report_exc:
+            report("recording a purgatory call", report_exc)
+
+    # -- patches (factories of the replacement functions) --------------------------------------------
+    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def __init__(context: Any, *args: Any, **kwargs: Any) -> None:
+            orig(context, *args, **kwargs)
+            if session.active:
+                self._note(context, _code(getattr(context, "_state", None)))
+
+        return __init__
+
+    def _set_state(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def set_state(context: Any, *args: Any, **kwargs: Any) -> Any:
+            old = _code(getattr(context, "_state", None))
+            result = orig(context, *args, **kwargs)
+            if session.active:
+                try:
+                    new = _code(getattr(context, "_state", None))
+                    circuit = self._circuit(context.name)
+                    if circuit is not None and new is not None:
+                        circuit.state = new
+                        if old is not None and old != new:
+                            circuit.binding.transition(old, new)
+                except Exception as exc:
+                    report("recording a purgatory transition", exc)
+            return result
+
+        return set_state
+
+    def _handle_exception(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        def handle_exception(state: Any, context: Any, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+            # Called only when the context decided that ``exc`` is a failure.
+            verdict = _VERDICT
+            verdict.context = id(context)
+            verdict.exc = exc
+            return orig(state, context, exc, *args, **kwargs)
+
+        return handle_exception
+
+    def _enter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        opened = self._opened
+        rejected = self._rejected
+        began = self._began
+        active = self.session
+
+        def __enter__(self: Any) -> Any:
+            try:
+                self.context.__enter__()
+            except opened:
+                if active.active:
+                    rejected(self)
+                raise
+            if active.active:
+                began(self)
+            return self
+
+        return __enter__
+
+    def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        start_of = self._start_of
+        ended = self._ended
+        clock = perf_counter
+        starts = self._starts
+
+        def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+            end = clock()
+            start = start_of(self) if starts else None
+            self.context.__exit__(exc_type, exc, tb)
+            if start is not None:
+                ended(self.context, exc, start, end)
+            while self.context.messages:
+                self.messagebus.handle(
+                    self.context.messages.pop(0),
+                    self.uow,
+                )
+
+        return __exit__
+
+    def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        opened = self._opened
+        rejected = self._rejected
+        began = self._began
+        active = self.session
+
+        async def __aenter__(self: Any) -> Any:
+            try:
+                self.context.__enter__()
+            except opened:
+                if active.active:
+                    rejected(self)
+                raise
+            if active.active:
+                began(self)
+            return self
+
+        return __aenter__
+
+    def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        start_of = self._start_of
+        ended = self._ended
+        clock = perf_counter
+        starts = self._starts
+
+        async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+            end = clock()
+            start = start_of(self) if starts else None
+            self.context.__exit__(exc_type, exc, tb)
+            if start is not None:
+                ended(self.context, exc, start, end)
+            while self.context.messages:
+                await self.messagebus.handle(
+                    self.context.messages.pop(0),
+                    self.uow,
+                )
+
+        return __aexit__

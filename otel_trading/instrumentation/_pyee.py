@@ -1,0 +1,652 @@
+"""pyee (12.x, 13.x): event-bus metrics for its emitters, with the event name as ``event_type``.
+
+Every pyee emitter's ``emit`` runs ``EventEmitter._call_handlers(event, args, kwargs)``, which hands
+each handler to the emitter class's ``_emit_run``: the base ``EventEmitter`` runs it inline,
+``AsyncIOEventEmitter`` schedules coroutine handlers as tasks (fire and forget),
+``ExecutorEventEmitter`` submits every handler to its executor. What is patched:
+
+==========================================  ======================================================
+``EventEmitter._call_handlers``             replaced by a copy of the library's body plus the
+                                            recording: one event published per ``emit``; processed
+                                            and timed once every handler it was given to has
+                                            completed; handler errors counted
+``AsyncIOEventEmitter._emit_run``,          replaced by copies that also register the handler's
+``ExecutorEventEmitter._emit_run``          task or future, so the event completes when the last
+                                            of them is done (a handler raising, synchronously or
+                                            in its task, counts one handler error)
+``EventEmitter.__init__``                   bind the emitter (subscriber gauge, queue gauge)
+==========================================  ======================================================
+
+pyee's own events are not the app's: ``new_listener`` and ``error`` (and ``failure`` on
+``TwistedEventEmitter``) are never counted, and a handler error is counted under the type of the
+event whose handler raised, not as an ``error`` event. ``event_bus_subscribers_gauge`` reads each
+emitter's handler table at collection. ``event_bus_queue_size{bus="AsyncIOEventEmitter"}`` is the
+number of handler tasks still pending (the emitter's ``complete`` property is false while it is
+not 0); the other emitters have no queue and report none. Emitters whose ``_emit_run`` is another
+one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count published events
+and subscribers only: their handlers run where otel-trading cannot see them complete. Under
+``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
+that has handlers for it. Each copy is installed only over the exact code it was copied from
+(``_copies``); otherwise pyee is left uninstrumented (or that emitter class counts published
+events only), with one warning.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+import weakref
+from asyncio import Future as AsyncioFuture
+from asyncio import ensure_future, iscoroutine
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, cast
+
+from otel_trading import metric_contract as mc
+from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
+from otel_trading.instrumentation._copies import same_code
+from otel_trading.instrumentation._session import Session, existing_instances
+from otel_trading.instrumentation._support import label_of, report, warn_once
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
+from otel_trading.recording.rows import fork_safe
+
+__all__ = ["EmitterBinding", "PyeeEmitters"]
+
+#: Events pyee emits itself, never counted as the app's.
+OWN_EVENTS = frozenset({"new_listener", "error"})
+_TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
+_FIRST_BOUND = BOUNDS[0]
+
+_CALL_HANDLERS_SOURCE = '''
+from collections import OrderedDict
+from typing import Any, Dict, Tuple
+
+Self = Any
+
+
+class EventEmitter:
+    def _call_handlers(
+        self: Self,
+        event: str,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+    ) -> bool:
+        handled = False
+
+        with self._lock:
+            funcs = list(self._events.get(event, OrderedDict()).values())
+        for f in funcs:
+            self._emit_run(f, args, kwargs)
+            handled = True
+
+        return handled
+'''
+
+_ASYNCIO_EMIT_RUN = '''
+from typing import Any, Callable, Dict, Tuple
+
+Self = Any
+
+
+class AsyncIOEventEmitter:
+    def _emit_run(
+        self: Self,
+        f: Callable,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+    ) -> None:
+        try:
+            coro: Any = f(*args, **kwargs)
+        except Exception as exc:
+            self.emit("error", exc)
+        else:
+            if iscoroutine(coro):
+                if self._loop:
+                    # ensure_future is *extremely* cranky about the types here,
+                    # but this is relatively well-tested and I think the types
+                    # are more strict than they should be
+                    fut: Any = ensure_future(cast(Any, coro), loop=self._loop)
+                else:
+                    fut = ensure_future(cast(Any, coro))
+
+            elif isinstance(coro, Future):
+                fut = cast(Any, coro)
+            else:
+                return
+
+            def callback(f: Future) -> None:
+                self._waiting.discard(f)
+
+                if f.cancelled():
+                    return
+
+                exc: Optional[BaseException] = f.exception()
+                if exc:
+                    self.emit("error", exc)
+
+            fut.add_done_callback(callback)
+            self._waiting.add(fut)
+'''
+# pyee 12.x: the same body; only the inner callback's annotations differ.
+_ASYNCIO_EMIT_RUN_12 = (
+    _ASYNCIO_EMIT_RUN.replace("def callback(f: Future) -> None:", "def callback(f):")
+    .replace("exc: Optional[BaseException] = f.exception()", "exc: Exception = f.exception()")
+    .replace("    ) -> None:\n        try:", "    ):\n        try:")
+)
+
+_EXECUTOR_EMIT_RUN = '''
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Optional, Tuple
+
+Self = Any
+
+
+class ExecutorEventEmitter:
+    def _emit_run(
+        self: Self,
+        f: Callable,
+        args: Tuple[Any, ...],
+        kwargs: Dict[str, Any],
+    ) -> None:
+        future: Future = self._executor.submit(f, *args, **kwargs)
+
+        @future.add_done_callback
+        def _callback(f: Future) -> None:
+            exc: Optional[BaseException] = f.exception()
+            if isinstance(exc, Exception):
+                self.emit("error", exc)
+            elif exc is not None:
+                raise exc
+'''
+
+
+class _Untimed:
+    """Stands in for the series on the hot path when the duration histogram is disabled."""
+
+    fast = False
+
+
+_UNTIMED = _Untimed()
+
+
+class _Event:
+    """One ``event_type`` label: its series and the per-thread rows every emitter counts it in.
+
+    Row columns: C0 published, C1 processed (a ``CountedThreadRows``: the histogram count, plus the
+    events not timed), C2 handler errors.
+    """
+
+    __slots__ = ("counted", "hot", "local", "series", "timed")
+
+    def __init__(self, series: Series, owner: Any, timed: bool) -> None:
+        self.series = series
+        self.counted = CountedThreadRows(C1)
+        self.local = self.counted.local
+        self.timed = timed
+        #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
+        self.hot: Any = series if timed else _UNTIMED
+        series.attach(owner, self.counted)
+
+    def row(self) -> Row:
+        try:
+            row: Row = self.local.row
+            return row
+        except AttributeError:
+            return self.counted.row()
+
+    def processed(self, elapsed: float) -> None:
+        row = self.row()
+        if self.hot.fast:
+            row[SUM] += elapsed
+            if elapsed < row[MIN]:
+                row[MIN] = elapsed
+            if elapsed > row[MAX]:
+                row[MAX] = elapsed
+            row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+        elif not self.timed or not self.series.observe_slow(row, elapsed):
+            row[C1] += 1  # not in the row's histogram, so count it explicitly
+
+    def error(self) -> None:
+        self.row()[C2] += 1
+
+
+_LAST = object()
+
+
+class _Dispatch:
+    """One emit on an emitter that schedules handlers: processed when its last handler is done.
+
+    ``pending`` holds one element per completion still to come (the emit itself included, at the
+    bottom); each completion pops one (``list.pop`` is atomic), and the one that pops the bottom
+    element was the last: it records the event. Completions may come from executor threads.
+    """
+
+    __slots__ = ("__weakref__", "event", "pending", "start")
+
+    def __init__(self, event: _Event, start: float) -> None:
+        self.event = event
+        self.start = start
+        self.pending: list[Any] = [_LAST]
+
+    def add(self, future: Any) -> None:
+        self.pending.append(None)
+        future.add_done_callback(self.done)
+
+    def done(self, future: Any) -> None:
+        try:
+            if not future.cancelled() and future.exception() is not None:
+                self.event.error()
+        except Exception as exc:
+            report("recording a pyee handler", exc)
+        self.finish()
+
+    def finish(self) -> None:
+        try:
+            if self.pending.pop() is _LAST:
+                self.event.processed(perf_counter() - self.start)
+        except Exception as exc:
+            report("recording a pyee event", exc)
+
+
+class _Current(threading.local):
+    """The dispatch whose handlers this thread is handing to ``_emit_run`` right now."""
+
+    dispatch: _Dispatch | None = None
+
+
+_CURRENT = _Current()
+
+
+class _UpliftSeen(threading.local):
+    """The kwargs of the last uplifted emit counted in this thread (``pyee.uplift`` hands one
+    emit's very same kwargs dict to both emitters' ``_call_handlers``)."""
+
+    kwargs: Any = None
+
+
+_UPLIFT_SEEN = _UpliftSeen()
+
+#: How an emitter's handlers run, decided by its class's ``_emit_run``.
+SYNC, SCHEDULED, UNKNOWN = "sync", "scheduled", "unknown"
+
+
+class EmitterBinding:
+    """One instrumented emitter, as the registry's queue-size and subscriber gauges see it."""
+
+    __slots__ = ("__weakref__", "_lock", "_ref", "events", "mode", "name", "own", "queued")
+
+    def __init__(self, emitter: Any, mode: str, own: frozenset[str], queued: bool) -> None:
+        self._ref = weakref.ref(emitter)
+        self._lock = threading.Lock()
+        fork_safe(self)
+        self.mode = mode
+        self.own = own
+        #: The label of ``event_bus_queue_size``: the emitter's class.
+        self.name = type(emitter).__name__
+        self.queued = queued
+        #: event -> _Event (or None for pyee's own events): the hot path's second lookup.
+        self.events: dict[Any, _Event | None] = dict.fromkeys(own)
+
+    @property
+    def queue_size(self) -> int | None:
+        if not self.queued:
+            return None
+        emitter = self._ref()
+        if emitter is None:
+            return 0
+        try:
+            return len(emitter._waiting)
+        except Exception as exc:
+            report("reading a pyee emitter's pending tasks", exc)
+            return 0
+
+    def subscriber_counts(self) -> dict[str, int]:
+        emitter = self._ref()
+        if emitter is None:
+            return {}
+        try:
+            counts: dict[str, int] = {}
+            for event, handlers in list(emitter._events.items()):
+                if event in self.own:
+                    continue
+                label = label_of(event)
+                counts[label] = counts.get(label, 0) + len(handlers)
+            return counts
+        except Exception as exc:
+            report("reading a pyee emitter's handlers", exc)
+            return {}
+
+
+class PyeeEmitters:
+    """Instruments pyee's emitters."""
+
+    target = "pyee"
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._registry: MetricsRegistry = session.registry
+        # id(emitter) -> binding: the hot path's first lookup; emptied by uninstrument().
+        self._by_id: dict[int, EmitterBinding] = {}
+        session.fast_lookups.append(self._by_id)
+        # event -> _Event, shared by every emitter (same label, same rows)
+        self._events: dict[Any, _Event] = {}
+        self._lock = threading.Lock()
+        self._timed = session.registry.enabled(mc.BUS_PROCESSING_DURATION.key)
+        self._base: type | None = None
+        self._known_runs: dict[Any, str] = {}
+        self._queued_runs: set[Any] = set()
+        self._uplift: list[Any] = [None]
+
+    def start(self) -> None:
+        self.session.on_import("pyee.base", self._patch, self.target)
+        self.session.on_import("pyee.asyncio", self._patch_asyncio, "pyee.asyncio")
+        self.session.on_import("pyee.executor", self._patch_executor, "pyee.executor")
+        self.session.on_import("pyee.uplift", self._watch_uplift, "pyee.uplift")
+
+    # -- patching -----------------------------------------------------------------------------------
+    def _version(self) -> str:
+        module = sys.modules.get("pyee")
+        return str(getattr(module, "__version__", "?"))
+
+    def _patch(self, module: types.ModuleType, existed: bool) -> None:
+        base = module.EventEmitter
+        if not same_code(vars(base).get("_call_handlers"), (_CALL_HANDLERS_SOURCE,), "EventEmitter._call_handlers"):
+            raise RuntimeError(
+                "pyee's EventEmitter._call_handlers is not the code otel-trading knows (pyee 12 and 13); "
+                "pyee is left uninstrumented"
+            )
+        if not isinstance(vars(base).get("__init__"), types.FunctionType):
+            raise RuntimeError("pyee's EventEmitter has no __init__ function; pyee is left uninstrumented")
+        self._base = base
+        self._known_runs[vars(base)["_emit_run"]] = SYNC
+        patcher = self.session.patcher
+        patcher.replace(base, "__init__", self._init)
+        patcher.replace(base, "_call_handlers", self._call_handlers)
+        if existed:
+            for emitter in existing_instances(base):
+                self._guarded_bind(emitter)
+
+    def _patch_run(self, cls: type, sources: tuple[str, ...], path: str, factory: Any, queued: bool) -> None:
+        if self._base is None:
+            return  # the base class was left uninstrumented
+        if not same_code(vars(cls).get("_emit_run"), sources, path):
+            warn_once(
+                f"pyee-copy:{path}",
+                "otel-trading instrumentation: pyee %s: %s is not the code otel-trading knows; events of "
+                "these emitters are counted as published only",
+                self._version(),
+                path,
+            )
+            return
+        self.session.patcher.replace(cls, "_emit_run", factory)
+        run = vars(cls)["_emit_run"]
+        self._known_runs[run] = SCHEDULED
+        if queued:
+            self._queued_runs.add(run)
+        # Emitters bound before their class was patched: their mode changes now.
+        for emitter in existing_instances(cls):
+            self._guarded_bind(emitter)
+
+    def _patch_asyncio(self, module: types.ModuleType, existed: bool) -> None:
+        self._patch_run(
+            module.AsyncIOEventEmitter,
+            (_ASYNCIO_EMIT_RUN, _ASYNCIO_EMIT_RUN_12),
+            "AsyncIOEventEmitter._emit_run",
+            self._asyncio_emit_run,
+            queued=True,
+        )
+
+    def _patch_executor(self, module: types.ModuleType, existed: bool) -> None:
+        self._patch_run(
+            module.ExecutorEventEmitter,
+            (_EXECUTOR_EMIT_RUN,),
+            "ExecutorEventEmitter._emit_run",
+            self._executor_emit_run,
+            queued=False,
+        )
+
+    def _watch_uplift(self, module: types.ModuleType, existed: bool) -> None:
+        wrappers = getattr(module, "EMIT_WRAPPERS", None)
+        if isinstance(wrappers, dict):
+            self._uplift[0] = wrappers
+
+    # -- bindings -----------------------------------------------------------------------------------
+    def _bind(self, emitter: Any) -> EmitterBinding | None:
+        session = self.session
+        if not session.buses_on or not session.active:
+            return None
+        cls = type(emitter)
+        run = getattr(cls, "_emit_run", None)
+        mode = self._known_runs.get(run, UNKNOWN)
+        twisted = any(c.__name__ == "TwistedEventEmitter" and c.__module__ == "pyee.twisted" for c in cls.__mro__)
+        binding = EmitterBinding(
+            emitter, mode, _TWISTED_OWN_EVENTS if twisted else OWN_EVENTS, run in self._queued_runs
+        )
+        key = id(emitter)
+        if key not in self._by_id:
+            weakref.finalize(emitter, self._by_id.pop, key, None)
+        self._by_id[key] = binding
+        session.buses.set(emitter, binding)
+        self._registry.add_bus(binding)
+        return binding
+
+    def _guarded_bind(self, emitter: Any) -> EmitterBinding | None:
+        try:
+            return self._bind(emitter)
+        except Exception as exc:
+            report("binding a pyee emitter", exc)
+            return None
+
+    def _event(self, binding: EmitterBinding, event: Any) -> _Event | None:
+        """The label of ``event``, made on first use (off the hot path)."""
+        if event in binding.own:
+            return None
+        found = self._events.get(event)
+        if found is None:
+            with self._lock:
+                found = self._events.get(event)
+                if found is None:
+                    series = self._registry.event(label_of(event))
+                    found = _Event(series, self, self._timed)
+                    if series.attributes.get("event_type") != mc.OVERFLOW_LABEL_VALUE:
+                        # Folded values are not kept per raw event: memory stays bounded.
+                        self._events[event] = found
+        if len(binding.events) < 10_000:
+            binding.events[event] = found
+        return found
+
+    # -- patches (factories of the replacement functions) --------------------------------------------
+    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+
+        def __init__(emitter: Any, *args: Any, **kwargs: Any) -> None:
+            orig(emitter, *args, **kwargs)
+            if session.active:
+                self._guarded_bind(emitter)
+
+        return __init__
+
+    def _call_handlers(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """``EventEmitter._call_handlers`` as the library writes it, plus the recording."""
+        by_id_get = self._by_id.get
+        bind = self._guarded_bind
+        event_of = self._event
+        current = _CURRENT
+        uplift = self._uplift
+        seen = _UPLIFT_SEEN
+        clock = perf_counter
+        first_bound = _FIRST_BOUND
+        bounds = BOUNDS
+        session = self.session
+
+        def _call_handlers(self: Any, event: Any, args: Any, kwargs: Any) -> bool:
+            handled = False
+
+            with self._lock:
+                funcs = list(self._events.get(event, OrderedDict()).values())
+            binding = by_id_get(id(self))
+            if binding is None and session.active:
+                binding = bind(self)
+            ev: _Event | None = None
+            if binding is not None:
+                try:
+                    ev = binding.events[event]
+                except KeyError:
+                    ev = event_of(binding, event)
+                except Exception:  # an unhashable event: pyee itself just found no handler for it
+                    ev = None
+            if ev is None:
+                # Not recording, or one of pyee's own events: its handlers belong to no app event.
+                dispatch = current.dispatch
+                if dispatch is None:
+                    for f in funcs:
+                        self._emit_run(f, args, kwargs)
+                        handled = True
+                    return handled
+                current.dispatch = None
+                try:
+                    for f in funcs:
+                        self._emit_run(f, args, kwargs)
+                        handled = True
+                finally:
+                    current.dispatch = dispatch
+                return handled
+            try:
+                try:
+                    row: Row = ev.local.row
+                except AttributeError:
+                    row = ev.counted.row()
+                wrappers = uplift[0]
+                if wrappers and self in wrappers:
+                    if seen.kwargs is not kwargs:
+                        seen.kwargs = kwargs
+                        row[C0] += 1
+                else:
+                    row[C0] += 1
+            except Exception as exc:  # pragma: no cover - defensive
+                report("recording a pyee event", exc)
+            if not funcs:
+                return handled
+            start = clock()
+            if binding.mode is SYNC:  # type: ignore[union-attr]
+                try:
+                    for f in funcs:
+                        self._emit_run(f, args, kwargs)
+                        handled = True
+                except BaseException as exc:
+                    try:
+                        if isinstance(exc, Exception):
+                            row[C2] += 1
+                        ev.processed(clock() - start)
+                    except Exception as report_exc:  # pragma: no cover - defensive
+                        report("recording a pyee handler error", report_exc)
+                    raise
+                elapsed = clock() - start
+                try:
+                    if ev.hot.fast:
+                        # A CountedThreadRows row: a timed event is counted as processed by its histogram.
+                        row[SUM] += elapsed
+                        if elapsed < row[MIN]:
+                            row[MIN] = elapsed
+                        if elapsed > row[MAX]:
+                            row[MAX] = elapsed
+                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
+                    else:
+                        ev.processed(elapsed)
+                except Exception as exc:  # pragma: no cover - defensive
+                    report("recording a pyee event", exc)
+                return handled
+            if binding.mode is not SCHEDULED:  # type: ignore[union-attr]
+                for f in funcs:
+                    self._emit_run(f, args, kwargs)
+                    handled = True
+                return handled
+            dispatch = _Dispatch(ev, start)
+            saved = current.dispatch
+            current.dispatch = dispatch
+            try:
+                for f in funcs:
+                    self._emit_run(f, args, kwargs)
+                    handled = True
+            finally:
+                current.dispatch = saved
+                dispatch.finish()
+
+            return handled
+
+        return _call_handlers
+
+    def _asyncio_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """``AsyncIOEventEmitter._emit_run`` as the library writes it, plus registering the task."""
+        current = _CURRENT
+        Future = AsyncioFuture
+
+        def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
+            dispatch = current.dispatch
+            try:
+                coro: Any = f(*args, **kwargs)
+            except Exception as exc:
+                if dispatch is not None:
+                    try:
+                        dispatch.event.error()
+                    except Exception as report_exc:  # pragma: no cover - defensive
+                        report("recording a pyee handler error", report_exc)
+                self.emit("error", exc)
+            else:
+                if iscoroutine(coro):
+                    if self._loop:
+                        fut: Any = ensure_future(cast(Any, coro), loop=self._loop)
+                    else:
+                        fut = ensure_future(cast(Any, coro))
+
+                elif isinstance(coro, Future):
+                    fut = cast(Any, coro)
+                else:
+                    return
+
+                if dispatch is not None:
+                    try:
+                        dispatch.add(fut)
+                    except Exception as report_exc:  # pragma: no cover - defensive
+                        report("recording a pyee handler", report_exc)
+
+                def callback(f: Any) -> None:
+                    self._waiting.discard(f)
+
+                    if f.cancelled():
+                        return
+
+                    exc: BaseException | None = f.exception()
+                    if exc:
+                        self.emit("error", exc)
+
+                fut.add_done_callback(callback)
+                self._waiting.add(fut)
+
+        return _emit_run
+
+    def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """``ExecutorEventEmitter._emit_run`` as the library writes it, plus registering the future."""
+        current = _CURRENT
+
+        def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
+            dispatch = current.dispatch
+            future: Any = self._executor.submit(f, *args, **kwargs)
+            if dispatch is not None:
+                try:
+                    dispatch.add(future)
+                except Exception as report_exc:  # pragma: no cover - defensive
+                    report("recording a pyee handler", report_exc)
+
+            @future.add_done_callback
+            def _callback(f: Any) -> None:
+                exc: BaseException | None = f.exception()
+                if isinstance(exc, Exception):
+                    self.emit("error", exc)
+                elif exc is not None:
+                    raise exc
+
+        return _emit_run
