@@ -288,9 +288,7 @@ def test_cli_json_lists_every_check_with_status_detail_and_fix(
     assert payload["healthy"] is (payload["exit_status"] == 0)
 
 
-@pytest.mark.parametrize(
-    "bad", [["--metrics-url", "ftp://x/metrics"], ["--timeout", "0"], ["--timeout", "x"]]
-)
+@pytest.mark.parametrize("bad", [["--metrics-url", "ftp://x/metrics"], ["--timeout", "0"], ["--timeout", "x"]])
 def test_cli_rejects_bad_arguments_with_usage_error(bad: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["doctor", *bad])
@@ -336,9 +334,7 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with (
         start_demo_bot(work) as (_, bot_port),
         start_alertmanager(work / "am", ALERTMANAGER_CONFIG) as am,
-        start_prometheus(
-            work / "prom", _prometheus_config([bot_port], am_port(am.url)), files=_rule_files()
-        ) as prom,
+        start_prometheus(work / "prom", _prometheus_config([bot_port], am_port(am.url)), files=_rule_files()) as prom,
     ):
         url = f"http://127.0.0.1:{bot_port}/metrics"
 
@@ -412,8 +408,9 @@ def test_without_metrics_url_the_doctor_finds_the_bot_prometheus_scrapes(healthy
     checks = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}
     endpoint = checks["metrics_endpoint"]
     assert endpoint["status"] == "ok", endpoint
-    assert f"nothing answers at the default http://127.0.0.1:{default_port}/metrics: using {healthy.metrics_url}" in (
-        endpoint["detail"]
+    assert (
+        f"nothing answers at the default http://127.0.0.1:{default_port}/metrics: using {healthy.metrics_url}"
+        in (endpoint["detail"])
     )
     assert checks["prometheus_target"]["status"] == "ok", checks["prometheus_target"]
     assert all(f":{default_port}" not in c["fix"] for c in checks.values())
@@ -524,10 +521,28 @@ def test_an_untrusted_certificate_asks_for_cafile_and_cafile_fixes_it(tmp_path: 
     # Old design: "start the endpoint in the bot", although it ran and served TLS.
     from .test_endpoint_security import _issue, _openssl
 
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=doctor test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=tmp_path)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=doctor test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=tmp_path,
+    )
     _issue(
         "server",
         "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
@@ -579,3 +594,31 @@ def test_unreachable_alertmanager_fails_with_its_url() -> None:
     result = check(doctor(f"http://127.0.0.1:{free_port()}/metrics", alertmanager_url=am_url), "alertmanager")
     assert result.status is Status.FAIL
     assert am_url in result.detail
+
+
+def test_push_interval_is_measured_on_a_bot_pushing_otlp_into_prometheus_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from otel_trading.tooling.doctor import checks
+
+    with start_prometheus(
+        tmp_path / "prom", "global: {scrape_interval: 15s}\n", ["--web.enable-otlp-receiver"], version="3"
+    ) as prom:
+        env = {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{prom.url}/api/v1/otlp/v1/metrics",
+            "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+            "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=bot-1",
+        }
+        with start_demo_bot(tmp_path, env=env):
+            wait_until(
+                lambda: len((prom.query("target_info[1m]") or [{}])[0].get("values", [])) >= 4, 60, what="pushes"
+            )
+            opts = DoctorOptions(metrics_url="http://127.0.0.1:9/metrics", prometheus_url=prom.url)
+            fine = next(r for r in run_doctor(opts) if r.name == "push_interval")
+            # The same bot, judged against a dashboard that assumed a point every second.
+            monkeypatch.setattr(checks, "DASHBOARD_INTERVAL_S", 1.0)
+            slow = next(r for r in run_doctor(opts) if r.name == "push_interval")
+    assert fine.status is Status.OK, fine
+    assert slow.status is Status.WARN and slow.detail.startswith("otel-trading-demo/bot-1 pushes every 2 s"), slow

@@ -239,3 +239,39 @@ def test_the_in_process_exporter_is_the_plain_path(http: FakeHttp) -> None:
     http.answers[BOT] = Response(200, exposition().encode())
     path = result(options(), "export_path")
     assert path.status is Status.OK and path.detail.startswith("the bot's own in-process exporter")
+
+
+# -- push interval ----------------------------------------------------------------------------------
+
+
+def _pushes(job: str, instance: str, every: float, points: int = 8) -> dict[str, Any]:
+    return {"metric": {"job": job, "instance": instance}, "values": [[1000 + i * every, "1"] for i in range(points)]}
+
+
+def test_a_bot_pushing_less_often_than_the_dashboard_assumes_is_warned_about(http: FakeHttp) -> None:
+    http.answers[BOT] = Response(200, exposition().encode())
+    http.prometheus([target(BOT)])
+    http.queries["target_info[10m]"] = [_pushes("otel-trading-demo", "bot-1", 60), _pushes("fast", "bot-2", 15)]
+    check = result(options(prometheus_url=PROM), "push_interval")
+    assert check.status is Status.WARN
+    assert check.detail.startswith("otel-trading-demo/bot-1 pushes every 60 s")
+    assert "fast/bot-2" not in check.detail
+    assert "OTEL_METRIC_EXPORT_INTERVAL=15000" in check.fix
+
+
+def test_bots_pushing_every_15_seconds_and_scraped_bots_are_fine(http: FakeHttp) -> None:
+    http.answers[BOT] = Response(200, exposition().encode())
+    http.prometheus([target(BOT)])
+    http.queries["target_info[10m]"] = [_pushes("otel-trading-demo", "bot-1", 15)]
+    assert result(options(prometheus_url=PROM), "push_interval").status is Status.OK
+
+
+def test_this_environment_pushing_every_minute_is_warned_about(
+    http: FakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http.answers[BOT] = Response(200, exposition().encode())
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
+    check = result(options(), "push_interval")
+    assert check.status is Status.WARN
+    assert check.detail.startswith("this environment pushes every 60 s")

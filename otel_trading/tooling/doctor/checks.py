@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
+import os
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = [
     "check_firing_alerts",
     "check_metrics_endpoint",
     "check_prometheus_target",
+    "check_push_interval",
     "run_doctor",
 ]
 
@@ -149,9 +152,7 @@ def check_export_path(ctx: Context) -> CheckResult:
         return CheckResult(name, Status.SKIP, "no scrape to inspect (see metrics_endpoint)")
     bots = _pushing_bots(ctx)
     if not bots:
-        return CheckResult(
-            name, Status.OK, "the bot's own in-process exporter (job and instance come from the scrape)"
-        )
+        return CheckResult(name, Status.OK, "the bot's own in-process exporter (job and instance come from the scrape)")
     shown = ", ".join(f"{job or '?'}/{instance or '?'}" for job, instance in bots[:10])
     data: dict[str, Any] = {"path": "collector", "bots": [list(b) for b in bots]}
     detail = (
@@ -185,6 +186,58 @@ def check_export_path(ctx: Context) -> CheckResult:
     if problems:
         return CheckResult(name, Status.WARN, detail + "; " + "; ".join(problems), "; ".join(fixes), data)
     return CheckResult(name, Status.OK, detail, "; ".join(fixes), data)
+
+
+#: The interval the dashboard assumes (the Grafana data source's timeInterval, the guide's scrape
+#: interval): its $__rate_interval of 1m needs a point at least this often.
+DASHBOARD_INTERVAL_S = 15.0
+
+
+def _push_gaps(ctx: Context) -> dict[tuple[str, str], float]:
+    """{(job, instance): median seconds between samples} of bots that push (no ``up`` series)."""
+    scraped = {
+        (str(r["metric"].get("job", "")), str(r["metric"].get("instance", ""))) for r in ctx.prometheus_query("up")
+    }
+    gaps: dict[tuple[str, str], float] = {}
+    for r in ctx.prometheus_query("target_info[10m]"):
+        bot = (str(r["metric"].get("job", "")), str(r["metric"].get("instance", "")))
+        times = sorted(float(t) for t, _ in r.get("values") or ())
+        if bot in scraped or len(times) < 2:
+            continue
+        steps = sorted(b - a for a, b in itertools.pairwise(times))
+        gaps[bot] = steps[len(steps) // 2]
+    return gaps
+
+
+def check_push_interval(ctx: Context) -> CheckResult:
+    """Bots that push (OTLP) must do so at least as often as the dashboard assumes (15 s)."""
+    from otel_trading.exporting.configure import push_interval_millis
+
+    name = "push_interval"
+    problems: list[str] = []
+    exporters = {e.strip() for e in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    own_s = push_interval_millis() / 1000
+    if exporters & {"otlp", "console"} and own_s > DASHBOARD_INTERVAL_S:
+        problems.append(f"this environment pushes every {own_s:g} s (OTEL_METRIC_EXPORT_INTERVAL)")
+    gaps = _push_gaps(ctx) if ctx.options.prometheus_url else {}
+    slow = {bot: gap for bot, gap in gaps.items() if gap > DASHBOARD_INTERVAL_S * 1.5}
+    problems.extend(f"{job}/{instance} pushes every {gap:.0f} s" for (job, instance), gap in sorted(slow.items()))
+    data = {"dashboard_interval_s": DASHBOARD_INTERVAL_S, "pushing_bots": {f"{j}/{i}": g for (j, i), g in gaps.items()}}
+    if problems:
+        return CheckResult(
+            name,
+            Status.WARN,
+            "; ".join(problems) + f": the dashboard's rates assume a point every {DASHBOARD_INTERVAL_S:g} s and "
+            "show nothing with fewer than two points per 1m window",
+            "set OTEL_METRIC_EXPORT_INTERVAL=15000 on the bot (configure_metrics() defaults to it; "
+            "opentelemetry-instrument's SDK default is 60000)",
+            data,
+        )
+    if not gaps and not exporters & {"otlp", "console"}:
+        return CheckResult(name, Status.SKIP, "no bot pushes metrics here (scraped bots are not affected)", data=data)
+    return CheckResult(
+        name, Status.OK, f"pushing bots send a point at least every {DASHBOARD_INTERVAL_S:g} s", data=data
+    )
 
 
 # Metrics that only appear once something happened, and what that something is.
@@ -234,9 +287,7 @@ def check_documented_metrics(ctx: Context) -> CheckResult:
         return CheckResult(name, Status.OK, f"{detail}; not yet: {'; '.join(why)}", data=data)
     missing_names = ", ".join(s.prometheus_name for s in missing)
     if not any(_present(s, names) for s in mc.METRICS):
-        is_otel = "target_info" in names or any(
-            key == "otel_scope_name" for s in scrape.samples for key, _ in s.labels
-        )
+        is_otel = "target_info" in names or any(key == "otel_scope_name" for s in scrape.samples for key, _ in s.labels)
         if not scrape.samples or is_otel:
             # The OTel exporter serves an empty page until some instrument exists.
             detail = (
@@ -351,8 +402,7 @@ def _scraped_trading_targets(ctx: Context) -> list[dict[str, Any]]:
     return [
         t
         for t in active
-        if t.get("health") == "up"
-        and (t.get("labels", {}).get("job"), t.get("labels", {}).get("instance")) in pairs
+        if t.get("health") == "up" and (t.get("labels", {}).get("job"), t.get("labels", {}).get("instance")) in pairs
     ]
 
 
@@ -474,9 +524,7 @@ def check_prometheus_target(ctx: Context) -> CheckResult:
             summary,
         )
     fix = _ADD_TARGET_FIX.format(target=f"{host}:{port}", port=port)
-    same_host_down = [
-        t for t in active if t.get("health") == "down" and hosts_equivalent(_target_endpoint(t)[0], host)
-    ]
+    same_host_down = [t for t in active if t.get("health") == "down" and hosts_equivalent(_target_endpoint(t)[0], host)]
     if same_host_down:
         wrong = _target_endpoint(same_host_down[0])
         fix = (
@@ -796,6 +844,7 @@ def _ms(seconds: float | None) -> str:
 CHECKS: tuple[Callable[[Context], CheckResult], ...] = (
     check_metrics_endpoint,
     check_export_path,
+    check_push_interval,
     check_documented_metrics,
     check_container_reachable,
     check_prometheus_target,
