@@ -12,7 +12,8 @@ benchmarking thread), so other processes on a shared machine do not count agains
 The garbage collector is paused inside timed sections (for every variant alike).
 
 Sections: event-bus throughput, the event-loop monitor's cost, breaker call cost (against bare
-pybreaker and hand-instrumented baselines), exact counts under threads and asyncio, the data as
+pybreaker and hand-instrumented baselines; circuitbreaker and purgatory bare and auto-instrumented),
+pyee emit cost (bare and auto-instrumented), exact counts under threads and asyncio, the data as
 OTel readers/exporters see it, /metrics scrape cost at 50 breakers x 20 event types, memory per
 series, the sampling trade-off and BatchedMetrics. Targets are reported; only correctness failures
 (inexact counts, wrong OTel data) make the exit status non-zero, unless ``--strict`` also asks for
@@ -41,8 +42,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import circuitbreaker
 import prometheus_client
+import purgatory
 import pybreaker
+import pyee
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -53,6 +57,7 @@ from opentelemetry.sdk.metrics.export import (
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
+from pyee.asyncio import AsyncIOEventEmitter
 
 from otel_trading import CircuitBreaker, EventBus, monitor_event_loop, views
 from otel_trading import metric_contract as mc
@@ -363,6 +368,10 @@ def _ns_per_call(call: Callable[[], object], calls: int) -> float:
 
 INSTRUMENTED_CONFIGURATOR = "pybreaker instrumented, SDK configurator's provider"
 INSTRUMENTED_BOT = "pybreaker instrumented by instrument_bot()"
+CIRCUITBREAKER_BARE = "circuitbreaker @circuit def, bare"
+CIRCUITBREAKER_INSTRUMENTED = "circuitbreaker @circuit def, instrumented"
+PURGATORY_BARE = "purgatory sync decorator, bare"
+PURGATORY_INSTRUMENTED = "purgatory sync decorator, instrumented"
 
 
 def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
@@ -424,10 +433,26 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
     def with_instrument_bot() -> Callable[[], None]:
         return instrument_bot(bot_provider, config={}).close
 
+    # The other breaker libraries in their documented use (a decorated function), bare and
+    # auto-instrumented the same way (on the configurator's provider, around each repetition).
+    circuitbreaker_call = circuitbreaker.circuit(name="bench-circuitbreaker")(_noop)
+    purgatory_call = purgatory.SyncCircuitBreakerFactory()("bench-purgatory")(_noop)
+
+    def instrumented_library(call: Callable[[], object]) -> float:
+        teardown = under_configurator()
+        try:
+            return _ns_per_call(call, calls)
+        finally:
+            teardown()
+
     variants = {
         "pybreaker bare": lambda: _ns_per_call(lambda: bare.call(_noop), calls),
         INSTRUMENTED_CONFIGURATOR: lambda: instrumented(under_configurator),
         INSTRUMENTED_BOT: lambda: instrumented(with_instrument_bot),
+        CIRCUITBREAKER_BARE: lambda: _ns_per_call(circuitbreaker_call, calls),
+        CIRCUITBREAKER_INSTRUMENTED: lambda: instrumented_library(circuitbreaker_call),
+        PURGATORY_BARE: lambda: _ns_per_call(purgatory_call, calls),
+        PURGATORY_INSTRUMENTED: lambda: instrumented_library(purgatory_call),
         "pybreaker + prometheus_client": lambda: _ns_per_call(prom_call, calls),
         "pybreaker + naive OTel SDK": lambda: _ns_per_call(otel_call, max(calls // 10, 100)),
         "CircuitBreaker metrics off": lambda: _ns_per_call(lambda: ours_off.call(_noop), calls),
@@ -455,12 +480,64 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
             samples, INSTRUMENTED_CONFIGURATOR, "pybreaker bare"
         ),
         "ratio_instrument_bot_vs_pybreaker": _paired_ratio(samples, INSTRUMENTED_BOT, "pybreaker bare"),
+        "ratio_instrumented_circuitbreaker_vs_bare": _paired_ratio(
+            samples, CIRCUITBREAKER_INSTRUMENTED, CIRCUITBREAKER_BARE
+        ),
+        "ratio_instrumented_purgatory_vs_bare": _paired_ratio(samples, PURGATORY_INSTRUMENTED, PURGATORY_BARE),
     }
     provider.shutdown()
     naive_provider.shutdown()
     configurator_provider.shutdown()
     bot_provider.shutdown()
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# 2b. pyee emit cost
+
+
+PYEE_BARE = "pyee EventEmitter.emit, bare"
+PYEE_INSTRUMENTED = "pyee EventEmitter.emit, instrumented"
+PYEE_ASYNCIO_BARE = "pyee AsyncIOEventEmitter.emit, bare"
+PYEE_ASYNCIO_INSTRUMENTED = "pyee AsyncIOEventEmitter.emit, instrumented"
+
+
+def bench_emitter(calls: int, repeat: int) -> dict[str, Any]:
+    """One emit to one sync handler (the asyncio emitter runs it inline too), bare and auto-instrumented
+    on the provider opentelemetry-instrument's configurator builds, around each repetition."""
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()], resource=Resource.create())
+    plain = pyee.EventEmitter()
+    plain.on("tick", _noop)
+    scheduled = AsyncIOEventEmitter()
+    scheduled.on("tick", _noop)
+
+    def emit(emitter: Any) -> Callable[[], object]:
+        return lambda: emitter.emit("tick")
+
+    def instrumented(emitter: Any) -> float:
+        instrumentor = TradingInstrumentor()
+        instrumentor.instrument(meter_provider=provider, config={})
+        try:
+            return _ns_per_call(emit(emitter), calls)
+        finally:
+            instrumentor.uninstrument()
+
+    variants = {
+        PYEE_BARE: lambda: _ns_per_call(emit(plain), calls),
+        PYEE_INSTRUMENTED: lambda: instrumented(plain),
+        PYEE_ASYNCIO_BARE: lambda: _ns_per_call(emit(scheduled), calls),
+        PYEE_ASYNCIO_INSTRUMENTED: lambda: instrumented(scheduled),
+    }
+    samples = _interleaved(variants, repeat)
+    provider.shutdown()
+    return {
+        "emits_per_run": calls,
+        "repeat": repeat,
+        "ns_per_emit_median": {k: _median(v) for k, v in samples.items()},
+        "samples": samples,
+        "ratio_instrumented_vs_bare": _paired_ratio(samples, PYEE_INSTRUMENTED, PYEE_BARE),
+        "ratio_asyncio_instrumented_vs_bare": _paired_ratio(samples, PYEE_ASYNCIO_INSTRUMENTED, PYEE_ASYNCIO_BARE),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -879,6 +956,19 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
             "target": f"<= {TARGET_INSTRUMENTED_RATIO}",
             "met": cb["ratio_instrument_bot_vs_pybreaker"] <= TARGET_INSTRUMENTED_RATIO,
         },
+        **{
+            key: {
+                "value": ratio,
+                "target": f"<= {TARGET_INSTRUMENTED_RATIO}",
+                "met": ratio <= TARGET_INSTRUMENTED_RATIO,
+            }
+            for key, ratio in (
+                ("2d_instrumented_circuitbreaker", cb["ratio_instrumented_circuitbreaker_vs_bare"]),
+                ("2e_instrumented_purgatory", cb["ratio_instrumented_purgatory_vs_bare"]),
+                ("2f_instrumented_pyee_emit", results["emitter"]["ratio_instrumented_vs_bare"]),
+                ("2g_instrumented_pyee_asyncio_emit", results["emitter"]["ratio_asyncio_instrumented_vs_bare"]),
+            )
+        },
         "3_exact_counts": {"met": all(exact_checks.values()), "checks": exact_checks},
         "4_otel_data": {
             "met": all(otel_checks.values()) and results["batching"]["flushed_counter_total_exact"],
@@ -924,7 +1014,19 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"Breaker call cost, closed path ({cb['calls_per_run']:,} calls per run)")
     for name, ns in cb["ns_per_call_median"].items():
         print(f"  {name:<46} {ns:>9,.0f} ns/call   {cb['paired_vs_pybreaker'][name]:5.2f}x of pybreaker")
-    print(f"  -> paired ratio ours(on)/pybreaker {cb['ratio_on_vs_pybreaker']:.3f}\n")
+    print(f"  -> paired ratio ours(on)/pybreaker {cb['ratio_on_vs_pybreaker']:.3f}")
+    print(
+        f"  -> instrumented/bare: circuitbreaker {cb['ratio_instrumented_circuitbreaker_vs_bare']:.3f}, "
+        f"purgatory {cb['ratio_instrumented_purgatory_vs_bare']:.3f}\n"
+    )
+    em = results["emitter"]
+    print(f"pyee emit cost ({em['emits_per_run']:,} emits per run, 1 sync handler)")
+    for name, ns in em["ns_per_emit_median"].items():
+        print(f"  {name:<46} {ns:>9,.0f} ns/emit")
+    print(
+        f"  -> instrumented/bare: EventEmitter {em['ratio_instrumented_vs_bare']:.3f}, "
+        f"AsyncIOEventEmitter {em['ratio_asyncio_instrumented_vs_bare']:.3f}\n"
+    )
     ex = results["exactness"]
     print(f"Exactness and OTel data ({ex['threads']} threads x {ex['per_thread']:,} calls; asyncio the same)")
     for name, ok in ex["checks"].items():
@@ -1008,6 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: bench_loop_monitor(scale["monitor_events"], scale["idle_seconds"], scale["slow_repeat"]),
         ),
         ("breaker", lambda: bench_breaker(scale["breaker_calls"], repeat)),
+        ("emitter", lambda: bench_emitter(scale["breaker_calls"], repeat)),
         ("exactness", lambda: check_exactness_and_otel(scale["threads"], scale["per_thread"])),
         ("scrape", lambda: bench_scrape(max(scale["slow_repeat"], 3))),
         ("memory", lambda: bench_memory(scale["memory_count"])),

@@ -130,12 +130,21 @@ def _state_code(value: Any) -> int | None:
 class _Entry:
     """What the replaced ``call`` needs of one breaker, in one lookup."""
 
-    __slots__ = ("binding", "counted", "local")
+    __slots__ = ("binding", "counted", "hot", "local")
 
     def __init__(self, binding: BreakerBinding, counted: CountedThreadRows) -> None:
         self.binding = binding
         self.counted = counted
         self.local = counted.local
+        #: ``hot.fast``: the latency histogram is on and bound to the rows (see BreakerBinding.hot)
+        self.hot = binding.hot
+
+
+def _untimed_success(entry: _Entry, row: Row, elapsed: float) -> None:
+    """A fast-path success on a series not bound to its rows (pending, direct, or latency off)."""
+    binding = entry.binding
+    if not binding.timed or not binding.series.observe_slow(row, elapsed):
+        row[C0] += 1  # not in the row's histogram, so count it explicitly
 
 
 class CircuitbreakerBreakers:
@@ -361,6 +370,7 @@ class CircuitbreakerBreakers:
         bounds = BOUNDS
         target = self.target
         closed = self._closed
+        untimed = _untimed_success
 
         def call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
             entry = by_id_get(id(self))
@@ -395,8 +405,7 @@ class CircuitbreakerBreakers:
                     row: Row = entry.local.row  # type: ignore[union-attr]
                 except AttributeError:
                     row = entry.counted.row()  # type: ignore[union-attr]
-                binding = entry.binding  # type: ignore[union-attr]
-                if binding.hot.fast:
+                if entry.hot.fast:  # type: ignore[union-attr]
                     # A CountedThreadRows row: a timed success is its histogram count.
                     row[SUM] += elapsed
                     if elapsed < row[MIN]:
@@ -404,8 +413,8 @@ class CircuitbreakerBreakers:
                     if elapsed > row[MAX]:
                         row[MAX] = elapsed
                     row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                elif not binding.timed or not binding.series.observe_slow(row, elapsed):
-                    row[C0] += 1  # not in the row's histogram, so count it explicitly
+                else:
+                    untimed(entry, row, elapsed)
             except Exception as exc:  # pragma: no cover - defensive
                 report(f"recording a {target} call", exc)
             return result

@@ -135,6 +135,7 @@ class PurgatoryBreakers:
         session.fast_lookups.append(self._circuits)
         # id(wrapper) -> the start of its block (a list when one wrapper is inside several blocks).
         self._starts: dict[int, Any] = {}
+        session.fast_lookups.append(self._starts)
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -225,32 +226,28 @@ class PurgatoryBreakers:
             report("reading a purgatory circuit's state", exc)
 
     # -- recording -----------------------------------------------------------------------------------
-    def _began(self, breaker: Any) -> None:
-        """A guarded block was admitted: remember when, by wrapper object."""
-        start = perf_counter()
-        key = id(breaker)
-        got = self._starts.setdefault(key, start)
-        if got is not start:  # the same wrapper object inside two blocks at once (rare)
-            with self._lock:
-                got = self._starts.get(key)
-                if got is None:
-                    self._starts[key] = start
-                elif got.__class__ is list:
-                    got.append(start)
-                else:
-                    self._starts[key] = [got, start]
+    def _nested(self, key: int, start: float) -> None:
+        """The same wrapper object entered again before its exit (rare): keep every start."""
+        with self._lock:
+            got = self._starts.get(key)
+            if got is None:
+                self._starts[key] = start
+            elif got.__class__ is list:
+                got.append(start)
+            else:
+                self._starts[key] = [got, start]
 
-    def _start_of(self, breaker: Any) -> float | None:
-        key = id(breaker)
-        start = self._starts.pop(key, None)
-        if start.__class__ is list:
-            with self._lock:
-                start, rest = start[-1], start[:-1]
-                if rest:
-                    self._starts[key] = rest if len(rest) > 1 else rest[0]
+    def _unnest(self, key: int, starts: list[float]) -> float:
+        """The start of the innermost of a wrapper object's open blocks; the others stay."""
+        with self._lock:
+            start, rest = starts[-1], starts[:-1]
+            if rest:
+                self._starts[key] = rest if len(rest) > 1 else rest[0]
         return start
 
     def _rejected(self, breaker: Any) -> None:
+        if not self.session.active:
+            return
         try:
             circuit = self._circuit(breaker.context.name)
             if circuit is not None:
@@ -330,37 +327,84 @@ class PurgatoryBreakers:
 
         return handle_exception
 
+    def _copy_parts(self) -> tuple[Any, ...]:
+        return (
+            self._opened,
+            self._rejected,
+            self._starts.setdefault,
+            self._starts.pop,
+            self._nested,
+            self._unnest,
+            self._circuits.get,
+            self._ended,
+            self._record_success,
+        )
+
+    def _record_success(self, circuit: _Circuit, elapsed: float) -> None:
+        """Off the inline path: a success on a series that is not bound to its rows."""
+        binding = circuit.binding
+        row = circuit.counted.row()
+        if not binding.timed or not binding.series.observe_slow(row, elapsed):
+            row[C0] += 1
+
     def _enter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        opened = self._opened
-        rejected = self._rejected
-        began = self._began
-        active = self.session
+        """``SyncCircuitBreaker.__enter__`` as the library writes it, plus the rejection and the start."""
+        opened, rejected, setdefault, _, nested, _, _, _, _ = self._copy_parts()
+        clock = perf_counter
 
         def __enter__(self: Any) -> Any:
             try:
                 self.context.__enter__()
             except opened:
-                if active.active:
-                    rejected(self)
+                rejected(self)
                 raise
-            if active.active:
-                began(self)
+            start = clock()
+            if setdefault(id(self), start) is not start:
+                nested(id(self), start)
             return self
 
         return __enter__
 
     def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        start_of = self._start_of
-        ended = self._ended
+        """``SyncCircuitBreaker.__exit__`` as the library writes it, plus timing and counting the block.
+
+        The inline path is a success of a known circuit on a series bound to its rows: one
+        histogram update (a ``CountedThreadRows`` row: the success is its histogram count).
+        """
+        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._copy_parts()
         clock = perf_counter
-        starts = self._starts
+        first_bound = _FIRST_BOUND
+        bounds = BOUNDS
 
         def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
             end = clock()
-            start = start_of(self) if starts else None
+            key = id(self)
+            start = pop(key, None)
             self.context.__exit__(exc_type, exc, tb)
             if start is not None:
-                ended(self.context, exc, start, end)
+                try:
+                    circuit = circuits_get(self.context.name) if exc is None else None
+                    if circuit is not None and start.__class__ is float:
+                        elapsed = end - start
+                        if circuit.binding.hot.fast:
+                            try:
+                                row: Row = circuit.local.row
+                            except AttributeError:
+                                row = circuit.counted.row()
+                            row[SUM] += elapsed
+                            if elapsed < row[MIN]:
+                                row[MIN] = elapsed
+                            if elapsed > row[MAX]:
+                                row[MAX] = elapsed
+                            row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
+                        else:
+                            record_success(circuit, elapsed)
+                    else:
+                        if start.__class__ is list:
+                            start = unnest(key, start)
+                        ended(self.context, exc, start, end)
+                except Exception as report_exc:  # pragma: no cover - defensive
+                    report("recording a purgatory call", report_exc)
             while self.context.messages:
                 self.messagebus.handle(
                     self.context.messages.pop(0),
@@ -370,36 +414,59 @@ class PurgatoryBreakers:
         return __exit__
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        opened = self._opened
-        rejected = self._rejected
-        began = self._began
-        active = self.session
+        """``AsyncCircuitBreaker.__aenter__`` as the library writes it, plus the rejection and the start."""
+        opened, rejected, setdefault, _, nested, _, _, _, _ = self._copy_parts()
+        clock = perf_counter
 
         async def __aenter__(self: Any) -> Any:
             try:
                 self.context.__enter__()
             except opened:
-                if active.active:
-                    rejected(self)
+                rejected(self)
                 raise
-            if active.active:
-                began(self)
+            start = clock()
+            if setdefault(id(self), start) is not start:
+                nested(id(self), start)
             return self
 
         return __aenter__
 
     def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        start_of = self._start_of
-        ended = self._ended
+        """``AsyncCircuitBreaker.__aexit__`` as the library writes it, plus timing and counting the block."""
+        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._copy_parts()
         clock = perf_counter
-        starts = self._starts
+        first_bound = _FIRST_BOUND
+        bounds = BOUNDS
 
         async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
             end = clock()
-            start = start_of(self) if starts else None
+            key = id(self)
+            start = pop(key, None)
             self.context.__exit__(exc_type, exc, tb)
             if start is not None:
-                ended(self.context, exc, start, end)
+                try:
+                    circuit = circuits_get(self.context.name) if exc is None else None
+                    if circuit is not None and start.__class__ is float:
+                        elapsed = end - start
+                        if circuit.binding.hot.fast:
+                            try:
+                                row: Row = circuit.local.row
+                            except AttributeError:
+                                row = circuit.counted.row()
+                            row[SUM] += elapsed
+                            if elapsed < row[MIN]:
+                                row[MIN] = elapsed
+                            if elapsed > row[MAX]:
+                                row[MAX] = elapsed
+                            row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
+                        else:
+                            record_success(circuit, elapsed)
+                    else:
+                        if start.__class__ is list:
+                            start = unnest(key, start)
+                        ended(self.context, exc, start, end)
+                except Exception as report_exc:  # pragma: no cover - defensive
+                    report("recording a purgatory call", report_exc)
             while self.context.messages:
                 await self.messagebus.handle(
                     self.context.messages.pop(0),

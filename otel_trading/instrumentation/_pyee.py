@@ -252,9 +252,21 @@ class _Dispatch:
 
 
 class _Current(threading.local):
-    """The dispatch whose handlers this thread is handing to ``_emit_run`` right now."""
+    """The dispatch whose handlers this thread is handing to ``_emit_run`` right now: a
+    ``(event, start)`` marker until a handler schedules work, then a ``_Dispatch``."""
 
-    dispatch: _Dispatch | None = None
+    dispatch: Any = None
+
+
+def _scheduled(current: _Current, dispatch: Any) -> _Dispatch:
+    """The current dispatch, made a ``_Dispatch`` (a handler scheduled work)."""
+    if dispatch.__class__ is tuple:
+        dispatch = current.dispatch = _Dispatch(*dispatch)
+    return dispatch  # type: ignore[no-any-return]
+
+
+def _event_of(dispatch: Any) -> _Event:
+    return dispatch[0] if dispatch.__class__ is tuple else dispatch.event  # type: ignore[no-any-return]
 
 
 _CURRENT = _Current()
@@ -564,16 +576,25 @@ class PyeeEmitters:
                     self._emit_run(f, args, kwargs)
                     handled = True
                 return handled
-            dispatch = _Dispatch(ev, start)
+            # The handlers may schedule work: a (event, start) marker until one does, when the
+            # emitter's _emit_run turns it into a _Dispatch that waits for the work to end.
+            marker = (ev, start)
             saved = current.dispatch
-            current.dispatch = dispatch
+            current.dispatch = marker
             try:
                 for f in funcs:
                     self._emit_run(f, args, kwargs)
                     handled = True
             finally:
+                dispatch = current.dispatch
                 current.dispatch = saved
-                dispatch.finish()
+                if dispatch is marker:  # every handler ran inline
+                    try:
+                        ev.processed(clock() - start)
+                    except Exception as exc:
+                        report("recording a pyee event", exc)
+                elif dispatch is not None:
+                    dispatch.finish()
 
             return handled
 
@@ -591,7 +612,7 @@ class PyeeEmitters:
             except Exception as exc:
                 if dispatch is not None:
                     try:
-                        dispatch.event.error()
+                        _event_of(dispatch).error()
                     except Exception as report_exc:  # pragma: no cover - defensive
                         report("recording a pyee handler error", report_exc)
                 self.emit("error", exc)
@@ -609,7 +630,7 @@ class PyeeEmitters:
 
                 if dispatch is not None:
                     try:
-                        dispatch.add(fut)
+                        _scheduled(current, dispatch).add(fut)
                     except Exception as report_exc:  # pragma: no cover - defensive
                         report("recording a pyee handler", report_exc)
 
@@ -637,7 +658,7 @@ class PyeeEmitters:
             future: Any = self._executor.submit(f, *args, **kwargs)
             if dispatch is not None:
                 try:
-                    dispatch.add(future)
+                    _scheduled(current, dispatch).add(future)
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a pyee handler", report_exc)
 

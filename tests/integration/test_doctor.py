@@ -275,6 +275,7 @@ def test_cli_json_lists_every_check_with_status_detail_and_fix(
     assert [c["name"] for c in payload["checks"]] == [
         "metrics_endpoint",
         "export_path",
+        "push_interval",
         "documented_metrics",
         "container_reachable",
         "prometheus_target",

@@ -24,8 +24,8 @@ def _lag(ok: int, stalls: int, worst_le: str = "0.5") -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_the_check_runs_last_in_the_pipeline() -> None:
-    assert CHECKS[-1] is check_event_loop
+def test_the_check_is_part_of_the_pipeline() -> None:
+    assert check_event_loop in CHECKS
 
 
 def test_a_responsive_loop_is_ok() -> None:

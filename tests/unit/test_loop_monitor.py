@@ -52,7 +52,7 @@ async def test_a_handler_blocking_the_loop_for_300_ms_shows_up_as_a_300_ms_lag(m
     assert tuple(point.explicit_bounds) == LOOP_LAG_BUCKETS
     # The stall is resolved to the monitor's interval: one observation in (0.3 - interval, 0.3 + slack].
     assert point.max >= BLOCK - loop_monitor_module.DEFAULT_INTERVAL
-    assert _above(point, 0.25) == 1
+    assert _above(point, 0.25) >= 1  # one per stall (more only if this machine stalled the process too)
     assert point.count >= 5  # the probes before and after the stall
     assert point.count - _above(point, 0.1) >= 4  # ... which found the loop responsive
 
@@ -66,8 +66,8 @@ async def test_monitor_event_loop_resolves_a_stall_to_its_interval(metrics: Metr
     assert not monitor.running
     point = _lag(metrics)
     assert point is not None
-    assert BLOCK - 0.005 <= point.max < BLOCK + 0.1
-    assert _above(point, 0.25) == 1
+    assert BLOCK - 0.005 <= point.max < BLOCK + 0.2
+    assert _above(point, 0.25) >= 1
 
 
 async def test_buses_on_one_loop_share_one_timer_which_stops_with_the_last(metrics: Metrics) -> None:
@@ -91,14 +91,17 @@ async def test_buses_on_one_loop_share_one_timer_which_stops_with_the_last(metri
 
 
 async def test_the_first_monitor_of_a_loop_sets_its_name_and_interval(metrics: Metrics) -> None:
+    started = time.monotonic()
     mine = monitor_event_loop(meter_provider=metrics.provider, name="strategy", interval=0.05)
     async with EventBus(meter_provider=metrics.provider):
-        await asyncio.sleep(0.12)
+        await asyncio.sleep(0.15)
     assert mine.running  # the bus released only its own handle
     mine.stop()
+    elapsed = time.monotonic() - started
     assert _lag(metrics, "MainThread") is None
     point = _lag(metrics, "strategy")
-    assert point is not None and 1 <= point.count <= 4  # every 50 ms, not the default 20 ms
+    # Every 50 ms, not the default 20 ms (which would give at least elapsed / 0.02 - 1 probes).
+    assert point is not None and 1 <= point.count <= elapsed / 0.05 + 1
 
 
 async def test_the_timer_is_no_task(metrics: Metrics) -> None:
@@ -241,3 +244,18 @@ def test_lag_recorded_before_the_global_provider_is_set_is_kept_without_a_pendin
     del bus
     metrics.provider.shutdown()
 
+
+
+def test_the_lag_is_declared_in_the_contract_with_buckets_from_1_ms_to_10_s() -> None:
+    assert (LOOP_LAG.prometheus_name, LOOP_LAG.unit, LOOP_LAG.labels) == (
+        "otel_trading_event_loop_lag_seconds",
+        "s",
+        ("loop",),
+    )
+    assert LOOP_LAG.group is MetricGroup.EVENT_LOOP and not LOOP_LAG.documented_in_guide
+    assert list(LOOP_LAG_BUCKETS) == sorted(set(LOOP_LAG_BUCKETS))
+    assert (LOOP_LAG_BUCKETS[0], LOOP_LAG_BUCKETS[-1]) == (0.001, 10)
+    # 0.1: the stall boundary of the alert, top and doctor; 0.25: a 300 ms stall always lands above it.
+    assert {0.1, 0.25} <= set(LOOP_LAG_BUCKETS)
+    # Whole seconds as ints, so that both export paths write le="1", as for the durations.
+    assert all(isinstance(b, int) for b in LOOP_LAG_BUCKETS if b == int(b))
