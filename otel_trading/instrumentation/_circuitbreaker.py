@@ -414,7 +414,7 @@ class CircuitbreakerBreakers:
                         row[MAX] = elapsed
                     row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
                 else:
-                    untimed(entry, row, elapsed)
+                    untimed(entry, row, elapsed)  # type: ignore[arg-type]
             except Exception as exc:  # pragma: no cover - defensive
                 report(f"recording a {target} call", exc)
             return result

@@ -84,7 +84,7 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
             )
         for name in resolved.functions:
             if is_breaker:
-                patcher.replace(resolved.cls, name, lambda orig: self._breaker_wrapper(resolved, orig))
+                patcher.replace(resolved.cls, name, self._breaker_wrapper_for(resolved, name))
             else:
                 patcher.replace(resolved.cls, name, self._bus_wrapper_for(resolved, name))
         if existed:

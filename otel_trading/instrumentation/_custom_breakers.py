@@ -1,4 +1,13 @@
-"""Custom breaker classes: each configured call method timed and its outcome counted."""
+"""Custom breaker classes: each configured call method timed and its outcome counted.
+
+A call method may be a ``def``, an ``async def``, a generator function or an async generator
+function (a generator's call is timed from its first item to its end, and its outcome is how it
+ends). A guarded block may also span two methods (``enter``/``exit``, a context manager): it is
+timed from the end of ``enter`` to the start of ``exit``, paired by instance; a rejection raised by
+``enter`` is counted as one, and the exception ``exit`` receives is the block's outcome. With
+``per_call_objects`` the instances are short-lived wrappers made for each call: they share one
+binding per name, and the state is read through the newest of them.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +54,8 @@ class CustomBreakerWrappers:
         if not session.breakers_on:
             return None
         name = self._breaker_name(r, breaker)
+        if r.spec.per_call_objects:  # type: ignore[union-attr]
+            return self._per_call_binding(r, breaker, name)
         binding = session.breakers.get(breaker)
         if binding is not None and binding.name == name:
             return binding
@@ -69,6 +80,35 @@ class CustomBreakerWrappers:
         session.breakers.set(breaker, binding)
         return binding
 
+    def _per_call_binding(self, r: Resolved, breaker: Any, name: str) -> BreakerBinding:
+        """One binding per (entry, name) for the session; the state is read through the newest instance."""
+        table: dict[tuple[str, str], tuple[BreakerBinding, list[Any]]] = self.__dict__.setdefault(
+            "_per_call_bindings", {}
+        )
+        key = (r.spec.where, name)
+        found = table.get(key)
+        if found is not None:
+            found[1][0] = weakref.ref(breaker)
+            return found[0]
+        spec = r.spec
+        assert isinstance(spec, BreakerClassSpec)
+        newest: list[Any] = [weakref.ref(breaker)]
+        mapper = state_mapper(spec.states, spec.where)
+
+        def read_state() -> int | None:
+            b = newest[0]()
+            if b is None:
+                return None  # the binding keeps the last state it read
+            try:
+                value = read_path(b, spec.state)
+            except AttributeError:
+                return None
+            return mapper(value)
+
+        binding = BreakerBinding(self.session.registry, name, read_state, polled=True)
+        table[key] = (binding, newest)
+        return binding
+
     def _breaker_before(self, r: Resolved, breaker: Any) -> BreakerBinding | None:
         try:
             binding = self._breaker_binding(r, breaker)
@@ -80,16 +120,18 @@ class CustomBreakerWrappers:
             return None
 
     def _breaker_after(
-        self, r: Resolved, binding: BreakerBinding, exc: BaseException | None, elapsed: float
+        self, r: Resolved, binding: BreakerBinding, exc: BaseException | type | None, elapsed: float
     ) -> None:
+        """Count one outcome: ``exc`` is the exception (or only its type, as ``__exit__`` may get it)."""
         try:
-            if exc is None:
+            kind = exc if isinstance(exc, type) or exc is None else type(exc)
+            if kind is None:
                 binding.count(C0, elapsed)
-            elif r.rejected and isinstance(exc, r.rejected):
+            elif r.rejected and issubclass(kind, r.rejected):
                 binding.count(C2)
-            elif not isinstance(exc, Exception):
+            elif not issubclass(kind, Exception):
                 pass  # cancellation / interpreter exit says nothing about the dependency
-            elif r.excluded and isinstance(exc, r.excluded):
+            elif r.excluded and issubclass(kind, r.excluded):
                 binding.count(C0, elapsed)
             else:
                 binding.count(C1, elapsed)
@@ -97,9 +139,116 @@ class CustomBreakerWrappers:
         except Exception as report_exc:
             report(f"{r.spec.where}: recording a call", report_exc)
 
+    def _breaker_wrapper_for(self, r: Resolved, method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """The wrapper factory for one configured method: a call, or one end of a guarded block."""
+        spec = r.spec
+        assert isinstance(spec, BreakerClassSpec)
+
+        def factory(orig: Callable[..., Any]) -> Callable[..., Any]:
+            if method in spec.enters:
+                return self._enter_wrapper(r, orig)
+            if method in spec.exits:
+                return self._exit_wrapper(r, orig)
+            return self._breaker_wrapper(r, orig)
+
+        return factory
+
+    def _block_starts(self) -> dict[int, list[float]]:
+        """id(instance) -> starts of its open guarded blocks (innermost last)."""
+        starts: dict[int, list[float]] = self.__dict__.setdefault("_open_blocks", {})
+        return starts
+
+    def _enter_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+        starts = self._block_starts()
+
+        def rejected(instance: Any, binding: BreakerBinding | None, exc: BaseException) -> None:
+            if binding is not None and r.rejected and isinstance(exc, r.rejected):
+                self._breaker_after(r, binding, exc, 0.0)
+
+        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return orig(instance, *args, **kwargs)
+            binding = self._breaker_before(r, instance)
+            try:
+                result = orig(instance, *args, **kwargs)
+            except BaseException as exc:
+                rejected(instance, binding, exc)
+                raise
+            if binding is not None:
+                starts.setdefault(id(instance), []).append(perf_counter())
+            return result
+
+        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return await orig(instance, *args, **kwargs)
+            binding = self._breaker_before(r, instance)
+            try:
+                result = await orig(instance, *args, **kwargs)
+            except BaseException as exc:
+                rejected(instance, binding, exc)
+                raise
+            if binding is not None:
+                starts.setdefault(id(instance), []).append(perf_counter())
+            return result
+
+        return coro if inspect.iscoroutinefunction(orig) else sync
+
+    def _exit_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
+        session = self.session
+        starts = self._block_starts()
+
+        def begin(instance: Any, args: tuple[Any, ...]) -> tuple[float, Any] | None:
+            """(the block's start, the exception it ended with) when its start was seen."""
+            try:
+                stack = starts.get(id(instance))
+                if not stack:
+                    return None
+                start = stack.pop()
+                if not stack:
+                    starts.pop(id(instance), None)
+                exc = args[1] if len(args) > 1 and args[1] is not None else (args[0] if args else None)
+                return start, exc
+            except Exception as exc:  # pragma: no cover - defensive
+                report(f"{r.spec.where}: pairing a guarded block", exc)
+                return None
+
+        def end(instance: Any, begun: tuple[float, Any], ended: float) -> None:
+            binding = self._breaker_before(r, instance)
+            if binding is not None:
+                self._breaker_after(r, binding, begun[1], ended - begun[0])
+
+        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return orig(instance, *args, **kwargs)
+            ended = perf_counter()
+            begun = begin(instance, args)
+            try:
+                return orig(instance, *args, **kwargs)
+            finally:
+                if begun is not None:
+                    end(instance, begun, ended)
+
+        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            if not session.active:
+                return await orig(instance, *args, **kwargs)
+            ended = perf_counter()
+            begun = begin(instance, args)
+            try:
+                return await orig(instance, *args, **kwargs)
+            finally:
+                if begun is not None:
+                    end(instance, begun, ended)
+
+        return coro if inspect.iscoroutinefunction(orig) else sync
+
     def _breaker_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
         is_async = inspect.iscoroutinefunction(orig)
+        if inspect.isgeneratorfunction(orig):
+            return self._generator_wrapper(r, orig)
+        if inspect.isasyncgenfunction(orig):
+            return self._async_generator_wrapper(r, orig)
 
         def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
             active = _IN_BREAKER.get()
@@ -140,5 +289,46 @@ class CustomBreakerWrappers:
             return result
 
         return coro if is_async else sync
+
+    def _generator_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """A generator call method: timed from its first item to its end, its outcome how it ends."""
+        session = self.session
+
+        def gen(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            binding = self._breaker_before(r, instance) if session.active else None
+            if binding is None:
+                return (yield from orig(instance, *args, **kwargs))
+            start = perf_counter()
+            try:
+                result = yield from orig(instance, *args, **kwargs)
+            except BaseException as exc:
+                self._breaker_after(r, binding, exc, perf_counter() - start)
+                raise
+            self._breaker_after(r, binding, None, perf_counter() - start)
+            return result
+
+        return gen
+
+    def _async_generator_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """An async generator call method, timed like a generator (``asend``/``athrow`` values are not
+        forwarded: ``async for`` is all it supports)."""
+        session = self.session
+
+        async def agen(instance: Any, *args: Any, **kwargs: Any) -> Any:
+            binding = self._breaker_before(r, instance) if session.active else None
+            if binding is None:
+                async for item in orig(instance, *args, **kwargs):
+                    yield item
+                return
+            start = perf_counter()
+            try:
+                async for item in orig(instance, *args, **kwargs):
+                    yield item
+            except BaseException as exc:
+                self._breaker_after(r, binding, exc, perf_counter() - start)
+                raise
+            self._breaker_after(r, binding, None, perf_counter() - start)
+
+        return agen
 
     # -- buses --------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class BusBinding:
             return 0
 
     def subscriber_counts(self) -> dict[str, int]:
+        excluded = self._spec.exclude_events
         if self._spec.subscribers is None:
             return {label: n for label, n in list(self._counted.items()) if n > 0}
         bus = self._ref()
@@ -98,6 +99,8 @@ class BusBinding:
             counts: dict[str, int] = {}
             for key, handlers in list(mapping.items()):
                 label = label_of(key)
+                if label in excluded:
+                    continue
                 counts[label] = counts.get(label, 0) + (
                     handlers if isinstance(handlers, int) else len(handlers)
                 )
@@ -172,6 +175,8 @@ class CustomBusWrappers:
                 return None
             found, value = r.args[method].get(args, kwargs)
             label = label_of(value) if found else "unknown"
+            if label in r.spec.exclude_events:  # type: ignore[union-attr]
+                return None  # one of the library's own events
             ids = frozenset(map(id, (*args, *kwargs.values())))
             active = _IN_BUS.get()
             todo = frozenset(role for role in roles if (id(bus), role, ids) not in active)
@@ -211,7 +216,9 @@ class CustomBusWrappers:
             binding = self._bus_binding(r, bus)
             if binding is not None and r.spec.subscribers is None:  # type: ignore[union-attr]
                 found, value = r.args[method].get(args, kwargs)
-                binding.subscribed(label_of(value) if found else "unknown", delta)
+                label = label_of(value) if found else "unknown"
+                if label not in r.spec.exclude_events:  # type: ignore[union-attr]
+                    binding.subscribed(label, delta)
         except Exception as exc:
             report(f"{r.spec.where}: counting a subscription", exc)
 

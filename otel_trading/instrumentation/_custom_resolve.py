@@ -89,6 +89,8 @@ def resolve(
         return None, [f"{where}: {spec.cls} is a {type(cls).__name__}, not a class"]
     if isinstance(spec, BreakerClassSpec):
         methods = {m: "call" for m in spec.calls}
+        methods.update({m: "enter" for m in spec.enters})
+        methods.update({m: "exit" for m in spec.exits})
     else:
         methods = {}
         for role in ("unsubscribe", "subscribe", "dispatch", "publish"):

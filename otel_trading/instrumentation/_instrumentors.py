@@ -56,6 +56,7 @@ _logger = logging.getLogger("otel_trading.instrumentation")
 
 #: The umbrella's entry point name; naming it in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS disables all.
 UMBRELLA_NAME = "otel_trading"
+_REPORTED_CONFLICTS: dict[tuple[str, str, str], None] = {}
 
 
 def disabled_names(environ: Mapping[str, str] | None = None) -> set[str]:
@@ -102,7 +103,10 @@ class LibraryInstrumentor(BaseInstrumentor):
         try:
             conflict = get_dependency_conflicts(self._instruments)
             if conflict is not None:
-                if conflict.found:
+                key = (self.target, str(conflict.required), str(conflict.found))
+                # Once per process: the umbrella and the loader both ask.
+                first, _REPORTED_CONFLICTS[key] = key not in _REPORTED_CONFLICTS, None
+                if conflict.found and first:
                     _logger.error(
                         "otel-trading: %s instruments %s, but %s is installed; %s is left uninstrumented",
                         self.entry_point_name(),

@@ -41,6 +41,7 @@ from otel_trading.instrumentation._copies import same_code
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording.rows import fork_safe
 
 __all__ = ["PurgatoryBreakers"]
 
@@ -137,6 +138,7 @@ class PurgatoryBreakers:
         self._starts: dict[int, Any] = {}
         session.fast_lookups.append(self._starts)
         self._lock = threading.Lock()
+        fork_safe(self)
 
     def start(self) -> None:
         self.session.on_import("purgatory", self._patch, self.target)

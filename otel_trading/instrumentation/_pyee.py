@@ -262,11 +262,12 @@ def _scheduled(current: _Current, dispatch: Any) -> _Dispatch:
     """The current dispatch, made a ``_Dispatch`` (a handler scheduled work)."""
     if dispatch.__class__ is tuple:
         dispatch = current.dispatch = _Dispatch(*dispatch)
-    return dispatch  # type: ignore[no-any-return]
+    return dispatch
 
 
 def _event_of(dispatch: Any) -> _Event:
-    return dispatch[0] if dispatch.__class__ is tuple else dispatch.event  # type: ignore[no-any-return]
+    event: _Event = dispatch[0] if dispatch.__class__ is tuple else dispatch.event
+    return event
 
 
 _CURRENT = _Current()
@@ -288,12 +289,10 @@ SYNC, SCHEDULED, UNKNOWN = "sync", "scheduled", "unknown"
 class EmitterBinding:
     """One instrumented emitter, as the registry's queue-size and subscriber gauges see it."""
 
-    __slots__ = ("__weakref__", "_lock", "_ref", "events", "mode", "name", "own", "queued")
+    __slots__ = ("__weakref__", "_ref", "events", "mode", "name", "own", "queued")
 
     def __init__(self, emitter: Any, mode: str, own: frozenset[str], queued: bool) -> None:
         self._ref = weakref.ref(emitter)
-        self._lock = threading.Lock()
-        fork_safe(self)
         self.mode = mode
         self.own = own
         #: The label of ``event_bus_queue_size``: the emitter's class.
@@ -346,6 +345,7 @@ class PyeeEmitters:
         # event -> _Event, shared by every emitter (same label, same rows)
         self._events: dict[Any, _Event] = {}
         self._lock = threading.Lock()
+        fork_safe(self)
         self._timed = session.registry.enabled(mc.BUS_PROCESSING_DURATION.key)
         self._base: type | None = None
         self._known_runs: dict[Any, str] = {}
@@ -572,9 +572,16 @@ class PyeeEmitters:
                     report("recording a pyee event", exc)
                 return handled
             if binding.mode is not SCHEDULED:  # type: ignore[union-attr]
-                for f in funcs:
-                    self._emit_run(f, args, kwargs)
-                    handled = True
+                # An _emit_run otel-trading does not know: published only, and no dispatch of another
+                # emitter is visible to it (an override may call the asyncio copy through super()).
+                saved = current.dispatch
+                current.dispatch = None
+                try:
+                    for f in funcs:
+                        self._emit_run(f, args, kwargs)
+                        handled = True
+                finally:
+                    current.dispatch = saved
                 return handled
             # The handlers may schedule work: a (event, start) marker until one does, when the
             # emitter's _emit_run turns it into a _Dispatch that waits for the work to end.

@@ -19,6 +19,11 @@ TOML is read with ``tomllib`` (Python 3.11+) or the ``tomli`` package on 3.10 (i
     states = { closed = "CLOSED", open = "OPEN", half_open = "HALF_OPEN" }
     rejected_exceptions = ["venues.guard:GuardOpen"]   # raised instead of calling: rejected
     excluded_exceptions = []                  # business errors: counted as successes
+    # A guarded block spanning two methods (a context manager), instead of or beside ``call``:
+    # enter = ["__enter__", "__aenter__"]     # the block starts (a rejection raised here is counted)
+    # exit = ["__exit__", "__aexit__"]        # it ends: the exception passed in is its outcome
+    # per_call_objects = true                 # instances are made per call (wrappers around shared
+                                              # state): one series per name, state read through the newest
 
     [[tool.otel-trading.instrument.event_buses]]
     class = "tinybus:TinyBus"
@@ -29,6 +34,7 @@ TOML is read with ``tomllib`` (Python 3.11+) or the ``tomli`` package on 3.10 (i
     subscribers = "_handlers"                 # optional: mapping {event type: handlers}, read at scrape
     queue_size = "_queue.qsize"               # optional: attribute or method giving the queue length
     name = "name"                             # optional: attribute with the bus name (label ``bus``)
+    exclude_events = ["new_listener", "error"]  # optional: the library's own events, never counted
 
 Every problem names its entry. ``strict=True`` (the default of ``load_config``/``parse_config``,
 and what ``instrument(config=...)`` uses) raises one ``ConfigurationError`` listing them all;
@@ -65,7 +71,18 @@ PYPROJECT_SECTION = "[tool.otel-trading.instrument]"
 Scalar = str | int | bool
 STATE_KEYS = {"closed": 0, "open": 1, "half_open": 2}
 
-_BREAKER_KEYS = {"class", "call", "name", "state", "states", "rejected_exceptions", "excluded_exceptions"}
+_BREAKER_KEYS = {
+    "class",
+    "call",
+    "enter",
+    "exit",
+    "per_call_objects",
+    "name",
+    "state",
+    "states",
+    "rejected_exceptions",
+    "excluded_exceptions",
+}
 _BUS_KEYS = {
     "class",
     "publish",
@@ -76,6 +93,7 @@ _BUS_KEYS = {
     "name",
     "queue_size",
     "subscribers",
+    "exclude_events",
 }
 _TOP_KEYS = {"breakers", "event_buses"}
 
@@ -105,6 +123,11 @@ class BreakerClassSpec:
     states: tuple[tuple[Scalar, int], ...]
     rejected: tuple[ClassRef, ...]
     excluded: tuple[ClassRef, ...]
+    #: methods that start a guarded block (``__enter__``), and those that end it (``__exit__``)
+    enters: tuple[str, ...] = ()
+    exits: tuple[str, ...] = ()
+    #: instances are short-lived wrappers made per call: bind by name, not by instance
+    per_call_objects: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +142,8 @@ class EventBusClassSpec:
     name: tuple[str, ...]
     queue_size: tuple[str, ...] | None
     subscribers: tuple[str, ...] | None
+    #: event labels that are the library's own (pyee's ``new_listener``, ``error``): never counted
+    exclude_events: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -409,7 +434,17 @@ def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | 
     before = len(problems)
     _unknown_keys(entry, _BREAKER_KEYS, where, problems)
     cls = _class_ref(entry.get("class"), "'class'", where, problems)
-    calls = _methods(entry, "call", where, problems, required=True)
+    blocks = "enter" in entry or "exit" in entry
+    calls = _methods(entry, "call", where, problems, required=not blocks)
+    enters = _methods(entry, "enter", where, problems, required=blocks)
+    exits = _methods(entry, "exit", where, problems, required=blocks)
+    for method in sorted({*calls, *enters, *exits}):
+        roles = [key for key, names in (("call", calls), ("enter", enters), ("exit", exits)) if method in names]
+        if len(roles) > 1:
+            problems.append(f"{where}: method {method!r} cannot be both {roles[0]!r} and {roles[1]!r}")
+    per_call = entry.get("per_call_objects", False)
+    if not isinstance(per_call, bool):
+        problems.append(f"{where}: 'per_call_objects' must be true or false, got {per_call!r}")
     name = _path(entry, "name", where, problems, default="name")
     state = _path(entry, "state", where, problems)
     if "state" not in entry:
@@ -419,7 +454,9 @@ def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | 
     excluded = _exception_refs(entry, "excluded_exceptions", where, problems)
     if len(problems) > before or cls is None or name is None or state is None:
         return None
-    return BreakerClassSpec(where, cls, calls, name, state, states, rejected, excluded)
+    return BreakerClassSpec(
+        where, cls, calls, name, state, states, rejected, excluded, enters, exits, per_call is True
+    )
 
 
 def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | None:
@@ -449,6 +486,12 @@ def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | Non
     name = _path(entry, "name", where, problems, default="name")
     queue_size = _path(entry, "queue_size", where, problems)
     subscribers = _path(entry, "subscribers", where, problems)
+    excluded_events = entry.get("exclude_events", [])
+    if isinstance(excluded_events, str):
+        excluded_events = [excluded_events]
+    if not isinstance(excluded_events, list) or not all(isinstance(e, str) and e for e in excluded_events):
+        problems.append(f"{where}: 'exclude_events' must be a list of event names, got {excluded_events!r}")
+        excluded_events = []
     if len(problems) > before or cls is None or name is None:
         return None
     return EventBusClassSpec(
@@ -462,6 +505,7 @@ def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | Non
         name,
         queue_size,
         subscribers,
+        frozenset(excluded_events),
     )
 
 

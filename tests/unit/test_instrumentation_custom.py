@@ -385,8 +385,8 @@ def test_lenient_parsing_keeps_the_valid_entries_and_lists_the_problems() -> Non
     assert [b.cls.qualname for b in config.event_buses] == ["Good"]
     assert config.problems == (
         "cfg: 'breakers' must be a list of tables ([[...breakers]] in TOML), got str",
-        "cfg event_buses[1] (b:Bad): unknown key 'publsh' (allowed: class, dispatch, event_arg, name, publish, "
-        "queue_size, subscribe, subscribers, unsubscribe)",
+        "cfg event_buses[1] (b:Bad): unknown key 'publsh' (allowed: class, dispatch, event_arg, exclude_events, "
+        "name, publish, queue_size, subscribe, subscribers, unsubscribe)",
         "cfg event_buses[1] (b:Bad): 'publish' is required (a method name or a list of method names)",
         "cfg event_buses[2] (b:Good): class b:Good is already configured by cfg event_buses[0] (b:Good)",
     )
