@@ -5,8 +5,8 @@
 the breaker's ``expected_exception`` predicate. What is patched, and what each patch records:
 
 ==========================================  ======================================================
-``CircuitBreaker.call``, ``call_async``,    replaced by copies of the library's own body plus the
-``call_generator``,                         recording (no extra frame): the guarded block is timed
+``CircuitBreaker.call``, ``call_async``,    replaced by our own ``with self:`` around the call plus
+``call_generator``,                         the recording (no extra frame): the guarded block is timed
 ``call_async_generator``                    (for generators, from the first ``next()`` to the end);
                                             a normal end is a success
 ``CircuitBreaker._CircuitBreaker__call_     the library counts a failure: the exception passing
@@ -19,8 +19,8 @@ failed``                                    through the entry method is a failur
                                             an unnamed breaker after the function)
 ==========================================  ======================================================
 
-Each copy is installed only over the exact code it was copied from (``_copies``); a method whose
-code differs is left unpatched, with one warning. The state gauge reads the library's ``state``
+Each replacement is installed only over a method of the shape it was written for (``_code_shape``);
+a method of another shape is left unpatched, with one warning. The state gauge reads the library's ``state``
 property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open state being the library's
 own timer-based reading); transitions are the changes between successive readings, taken before
 and after every call that does not start closed, after every failure and rejection, and at every
@@ -41,7 +41,7 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
-from otel_trading.instrumentation._copies import same_code
+from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, ThreadRows
@@ -51,54 +51,15 @@ __all__ = ["CircuitbreakerBreakers", "CountedThreadRows"]
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
 
-# The library's entry methods, verbatim from circuitbreaker 2.0.0 .. 2.1.3 (see ``_copies``).
-_SOURCES = {
-    "call": '''
-class CircuitBreaker(object):
-    def call(self, func, *args, **kwargs):
-        """
-        Calls the decorated function and applies the circuit breaker
-        rules on success or failure
-        :param func: Decorated function
-        """
-        with self:
-            return func(*args, **kwargs)
-''',
-    "call_generator": '''
-class CircuitBreaker(object):
-    def call_generator(self, func, *args, **kwargs):
-        """
-        Calls the decorated generator function and applies the circuit breaker
-        rules on success or failure
-        :param func: Decorated generator function
-        """
-        with self:
-            for el in func(*args, **kwargs):
-                yield el
-''',
-    "call_async": '''
-class CircuitBreaker(object):
-    async def call_async(self, func, *args, **kwargs):
-        """
-        Calls the decorated async function and applies the circuit breaker
-        rules on success or failure
-        :param func: Decorated async function
-        """
-        with self:
-            return await func(*args, **kwargs)
-''',
-    "call_async_generator": '''
-class CircuitBreaker(object):
-    async def call_async_generator(self, func, *args, **kwargs):
-        """
-        Calls the decorated async generator function and applies the circuit breaker
-        rules on success or failure
-        :param func: Decorated async generator function
-        """
-        with self:
-            async for el in func(*args, **kwargs):
-                yield el
-''',
+# The shapes (see ``_code_shape``) of the library's entry methods our replacements stand in for:
+# each only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
+# referring to no other name. Checked against circuitbreaker 2.0.0 .. 2.1.3.
+_ENTRY_PARAMS = ("self", "func", "args", "kwargs")
+_SHAPES = {
+    "call": (Shape(2, _ENTRY_PARAMS, (), FUNCTION),),
+    "call_generator": (Shape(2, _ENTRY_PARAMS, (), GENERATOR),),
+    "call_async": (Shape(2, _ENTRY_PARAMS, (), COROUTINE),),
+    "call_async_generator": (Shape(2, _ENTRY_PARAMS, (), ASYNC_GENERATOR),),
 }
 
 
@@ -190,18 +151,18 @@ class CircuitbreakerBreakers:
         patcher.replace(cls, "decorate", self._decorate)
         patcher.replace(cls, "_CircuitBreaker__call_failed", self._call_failed)
         patcher.replace(error, "__init__", self._rejected)
-        copies: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+        replacements: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
             "call": self._call,
             "call_generator": self._call_generator,
             "call_async": self._call_async,
             "call_async_generator": self._call_async_generator,
         }
-        for name, factory in copies.items():
-            if same_code(vars(cls).get(name), (_SOURCES[name],), f"CircuitBreaker.{name}"):
+        for name, factory in replacements.items():
+            if has_shape(vars(cls).get(name), _SHAPES[name]):
                 patcher.replace(cls, name, factory)
             else:
                 warn_once(
-                    f"circuitbreaker-copy:{name}",
+                    f"circuitbreaker-shape:{name}",
                     "otel-trading instrumentation: circuitbreaker %s: CircuitBreaker.%s is not the code "
                     "otel-trading knows; calls through it are not counted",
                     getattr(module, "__version__", "?"),
@@ -356,7 +317,7 @@ class CircuitbreakerBreakers:
         return __init__
 
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``CircuitBreaker.call`` as the library writes it, plus timing and counting.
+        """Replaces ``CircuitBreaker.call``: ``with self:`` around ``func``, timed and counted.
 
         The fast path (a bound breaker that starts closed and succeeds) times the block and bumps
         one histogram; the rest goes through ``_before``/``_raised``/``_succeeded``.

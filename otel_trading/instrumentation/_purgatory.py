@@ -7,10 +7,11 @@ repository, one per call with Redis) and guards a block with a short-lived wrapp
 patched, and what each patch records:
 
 ============================================  ====================================================
-``SyncCircuitBreaker.__enter__/__exit__``,    replaced by copies of the library's own bodies plus
-``AsyncCircuitBreaker.__aenter__/__aexit__``  the recording: the whole guarded block is timed
-                                              (enter to exit, paired by wrapper object); ``OpenedState``
-                                              raised on entry is a rejection
+``SyncCircuitBreaker.__enter__/__exit__``,    entering: replaced by our own entering of the
+``AsyncCircuitBreaker.__aenter__/__aexit__``  context plus the start; exiting: wrapped. The whole
+                                              guarded block is timed (enter to exit, paired by
+                                              wrapper object); ``OpenedState`` raised on entry is
+                                              a rejection
 ``ClosedState/HalfOpenedState/OpenedState     the library decided the exception is a failure (its
 .handle_exception``                           exclude list, types and predicates, did not exclude
                                               it): a failure; any other exit is a success
@@ -22,8 +23,9 @@ patched, and what each patch records:
 Series are per circuit name: breakers of one name share them, whatever wrapper object or
 ``Context`` carries the call; the state gauge reports the last state this process saw for that
 name (with Redis, changes made by other processes show up at this process's next call). A block
-entered before instrumentation is not counted. Each copy is installed only over the exact code
-it was copied from (``_copies``); otherwise that method is left unpatched, with one warning.
+entered before instrumentation is not counted. Each patch is installed only over a method of the
+shape it was written for (``_code_shape``); otherwise that pair of methods is left unpatched, with
+one warning.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
 from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
-from otel_trading.instrumentation._copies import same_code
+from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -48,53 +50,18 @@ __all__ = ["PurgatoryBreakers"]
 _STATES = {"closed": CLOSED, "opened": OPEN, "half-opened": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
 
-_SYNC_SOURCE = '''
-from types import TracebackType
-from typing import Optional
-
-
-class SyncCircuitBreaker:
-    def __enter__(self) -> "SyncCircuitBreaker":
-        self.context.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.context.__exit__(exc_type, exc, tb)
-        while self.context.messages:
-            self.messagebus.handle(
-                self.context.messages.pop(0),
-                self.uow,
-            )
-'''
-
-_ASYNC_SOURCE = '''
-from types import TracebackType
-from typing import Optional
-
-
-class AsyncCircuitBreaker:
-    async def __aenter__(self) -> "AsyncCircuitBreaker":
-        self.context.__enter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.context.__exit__(exc_type, exc, tb)
-        while self.context.messages:
-            await self.messagebus.handle(
-                self.context.messages.pop(0),
-                self.uow,
-            )
-'''
+# The shapes (see ``_code_shape``) of the wrapper methods our patches are written for: entering
+# enters ``self.context``; exiting exits it, then hands its messages to ``self.messagebus``.
+# Checked against purgatory 3.0.x.
+_ENTER_NAMES = ("context", "__enter__")
+_EXIT_PARAMS = ("self", "exc_type", "exc", "tb")
+_EXIT_NAMES = ("context", "__exit__", "messages", "messagebus", "handle", "pop", "uow")
+_SHAPES = {
+    "__enter__": (Shape(1, ("self",), _ENTER_NAMES, FUNCTION),),
+    "__exit__": (Shape(4, _EXIT_PARAMS, _EXIT_NAMES, FUNCTION),),
+    "__aenter__": (Shape(1, ("self",), _ENTER_NAMES, COROUTINE),),
+    "__aexit__": (Shape(4, _EXIT_PARAMS, _EXIT_NAMES, COROUTINE),),
+}
 
 
 def _code(state: Any) -> int | None:
@@ -102,14 +69,9 @@ def _code(state: Any) -> int | None:
     return _STATES.get(name) if isinstance(name, str) else None
 
 
-class _Verdict(threading.local):
-    """The failure the library decided last in this thread: its context and its exception."""
-
-    context: int = 0
-    exc: BaseException | None = None
-
-
-_VERDICT = _Verdict()
+#: (id(context), id(exc)) -> exc for each failure the library decided and no exit has read yet
+#: (keyed by both: concurrent async blocks of one circuit may be between the two).
+_FAILURES: dict[tuple[int, int], BaseException] = {}
 
 
 class _Circuit:
@@ -167,23 +129,20 @@ class PurgatoryBreakers:
         patcher.replace(model.Context, "set_state", self._set_state)
         for state in states:
             patcher.replace(state, "handle_exception", self._handle_exception)
-        copies: list[tuple[type, str, str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
-            (sync_cls, "__enter__", _SYNC_SOURCE, "SyncCircuitBreaker.__enter__", self._enter),
-            (sync_cls, "__exit__", _SYNC_SOURCE, "SyncCircuitBreaker.__exit__", self._exit),
-            (async_cls, "__aenter__", _ASYNC_SOURCE, "AsyncCircuitBreaker.__aenter__", self._aenter),
-            (async_cls, "__aexit__", _ASYNC_SOURCE, "AsyncCircuitBreaker.__aexit__", self._aexit),
+        patches: list[tuple[type, str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+            (sync_cls, "__enter__", "SyncCircuitBreaker.__enter__", self._enter),
+            (sync_cls, "__exit__", "SyncCircuitBreaker.__exit__", self._exit),
+            (async_cls, "__aenter__", "AsyncCircuitBreaker.__aenter__", self._aenter),
+            (async_cls, "__aexit__", "AsyncCircuitBreaker.__aexit__", self._aexit),
         ]
-        known = {
-            (owner, name): same_code(vars(owner).get(name), (source, ), path)
-            for owner, name, source, path, _ in copies
-        }
-        for owner, name, _, path, factory in copies:
+        known = {(owner, name): has_shape(vars(owner).get(name), _SHAPES[name]) for owner, name, _, _ in patches}
+        for owner, name, path, factory in patches:
             pair = ("__enter__", "__exit__") if owner is sync_cls else ("__aenter__", "__aexit__")
             if all(known[(owner, n)] for n in pair):
                 patcher.replace(owner, name, factory)
             else:
                 warn_once(
-                    f"purgatory-copy:{path}",
+                    f"purgatory-shape:{path}",
                     "otel-trading instrumentation: purgatory %s: %s is not the code otel-trading knows; "
                     "blocks guarded through it are not counted",
                     getattr(module, "__version__", "?"),
@@ -280,10 +239,7 @@ class PurgatoryBreakers:
                 elif not binding.timed or not binding.series.observe_slow(row, elapsed):
                     row[C0] += 1
                 return
-            verdict = _VERDICT
-            failed = verdict.context == id(context) and verdict.exc is exc
-            if failed:
-                verdict.context, verdict.exc = 0, None
+            failed = _FAILURES.pop((id(context), id(exc)), None) is exc
             circuit.binding.count(C1 if failed else C0, elapsed)
         except Exception as report_exc:
             report("recording a purgatory call", report_exc)
@@ -322,14 +278,12 @@ class PurgatoryBreakers:
     def _handle_exception(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         def handle_exception(state: Any, context: Any, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
             # Called only when the context decided that ``exc`` is a failure.
-            verdict = _VERDICT
-            verdict.context = id(context)
-            verdict.exc = exc
+            _FAILURES[(id(context), id(exc))] = exc
             return orig(state, context, exc, *args, **kwargs)
 
         return handle_exception
 
-    def _copy_parts(self) -> tuple[Any, ...]:
+    def _patch_parts(self) -> tuple[Any, ...]:
         return (
             self._opened,
             self._rejected,
@@ -350,8 +304,8 @@ class PurgatoryBreakers:
             row[C0] += 1
 
     def _enter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``SyncCircuitBreaker.__enter__`` as the library writes it, plus the rejection and the start."""
-        opened, rejected, setdefault, _, nested, _, _, _, _ = self._copy_parts()
+        """Replaces ``SyncCircuitBreaker.__enter__``: enters the context, noting a rejection, then the start."""
+        opened, rejected, setdefault, _, nested, _, _, _, _ = self._patch_parts()
         clock = perf_counter
 
         def __enter__(self: Any) -> Any:
@@ -368,22 +322,32 @@ class PurgatoryBreakers:
         return __enter__
 
     def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``SyncCircuitBreaker.__exit__`` as the library writes it, plus timing and counting the block.
+        """Wraps ``SyncCircuitBreaker.__exit__``: the block ends when it is called; it is counted once
+        the library's exit (which decides a failure) has run.
 
         The inline path is a success of a known circuit on a series bound to its rows: one
         histogram update (a ``CountedThreadRows`` row: the success is its histogram count).
         """
-        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._copy_parts()
+        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._patch_parts()
         clock = perf_counter
         first_bound = _FIRST_BOUND
         bounds = BOUNDS
+        failures = _FAILURES
 
-        def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+        def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             end = clock()
             key = id(self)
             start = pop(key, None)
-            self.context.__exit__(exc_type, exc, tb)
-            if start is not None:
+            if start is None:  # a block entered before instrumentation
+                if exc is None:
+                    return orig(self, exc_type, exc, tb)
+                try:
+                    return orig(self, exc_type, exc, tb)
+                finally:
+                    failures.pop((id(self.context), id(exc)), None)
+            try:
+                return orig(self, exc_type, exc, tb)
+            finally:
                 try:
                     circuit = circuits_get(self.context.name) if exc is None else None
                     if circuit is not None and start.__class__ is float:
@@ -407,17 +371,12 @@ class PurgatoryBreakers:
                         ended(self.context, exc, start, end)
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
-            while self.context.messages:
-                self.messagebus.handle(
-                    self.context.messages.pop(0),
-                    self.uow,
-                )
 
         return __exit__
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``AsyncCircuitBreaker.__aenter__`` as the library writes it, plus the rejection and the start."""
-        opened, rejected, setdefault, _, nested, _, _, _, _ = self._copy_parts()
+        """Replaces ``AsyncCircuitBreaker.__aenter__``: as ``_enter`` does."""
+        opened, rejected, setdefault, _, nested, _, _, _, _ = self._patch_parts()
         clock = perf_counter
 
         async def __aenter__(self: Any) -> Any:
@@ -434,45 +393,29 @@ class PurgatoryBreakers:
         return __aenter__
 
     def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``AsyncCircuitBreaker.__aexit__`` as the library writes it, plus timing and counting the block."""
-        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._copy_parts()
+        """Wraps ``AsyncCircuitBreaker.__aexit__``, as ``_exit`` does the sync one."""
+        _, _, _, pop, _, unnest, _, ended, _ = self._patch_parts()
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
+        failures = _FAILURES
 
-        async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> None:
+        async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             end = clock()
             key = id(self)
             start = pop(key, None)
-            self.context.__exit__(exc_type, exc, tb)
-            if start is not None:
+            if start is None:  # a block entered before instrumentation
                 try:
-                    circuit = circuits_get(self.context.name) if exc is None else None
-                    if circuit is not None and start.__class__ is float:
-                        elapsed = end - start
-                        if circuit.binding.hot.fast:
-                            try:
-                                row: Row = circuit.local.row
-                            except AttributeError:
-                                row = circuit.counted.row()
-                            row[SUM] += elapsed
-                            if elapsed < row[MIN]:
-                                row[MIN] = elapsed
-                            if elapsed > row[MAX]:
-                                row[MAX] = elapsed
-                            row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                        else:
-                            record_success(circuit, elapsed)
-                    else:
-                        if start.__class__ is list:
-                            start = unnest(key, start)
-                        ended(self.context, exc, start, end)
+                    return await orig(self, exc_type, exc, tb)
+                finally:
+                    if exc is not None:
+                        failures.pop((id(self.context), id(exc)), None)
+            try:
+                return await orig(self, exc_type, exc, tb)
+            finally:
+                try:
+                    if start.__class__ is list:
+                        start = unnest(key, start)
+                    ended(self.context, exc, start, end)
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
-            while self.context.messages:
-                await self.messagebus.handle(
-                    self.context.messages.pop(0),
-                    self.uow,
-                )
 
         return __aexit__

@@ -6,14 +6,15 @@ each handler to the emitter class's ``_emit_run``: the base ``EventEmitter`` run
 ``ExecutorEventEmitter`` submits every handler to its executor. What is patched:
 
 ==========================================  ======================================================
-``EventEmitter._call_handlers``             replaced by a copy of the library's body plus the
-                                            recording: one event published per ``emit``; processed
+``EventEmitter._call_handlers``             wrapped: one event published per ``emit``; processed
                                             and timed once every handler it was given to has
                                             completed; handler errors counted
-``AsyncIOEventEmitter._emit_run``,          replaced by copies that also register the handler's
-``ExecutorEventEmitter._emit_run``          task or future, so the event completes when the last
-                                            of them is done (a handler raising, synchronously or
-                                            in its task, counts one handler error)
+``AsyncIOEventEmitter._emit_run``,          wrapped: pyee's own is given a stand-in for the
+``ExecutorEventEmitter._emit_run``          handler that counts its error and, for a coroutine or
+                                            an executor run, makes the event wait for its end
+                                            (pyee schedules the stand-in's coroutine, which awaits
+                                            the handler's); return values, exceptions and pyee's
+                                            ``error`` events are unchanged
 ``EventEmitter.__init__``                   bind the emitter (subscriber gauge, queue gauge)
 ==========================================  ======================================================
 
@@ -26,9 +27,9 @@ not 0); the other emitters have no queue and report none. Emitters whose ``_emit
 one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count published events
 and subscribers only: their handlers run where otel-trading cannot see them complete. Under
 ``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
-that has handlers for it. Each copy is installed only over the exact code it was copied from
-(``_copies``); otherwise pyee is left uninstrumented (or that emitter class counts published
-events only), with one warning.
+that has handlers for it. Each wrapper is installed only over a function of the shape it was
+written for (``_code_shape``); otherwise pyee is left uninstrumented (or that emitter class counts
+published events only), with one warning.
 """
 
 from __future__ import annotations
@@ -37,17 +38,16 @@ import sys
 import threading
 import types
 import weakref
+from asyncio import CancelledError, iscoroutine
 from asyncio import Future as AsyncioFuture
-from asyncio import ensure_future, iscoroutine
 from bisect import bisect_left
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from time import perf_counter
-from typing import Any, cast
+from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
-from otel_trading.instrumentation._copies import same_code
+from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
@@ -60,107 +60,33 @@ OWN_EVENTS = frozenset({"new_listener", "error"})
 _TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
 _FIRST_BOUND = BOUNDS[0]
 
-_CALL_HANDLERS_SOURCE = '''
-from collections import OrderedDict
-from typing import Any, Dict, Tuple
-
-Self = Any
-
-
-class EventEmitter:
-    def _call_handlers(
-        self: Self,
-        event: str,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-    ) -> bool:
-        handled = False
-
-        with self._lock:
-            funcs = list(self._events.get(event, OrderedDict()).values())
-        for f in funcs:
-            self._emit_run(f, args, kwargs)
-            handled = True
-
-        return handled
-'''
-
-_ASYNCIO_EMIT_RUN = '''
-from typing import Any, Callable, Dict, Tuple
-
-Self = Any
-
-
-class AsyncIOEventEmitter:
-    def _emit_run(
-        self: Self,
-        f: Callable,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-    ) -> None:
-        try:
-            coro: Any = f(*args, **kwargs)
-        except Exception as exc:
-            self.emit("error", exc)
-        else:
-            if iscoroutine(coro):
-                if self._loop:
-                    # ensure_future is *extremely* cranky about the types here,
-                    # but this is relatively well-tested and I think the types
-                    # are more strict than they should be
-                    fut: Any = ensure_future(cast(Any, coro), loop=self._loop)
-                else:
-                    fut = ensure_future(cast(Any, coro))
-
-            elif isinstance(coro, Future):
-                fut = cast(Any, coro)
-            else:
-                return
-
-            def callback(f: Future) -> None:
-                self._waiting.discard(f)
-
-                if f.cancelled():
-                    return
-
-                exc: Optional[BaseException] = f.exception()
-                if exc:
-                    self.emit("error", exc)
-
-            fut.add_done_callback(callback)
-            self._waiting.add(fut)
-'''
-# pyee 12.x: the same body; only the inner callback's annotations differ.
-_ASYNCIO_EMIT_RUN_12 = (
-    _ASYNCIO_EMIT_RUN.replace("def callback(f: Future) -> None:", "def callback(f):")
-    .replace("exc: Optional[BaseException] = f.exception()", "exc: Exception = f.exception()")
-    .replace("    ) -> None:\n        try:", "    ):\n        try:")
+# The shapes (see ``_code_shape``) of the pyee functions the patches below were written for:
+# ``_call_handlers`` hands every handler of the event to ``self._emit_run``; the asyncio
+# ``_emit_run`` calls the handler and schedules a coroutine it returns (or watches a future);
+# the executor ``_emit_run`` submits the handler to ``self._executor``. Checked against pyee 12.x
+# and 13.0.x (the same shapes in both).
+_CALL_HANDLERS_SHAPES = (
+    Shape(
+        4,
+        ("self", "event", "args", "kwargs"),
+        ("_lock", "list", "_events", "get", "OrderedDict", "values", "_emit_run"),
+        FUNCTION,
+    ),
 )
-
-_EXECUTOR_EMIT_RUN = '''
-from concurrent.futures import Future
-from typing import Any, Callable, Dict, Optional, Tuple
-
-Self = Any
-
-
-class ExecutorEventEmitter:
-    def _emit_run(
-        self: Self,
-        f: Callable,
-        args: Tuple[Any, ...],
-        kwargs: Dict[str, Any],
-    ) -> None:
-        future: Future = self._executor.submit(f, *args, **kwargs)
-
-        @future.add_done_callback
-        def _callback(f: Future) -> None:
-            exc: Optional[BaseException] = f.exception()
-            if isinstance(exc, Exception):
-                self.emit("error", exc)
-            elif exc is not None:
-                raise exc
-'''
+_ASYNCIO_EMIT_RUN_SHAPES = (
+    Shape(
+        4,
+        ("self", "f", "args", "kwargs"),
+        (
+            "iscoroutine", "_loop", "ensure_future", "cast", "Any", "isinstance", "Future",
+            "add_done_callback", "_waiting", "add", "Exception", "emit",
+        ),
+        FUNCTION,
+    ),
+)
+_EXECUTOR_EMIT_RUN_SHAPES = (
+    Shape(4, ("self", "f", "args", "kwargs"), ("_executor", "submit", "add_done_callback", "Future"), FUNCTION),
+)
 
 
 class _Untimed:
@@ -230,6 +156,10 @@ class _Dispatch:
         self.event = event
         self.start = start
         self.pending: list[Any] = [_LAST]
+
+    def expect(self) -> None:
+        """One more completion to wait for (a handler's coroutine or executor run)."""
+        self.pending.append(None)
 
     def add(self, future: Any) -> None:
         self.pending.append(None)
@@ -365,7 +295,7 @@ class PyeeEmitters:
 
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         base = module.EventEmitter
-        if not same_code(vars(base).get("_call_handlers"), (_CALL_HANDLERS_SOURCE,), "EventEmitter._call_handlers"):
+        if not has_shape(vars(base).get("_call_handlers"), _CALL_HANDLERS_SHAPES):
             raise RuntimeError(
                 "pyee's EventEmitter._call_handlers is not the code otel-trading knows (pyee 12 and 13); "
                 "pyee is left uninstrumented"
@@ -381,12 +311,12 @@ class PyeeEmitters:
             for emitter in existing_instances(base):
                 self._guarded_bind(emitter)
 
-    def _patch_run(self, cls: type, sources: tuple[str, ...], path: str, factory: Any, queued: bool) -> None:
+    def _patch_run(self, cls: type, shapes: tuple[Shape, ...], path: str, factory: Any, queued: bool) -> None:
         if self._base is None:
             return  # the base class was left uninstrumented
-        if not same_code(vars(cls).get("_emit_run"), sources, path):
+        if not has_shape(vars(cls).get("_emit_run"), shapes):
             warn_once(
-                f"pyee-copy:{path}",
+                f"pyee-shape:{path}",
                 "otel-trading instrumentation: pyee %s: %s is not the code otel-trading knows; events of "
                 "these emitters are counted as published only",
                 self._version(),
@@ -405,7 +335,7 @@ class PyeeEmitters:
     def _patch_asyncio(self, module: types.ModuleType, existed: bool) -> None:
         self._patch_run(
             module.AsyncIOEventEmitter,
-            (_ASYNCIO_EMIT_RUN, _ASYNCIO_EMIT_RUN_12),
+            _ASYNCIO_EMIT_RUN_SHAPES,
             "AsyncIOEventEmitter._emit_run",
             self._asyncio_emit_run,
             queued=True,
@@ -414,7 +344,7 @@ class PyeeEmitters:
     def _patch_executor(self, module: types.ModuleType, existed: bool) -> None:
         self._patch_run(
             module.ExecutorEventEmitter,
-            (_EXECUTOR_EMIT_RUN,),
+            _EXECUTOR_EMIT_RUN_SHAPES,
             "ExecutorEventEmitter._emit_run",
             self._executor_emit_run,
             queued=False,
@@ -482,7 +412,8 @@ class PyeeEmitters:
         return __init__
 
     def _call_handlers(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``EventEmitter._call_handlers`` as the library writes it, plus the recording."""
+        """Wraps ``EventEmitter._call_handlers``: counts the event published, sets up its dispatch
+        for the emitter's ``_emit_run`` (see ``_asyncio_emit_run``), then calls pyee's own."""
         by_id_get = self._by_id.get
         bind = self._guarded_bind
         event_of = self._event
@@ -495,10 +426,6 @@ class PyeeEmitters:
         session = self.session
 
         def _call_handlers(self: Any, event: Any, args: Any, kwargs: Any) -> bool:
-            handled = False
-
-            with self._lock:
-                funcs = list(self._events.get(event, OrderedDict()).values())
             binding = by_id_get(id(self))
             if binding is None and session.active:
                 binding = bind(self)
@@ -508,24 +435,20 @@ class PyeeEmitters:
                     ev = binding.events[event]
                 except KeyError:
                     ev = event_of(binding, event)
-                except Exception:  # an unhashable event: pyee itself just found no handler for it
+                except Exception:  # an unhashable event: pyee itself finds no handler for it
                     ev = None
-            if ev is None:
+            if ev is None or binding is None:
                 # Not recording, or one of pyee's own events: its handlers belong to no app event.
                 dispatch = current.dispatch
                 if dispatch is None:
-                    for f in funcs:
-                        self._emit_run(f, args, kwargs)
-                        handled = True
-                    return handled
+                    result: bool = orig(self, event, args, kwargs)
+                    return result
                 current.dispatch = None
                 try:
-                    for f in funcs:
-                        self._emit_run(f, args, kwargs)
-                        handled = True
+                    result = orig(self, event, args, kwargs)
                 finally:
                     current.dispatch = dispatch
-                return handled
+                return result
             try:
                 try:
                     row: Row = ev.local.row
@@ -540,14 +463,11 @@ class PyeeEmitters:
                     row[C0] += 1
             except Exception as exc:  # pragma: no cover - defensive
                 report("recording a pyee event", exc)
-            if not funcs:
-                return handled
-            start = clock()
-            if binding.mode is SYNC:  # type: ignore[union-attr]
+            mode = binding.mode
+            if mode is SYNC:
+                start = clock()
                 try:
-                    for f in funcs:
-                        self._emit_run(f, args, kwargs)
-                        handled = True
+                    handled: bool = orig(self, event, args, kwargs)
                 except BaseException as exc:
                     try:
                         if isinstance(exc, Exception):
@@ -556,6 +476,8 @@ class PyeeEmitters:
                     except Exception as report_exc:  # pragma: no cover - defensive
                         report("recording a pyee handler error", report_exc)
                     raise
+                if not handled:  # no handler: published only
+                    return handled
                 elapsed = clock() - start
                 try:
                     if ev.hot.fast:
@@ -571,110 +493,134 @@ class PyeeEmitters:
                 except Exception as exc:  # pragma: no cover - defensive
                     report("recording a pyee event", exc)
                 return handled
-            if binding.mode is not SCHEDULED:  # type: ignore[union-attr]
+            saved = current.dispatch
+            if mode is not SCHEDULED:
                 # An _emit_run otel-trading does not know: published only, and no dispatch of another
-                # emitter is visible to it (an override may call the asyncio copy through super()).
-                saved = current.dispatch
+                # emitter is visible to it (an override may call the wrapped asyncio one through super()).
                 current.dispatch = None
                 try:
-                    for f in funcs:
-                        self._emit_run(f, args, kwargs)
-                        handled = True
+                    handled = orig(self, event, args, kwargs)
                 finally:
                     current.dispatch = saved
                 return handled
             # The handlers may schedule work: a (event, start) marker until one does, when the
-            # emitter's _emit_run turns it into a _Dispatch that waits for the work to end.
+            # wrapped _emit_run turns it into a _Dispatch that waits for the work to end.
+            start = clock()
             marker = (ev, start)
-            saved = current.dispatch
             current.dispatch = marker
+            outcome: bool | None = None  # None: pyee raised
             try:
-                for f in funcs:
-                    self._emit_run(f, args, kwargs)
-                    handled = True
+                outcome = orig(self, event, args, kwargs)
             finally:
                 dispatch = current.dispatch
                 current.dispatch = saved
-                if dispatch is marker:  # every handler ran inline
-                    try:
-                        ev.processed(clock() - start)
-                    except Exception as exc:
-                        report("recording a pyee event", exc)
+                if dispatch is marker:  # every handler ran inline (or there was none)
+                    if outcome is not False:
+                        try:
+                            ev.processed(clock() - start)
+                        except Exception as exc:
+                            report("recording a pyee event", exc)
                 elif dispatch is not None:
                     dispatch.finish()
-
-            return handled
+            return bool(outcome)
 
         return _call_handlers
 
     def _asyncio_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``AsyncIOEventEmitter._emit_run`` as the library writes it, plus registering the task."""
+        """Wraps ``AsyncIOEventEmitter._emit_run``: pyee's own runs the handler through ``_handler``."""
         current = _CURRENT
-        Future = AsyncioFuture
 
         def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
             dispatch = current.dispatch
-            try:
-                coro: Any = f(*args, **kwargs)
-            except Exception as exc:
-                if dispatch is not None:
-                    try:
-                        _event_of(dispatch).error()
-                    except Exception as report_exc:  # pragma: no cover - defensive
-                        report("recording a pyee handler error", report_exc)
-                self.emit("error", exc)
-            else:
-                if iscoroutine(coro):
-                    if self._loop:
-                        fut: Any = ensure_future(cast(Any, coro), loop=self._loop)
-                    else:
-                        fut = ensure_future(cast(Any, coro))
-
-                elif isinstance(coro, Future):
-                    fut = cast(Any, coro)
-                else:
-                    return
-
-                if dispatch is not None:
-                    try:
-                        _scheduled(current, dispatch).add(fut)
-                    except Exception as report_exc:  # pragma: no cover - defensive
-                        report("recording a pyee handler", report_exc)
-
-                def callback(f: Any) -> None:
-                    self._waiting.discard(f)
-
-                    if f.cancelled():
-                        return
-
-                    exc: BaseException | None = f.exception()
-                    if exc:
-                        self.emit("error", exc)
-
-                fut.add_done_callback(callback)
-                self._waiting.add(fut)
+            if dispatch is None:
+                orig(self, f, args, kwargs)
+                return
+            orig(self, _handler(f, dispatch, None), args, kwargs)
 
         return _emit_run
 
     def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """``ExecutorEventEmitter._emit_run`` as the library writes it, plus registering the future."""
+        """Wraps ``ExecutorEventEmitter._emit_run``: the executor runs the handler through ``_handler``."""
         current = _CURRENT
 
         def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
             dispatch = current.dispatch
-            future: Any = self._executor.submit(f, *args, **kwargs)
-            if dispatch is not None:
-                try:
-                    _scheduled(current, dispatch).add(future)
-                except Exception as report_exc:  # pragma: no cover - defensive
-                    report("recording a pyee handler", report_exc)
-
-            @future.add_done_callback
-            def _callback(f: Any) -> None:
-                exc: BaseException | None = f.exception()
-                if isinstance(exc, Exception):
-                    self.emit("error", exc)
-                elif exc is not None:
-                    raise exc
+            if dispatch is None:
+                orig(self, f, args, kwargs)
+                return
+            started: list[bool] = []
+            try:
+                orig(self, _handler(f, dispatch, started), args, kwargs)
+            except BaseException:
+                if not started:  # never submitted: the event does not wait for it
+                    _scheduled(current, dispatch).finish()
+                raise
 
         return _emit_run
+
+
+def _record_error(event: _Event) -> None:
+    try:
+        event.error()
+    except Exception as exc:  # pragma: no cover - defensive
+        report("recording a pyee handler error", exc)
+
+
+async def _completion(coro: Any, event: _Event, dispatch: _Dispatch) -> Any:
+    """The coroutine pyee schedules in place of a handler's: awaits it, and counts its end."""
+    try:
+        return await coro
+    except CancelledError:
+        raise
+    except BaseException:
+        _record_error(event)
+        raise
+    finally:
+        dispatch.finish()
+
+
+def _handler(f: Any, dispatch: Any, started: list[bool] | None) -> Callable[..., Any]:
+    """What pyee's ``_emit_run`` is given in place of the handler ``f`` while an event is recorded.
+
+    It calls ``f`` with the same arguments and returns what ``f`` returns, except a coroutine, which
+    it returns inside ``_completion`` so that the event completes when the coroutine does. A handler
+    raising is counted as an error of the event and the exception goes on to pyee unchanged.
+    ``started`` (a list) when it runs in an executor thread: the event waits for it to end, and it
+    appends True to ``started`` when it starts.
+    """
+    event = _event_of(dispatch)
+    if started is not None:
+        waiting = _scheduled(_CURRENT, dispatch)
+        waiting.expect()
+
+        def run_in_thread(*args: Any, **kwargs: Any) -> Any:
+            started.append(True)
+            try:
+                return f(*args, **kwargs)
+            except BaseException:
+                _record_error(event)
+                raise
+            finally:
+                waiting.finish()
+
+        return run_in_thread
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = f(*args, **kwargs)
+        except Exception:
+            _record_error(event)
+            raise
+        try:
+            if iscoroutine(result):
+                scheduled = _scheduled(_CURRENT, dispatch)
+                scheduled.expect()
+                wrapped: Coroutine[Any, Any, Any] = _completion(result, event, scheduled)
+                return wrapped
+            if isinstance(result, AsyncioFuture):
+                _scheduled(_CURRENT, dispatch).add(result)
+        except Exception as exc:  # pragma: no cover - defensive
+            report("recording a pyee handler", exc)
+        return result
+
+    return run

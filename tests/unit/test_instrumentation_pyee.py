@@ -357,7 +357,7 @@ def test_signatures_names_docs_and_pickling_are_unchanged(metrics: Metrics, inst
     assert describe() == plain
 
 
-def test_copies_are_only_installed_over_the_code_they_were_copied_from(
+def test_wrappers_are_only_installed_over_functions_of_the_known_shape(
     metrics: Metrics,
     instrumentor: TradingInstrumentor,
     monkeypatch: pytest.MonkeyPatch,
