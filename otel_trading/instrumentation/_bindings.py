@@ -9,15 +9,16 @@ breaker itself is never modified: the binding is kept in a ``WeakIdentityMap`` b
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._support import report
+from otel_trading.instrumentation._support import WeakIdentityMap, report
 from otel_trading.recording import MetricsRegistry, Row, ThreadRows
 from otel_trading.recording.rows import C0, CountedRow, fork_safe
 
-__all__ = ["STATE_LABELS", "UNNAMED", "BreakerBinding", "breaker_label"]
+__all__ = ["STATE_LABELS", "UNNAMED", "BreakerBinding", "bind_weakly", "breaker_label"]
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -146,3 +147,31 @@ class BreakerBinding:
         row[column] += 1
         if elapsed is not None and self.timed:
             self.series.observe(row, elapsed)
+
+
+def bind_weakly(
+    registry: MetricsRegistry,
+    bindings: WeakIdentityMap[BreakerBinding],
+    breaker: Any,
+    label: str,
+    state_of: Callable[[Any], int | None],
+    *,
+    polled: bool = False,
+    raw_name: object = None,
+) -> BreakerBinding:
+    """A binding for ``breaker``, kept beside it in ``bindings``; its state is read through a weak
+    reference, so a collected breaker stops reporting (and its binding is released at collection)."""
+    ref = weakref.ref(breaker)
+
+    def read_state() -> int | None:
+        b = ref()
+        if b is None:
+            bindings.flush()  # at collection, outside recording locks: release dead bindings
+            return None
+        return state_of(b)
+
+    binding = BreakerBinding(
+        registry, label, read_state, polled=polled, raw_name=raw_name, alive=lambda: ref() is not None
+    )
+    bindings.set(breaker, binding)
+    return binding

@@ -40,13 +40,14 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
+from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
 from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, ThreadRows
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording.rows import CountedThreadRows
 
-__all__ = ["CircuitbreakerBreakers", "CountedThreadRows"]
+__all__ = ["CircuitbreakerBreakers"]
 
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
@@ -61,17 +62,6 @@ _SHAPES = {
     "call_async": (Shape(2, _ENTRY_PARAMS, (), COROUTINE),),
     "call_async_generator": (Shape(2, _ENTRY_PARAMS, (), ASYNC_GENERATOR),),
 }
-
-
-class CountedThreadRows(ThreadRows):
-    """Per-thread rows whose ``implied`` column is their histogram count (see ``CountedRow``):
-    a timed success only bumps the histogram."""
-
-    __slots__ = ("implied",)
-
-    def __init__(self, implied: int) -> None:
-        super().__init__()
-        self.implied = implied
 
 
 class _Verdict(threading.local):
@@ -178,24 +168,15 @@ class CircuitbreakerBreakers:
         session = self.session
         if not session.breakers_on or not session.active:
             return None
-        ref = weakref.ref(breaker)
-        bindings = session.breakers
-
-        def read_state() -> int | None:
-            b = ref()
-            if b is None:
-                bindings.flush()  # at collection, outside recording locks: release dead bindings
-                return None
-            return _state_code(b.state)
-
         name = breaker._name
-        binding = BreakerBinding(
+        binding = bind_weakly(
             session.registry,
+            session.breakers,
+            breaker,
             breaker_label(name),
-            read_state,
+            lambda b: _state_code(b.state),
             polled=True,
             raw_name=name,
-            alive=lambda: ref() is not None,
         )
         counted = CountedThreadRows(C0)
         binding.series.attach(binding, counted)
@@ -204,7 +185,6 @@ class CircuitbreakerBreakers:
         if key not in self._by_id:
             weakref.finalize(breaker, self._by_id.pop, key, None)
         self._by_id[key] = entry
-        bindings.set(breaker, binding)
         return entry
 
     def _guarded_bind(self, breaker: Any) -> _Entry | None:

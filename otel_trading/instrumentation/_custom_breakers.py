@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import UNNAMED, BreakerBinding
+from otel_trading.instrumentation._bindings import UNNAMED, BreakerBinding, bind_weakly
 from otel_trading.instrumentation._custom_resolve import Resolved, state_mapper
 from otel_trading.instrumentation._session import Session
 from otel_trading.instrumentation._support import (
@@ -61,24 +61,16 @@ class CustomBreakerWrappers:
             return binding
         spec = r.spec
         assert isinstance(spec, BreakerClassSpec)
-        ref = weakref.ref(breaker)
         mapper = state_mapper(spec.states, spec.where)
-        bindings = session.breakers
 
-        def read_state() -> int | None:
-            b = ref()
-            if b is None:
-                bindings.flush()  # at collection, outside recording locks: release dead bindings
-                return None
+        def state_of(b: Any) -> int | None:
             try:
                 value = read_path(b, spec.state)
             except AttributeError:
                 return None
             return mapper(value)
 
-        binding = BreakerBinding(session.registry, name, read_state, polled=True, alive=lambda: ref() is not None)
-        session.breakers.set(breaker, binding)
-        return binding
+        return bind_weakly(session.registry, session.breakers, breaker, name, state_of, polled=True)
 
     def _per_call_binding(self, r: Resolved, breaker: Any, name: str) -> BreakerBinding:
         """One binding per (entry, name) for the session; the state is read through the newest instance."""

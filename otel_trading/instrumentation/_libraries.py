@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
+from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -221,20 +221,15 @@ class LibraryBreakers:
         session = self.session
         if not session.breakers_on or not session.active:
             return None
-        ref = weakref.ref(breaker)
         state_code = self.family.state_code
-        bindings = session.breakers
-
-        def read_state() -> int | None:
-            b = ref()
-            if b is None:
-                bindings.flush()  # at collection, outside recording locks: release dead bindings
-                return None
-            return state_code(b.current_state)
-
         name = breaker._name
-        binding = BreakerBinding(
-            session.registry, breaker_label(name), read_state, raw_name=name, alive=lambda: ref() is not None
+        binding = bind_weakly(
+            session.registry,
+            session.breakers,
+            breaker,
+            breaker_label(name),
+            lambda b: state_code(b.current_state),
+            raw_name=name,
         )
         key = id(breaker)
         by_id = self._by_id
@@ -246,7 +241,6 @@ class LibraryBreakers:
         if self._locked:
             binding.exclusive_row()
             self._by_lock[breaker._lock] = binding
-        bindings.set(breaker, binding)
         return binding
 
     def _guarded_bind(self, breaker: Any) -> BreakerBinding | None:

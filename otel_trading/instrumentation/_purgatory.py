@@ -38,12 +38,11 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
-from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
 from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
-from otel_trading.recording.rows import fork_safe
+from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
 __all__ = ["PurgatoryBreakers"]
 

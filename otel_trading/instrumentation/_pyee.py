@@ -46,12 +46,11 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._circuitbreaker import CountedThreadRows
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
-from otel_trading.recording.rows import fork_safe
+from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
 __all__ = ["EmitterBinding", "PyeeEmitters"]
 

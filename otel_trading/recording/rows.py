@@ -24,6 +24,7 @@ __all__ = [
     "SUM",
     "WIDTH",
     "CountedRow",
+    "CountedThreadRows",
     "Row",
     "RowSource",
     "SingleRow",
@@ -196,6 +197,17 @@ class ThreadRows:
                     add_row(self._retired, row)
             self._rows = live
             return [self._retired, *(row for _, row in live)]
+
+
+class CountedThreadRows(ThreadRows):
+    """Per-thread rows whose ``implied`` column is their histogram count (see ``CountedRow``), for
+    hooks that many threads may run at once."""
+
+    __slots__ = ("implied",)
+
+    def __init__(self, implied: int) -> None:
+        super().__init__()
+        self.implied = implied
 
 
 # -- fork ---------------------------------------------------------------------------------------------
