@@ -374,20 +374,11 @@ class PurgatoryBreakers:
         return __exit__
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """Replaces ``AsyncCircuitBreaker.__aenter__``: as ``_enter`` does."""
-        opened, rejected, setdefault, _, nested, _, _, _, _ = self._patch_parts()
-        clock = perf_counter
+        """Replaces ``AsyncCircuitBreaker.__aenter__``: the sync ``__enter__`` replacement's body, awaited."""
+        enter = self._enter(orig)
 
         async def __aenter__(self: Any) -> Any:
-            try:
-                self.context.__enter__()
-            except opened:
-                rejected(self)
-                raise
-            start = clock()
-            if setdefault(id(self), start) is not start:
-                nested(id(self), start)
-            return self
+            return enter(self)
 
         return __aenter__
 
