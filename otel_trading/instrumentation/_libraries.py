@@ -326,7 +326,6 @@ class LibraryBreakers:
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         by_id = self._by_id
         after_error = self._after_error
-        call_slow = self._call_slow
         generator = types.GeneratorType
         clock = perf_counter
         target = self.family.target
@@ -335,7 +334,10 @@ class LibraryBreakers:
             breaker = state._breaker
             binding = by_id.get(id(breaker))
             if binding is None or binding.raw_name is not breaker._name:
-                return call_slow(orig, state, args, kwargs)
+                # New or renamed: (re)bind and take the path above; not recording: call through.
+                if self.session.active and self.binding_of(breaker) is not None:
+                    return call(state, *args, **kwargs)
+                return orig(state, *args, **kwargs)
             start = clock()
             try:
                 result = orig(state, *args, **kwargs)
@@ -411,21 +413,6 @@ class LibraryBreakers:
                 self._guarded_bind(breaker)
 
         return name
-
-    def _call_slow(self, orig: Callable[..., Any], state: Any, args: Any, kwargs: Any) -> Any:
-        """The call wrapper's path for an unbound or renamed breaker, or after uninstrument()."""
-        breaker = getattr(state, "_breaker", None)
-        if not self.session.active or breaker is None:
-            return orig(state, *args, **kwargs)
-        start = perf_counter()
-        try:
-            result = orig(state, *args, **kwargs)
-        except BaseException:
-            self._after_error(breaker, start)
-            raise
-        if not isinstance(result, types.GeneratorType):
-            self._record(breaker, C0, perf_counter() - start)
-        return result
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
