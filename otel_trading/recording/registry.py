@@ -177,14 +177,12 @@ class MetricsRegistry:
         provider = otel_metrics.get_meter_provider()
         if _is_proxy_provider(provider):
             return
-        with _registries_lock:
-            existing = _registries_get(provider)
-            if existing is None:
-                _registries_set(provider, self)
-        if existing is not None and existing is not self:
-            return  # that registry adopts this one at its own collection
         global _pending_global
         with _registries_lock:
+            existing = _registries_get(provider)
+            if existing is not None and existing is not self:
+                return  # that registry adopts this one at its own collection
+            _registries_set(provider, self)
             if _pending_global is self:
                 _pending_global = None
         self._bind_to(provider)
