@@ -51,6 +51,10 @@ OTEL_TRADING_MAX_LABEL_VALUES = "OTEL_TRADING_MAX_LABEL_VALUES"
 #: ``[tool.otel-trading.instrument]`` section of ``pyproject.toml`` in the working directory is used.
 OTEL_TRADING_INSTRUMENT = "OTEL_TRADING_INSTRUMENT"
 
+#: ``true``: the library instrumentations use their pure-Python hot paths even when the compiled
+#: ones (``otel_trading.instrumentation._native``) are built. Read once, at import.
+OTEL_TRADING_PURE_PYTHON = "OTEL_TRADING_PURE_PYTHON"
+
 
 __all__ = [
     "DEFAULT_MAX_LABEL_VALUES",
@@ -70,6 +74,7 @@ __all__ = [
     "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE",
     "OTEL_TRADING_INSTRUMENT",
     "OTEL_TRADING_MAX_LABEL_VALUES",
+    "OTEL_TRADING_PURE_PYTHON",
     "check_bool",
     "check_int",
     "check_name",
@@ -81,6 +86,7 @@ __all__ = [
     "near_miss",
     "otel_env_warnings",
     "parse_disabled_metrics",
+    "pure_python_from_env",
     "resolve_sample_rate",
     "trading_env_problems",
     "warn_about_otel_env",
@@ -197,6 +203,16 @@ def max_label_values_from_env() -> int:
     return value
 
 
+def pure_python_from_env() -> bool:
+    """``OTEL_TRADING_PURE_PYTHON`` as a bool (unset: False)."""
+    raw = os.environ.get(OTEL_TRADING_PURE_PYTHON, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ValueError(f"{OTEL_TRADING_PURE_PYTHON} must be true or false, got {raw!r}")
+
+
 def trading_env_problems() -> list[str]:
     """Every problem with the ``OTEL_TRADING_*`` variables: malformed values and likely typos.
 
@@ -210,6 +226,7 @@ def trading_env_problems() -> list[str]:
         disabled_metrics_from_env,
         lambda: resolve_sample_rate(None),
         max_label_values_from_env,
+        pure_python_from_env,
     )
     for check in checks:
         try:

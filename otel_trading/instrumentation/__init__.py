@@ -60,6 +60,7 @@ from otel_trading.instrumentation._instrumentors import (
     PybreakerInstrumentor,
     PyeeInstrumentor,
 )
+from otel_trading.instrumentation._native_loader import native as _native_module
 from otel_trading.instrumentation._session import Session, one_scan
 from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
 from otel_trading.recording import global_provider_is_set
@@ -80,6 +81,7 @@ __all__ = [
     "PybreakerInstrumentor",
     "PyeeInstrumentor",
     "TradingInstrumentor",
+    "compiled_hot_paths",
     "disabled_target_warnings",
     "disabled_targets",
     "instrument_bot",
@@ -282,3 +284,9 @@ def instrument_bot(
             handle.shutdown()
         raise
     return BotInstrumentation(instrumentor, handle)
+
+
+def compiled_hot_paths() -> bool:
+    """True when the circuitbreaker, purgatory and pyee instrumentations run on their compiled hot
+    paths; False when on the pure-Python ones (not built, or ``OTEL_TRADING_PURE_PYTHON=true``)."""
+    return _native_module is not None

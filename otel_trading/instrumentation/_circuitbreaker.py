@@ -42,9 +42,10 @@ from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
 from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
+from otel_trading.instrumentation._native_loader import native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
 from otel_trading.recording.rows import CountedThreadRows
 
 __all__ = ["CircuitbreakerBreakers"]
@@ -89,6 +90,18 @@ class _Entry:
         self.local = counted.local
         #: ``hot.fast``: the latency histogram is on and bound to the rows (see BreakerBinding.hot)
         self.hot = binding.hot
+
+
+def _record_success(entry: _Entry, elapsed: float) -> None:
+    """A fast-path success, recorded the Python way (for the compiled path's rare misses)."""
+    try:
+        row = entry.counted.row()
+        if entry.hot.fast:
+            observe(row, elapsed)
+        else:
+            _untimed_success(entry, row, elapsed)
+    except Exception as exc:
+        report("recording a circuitbreaker call", exc)
 
 
 def _untimed_success(entry: _Entry, row: Row, elapsed: float) -> None:
@@ -360,6 +373,10 @@ class CircuitbreakerBreakers:
                 report(f"recording a {target} call", exc)
             return result
 
+        if native is not None:
+            # The compiled fast path; it hands every other call to ``call`` above.
+            fast_call: Callable[..., Any] = native.guarded_call(call, self._by_id, closed, raised, _record_success)
+            return fast_call
         return call
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:

@@ -39,9 +39,10 @@ from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
 from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
+from otel_trading.instrumentation._native_loader import native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
 __all__ = ["PurgatoryBreakers"]
@@ -76,12 +77,14 @@ _FAILURES: dict[tuple[int, int], BaseException] = {}
 class _Circuit:
     """One circuit name: its binding, its rows for timed successes, and the last state seen."""
 
-    __slots__ = ("binding", "counted", "local", "state")
+    __slots__ = ("binding", "counted", "hot", "local", "state")
 
     def __init__(self, binding: BreakerBinding, counted: CountedThreadRows) -> None:
         self.binding = binding
         self.counted = counted
         self.local = counted.local
+        #: ``hot.fast``: the latency histogram is on and bound to the rows (see BreakerBinding.hot)
+        self.hot = binding.hot
         self.state = CLOSED
 
 
@@ -227,7 +230,7 @@ class PurgatoryBreakers:
                 except AttributeError:
                     row = circuit.counted.row()
                 binding = circuit.binding
-                if binding.hot.fast:
+                if circuit.hot.fast:
                     # A CountedThreadRows row: a timed success is its histogram count.
                     row[SUM] += elapsed
                     if elapsed < row[MIN]:
@@ -296,11 +299,17 @@ class PurgatoryBreakers:
         )
 
     def _record_success(self, circuit: _Circuit, elapsed: float) -> None:
-        """Off the inline path: a success on a series that is not bound to its rows."""
-        binding = circuit.binding
-        row = circuit.counted.row()
-        if not binding.timed or not binding.series.observe_slow(row, elapsed):
-            row[C0] += 1
+        """Off the inline path: a success on a series that is not bound to its rows (or, from the
+        compiled path, on a row it could not update)."""
+        try:
+            binding = circuit.binding
+            row = circuit.counted.row()
+            if circuit.hot.fast:
+                observe(row, elapsed)
+            elif not binding.timed or not binding.series.observe_slow(row, elapsed):
+                row[C0] += 1
+        except Exception as exc:
+            report("recording a purgatory call", exc)
 
     def _enter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Replaces ``SyncCircuitBreaker.__enter__``: enters the context, noting a rejection, then the start."""
@@ -318,6 +327,10 @@ class PurgatoryBreakers:
                 nested(id(self), start)
             return self
 
+        if native is not None:
+            # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
+            fast_enter: Callable[..., Any] = native.paired_enter(__enter__, self._starts, opened, rejected, nested)
+            return fast_enter
         return __enter__
 
     def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -351,7 +364,7 @@ class PurgatoryBreakers:
                     circuit = circuits_get(self.context.name) if exc is None else None
                     if circuit is not None and start.__class__ is float:
                         elapsed = end - start
-                        if circuit.binding.hot.fast:
+                        if circuit.hot.fast:
                             try:
                                 row: Row = circuit.local.row
                             except AttributeError:
@@ -371,6 +384,12 @@ class PurgatoryBreakers:
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
+        if native is not None:
+            # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
+            fast_exit: Callable[..., Any] = native.paired_exit(
+                __exit__, orig, self._starts, self._circuits, record_success
+            )
+            return fast_exit
         return __exit__
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:

@@ -47,6 +47,7 @@ from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
+from otel_trading.instrumentation._native_loader import native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
@@ -523,6 +524,13 @@ class PyeeEmitters:
                     dispatch.finish()
             return bool(outcome)
 
+        if native is not None:
+            # The compiled fast path (a known emitter, an app event, a hot series); the rest goes to
+            # ``_call_handlers`` above.
+            fast: Callable[..., Any] = native.emitter_call(
+                _call_handlers, orig, self._by_id, SYNC, SCHEDULED, self._uplift, current, _fast_end
+            )
+            return fast
         return _call_handlers
 
     def _asyncio_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -536,6 +544,10 @@ class PyeeEmitters:
                 return
             orig(self, _handler(f, dispatch, None), args, kwargs)
 
+        if native is not None:
+            # The compiled twin: pyee's own is given a compiled stand-in for the handler.
+            fast: Callable[..., Any] = native.emit_run(_emit_run, orig, current, _handler_error, _handler_result)
+            return fast
         return _emit_run
 
     def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -578,6 +590,41 @@ async def _completion(coro: Any, event: _Event, dispatch: _Dispatch) -> Any:
         dispatch.finish()
 
 
+def _fast_end(event: _Event, row: Row, elapsed: float, error: BaseException | None, dispatch: Any) -> None:
+    """The compiled ``_call_handlers``'s bookkeeping off its inline path: the dispatch a handler
+    scheduled work in is finished, or a handler raised (sync emitters), or the row was not one."""
+    try:
+        if dispatch is not None:
+            dispatch.finish()
+            return
+        if isinstance(error, Exception):
+            row[C2] += 1
+        event.processed(elapsed)
+    except Exception as exc:
+        report("recording a pyee event", exc)
+
+
+def _handler_error(dispatch: Any) -> None:
+    """A handler pyee runs while ``dispatch`` is recorded raised an ``Exception``."""
+    _record_error(_event_of(dispatch))
+
+
+def _handler_result(result: Any, dispatch: Any) -> Any:
+    """What a handler run while ``dispatch`` is recorded hands back to pyee: a coroutine is returned
+    inside ``_completion`` so that the event completes when it does; a future is watched."""
+    try:
+        if iscoroutine(result):
+            scheduled = _scheduled(_CURRENT, dispatch)
+            scheduled.expect()
+            wrapped: Coroutine[Any, Any, Any] = _completion(result, _event_of(dispatch), scheduled)
+            return wrapped
+        if isinstance(result, AsyncioFuture):
+            _scheduled(_CURRENT, dispatch).add(result)
+    except Exception as exc:  # pragma: no cover - defensive
+        report("recording a pyee handler", exc)
+    return result
+
+
 def _handler(f: Any, dispatch: Any, started: list[bool] | None) -> Callable[..., Any]:
     """What pyee's ``_emit_run`` is given in place of the handler ``f`` while an event is recorded.
 
@@ -610,16 +657,6 @@ def _handler(f: Any, dispatch: Any, started: list[bool] | None) -> Callable[...,
         except Exception:
             _record_error(event)
             raise
-        try:
-            if iscoroutine(result):
-                scheduled = _scheduled(_CURRENT, dispatch)
-                scheduled.expect()
-                wrapped: Coroutine[Any, Any, Any] = _completion(result, event, scheduled)
-                return wrapped
-            if isinstance(result, AsyncioFuture):
-                _scheduled(_CURRENT, dispatch).add(result)
-        except Exception as exc:  # pragma: no cover - defensive
-            report("recording a pyee handler", exc)
-        return result
+        return _handler_result(result, dispatch)
 
     return run

@@ -33,6 +33,9 @@ from ..conftest import Metrics, make_metrics
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 CLASSES = [CircuitBreaker, CircuitBreakerError, CircuitBreakerMonitor]
 
+# Every test runs on the compiled hot paths and on their pure-Python twins.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 
 class VenueDown(ConnectionError):
     pass

@@ -43,6 +43,9 @@ CLASSES = [
     model.HalfOpenedState,
 ]
 
+# Every test runs on the compiled hot paths and on their pure-Python twins.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 
 class VenueDown(ConnectionError):
     pass

@@ -1,0 +1,1117 @@
+/* Compiled hot paths of the library instrumentations; every one has a pure-Python twin that is
+ * used when this module is not built or is turned off (see _native_loader.py).
+ *
+ * Why C: the libraries' own closed-path calls cost 400-700 ns, and a Python wrapper's frame, two
+ * perf_counter() calls and a histogram update in Python already cost more than the 30% budget.
+ * Here a fast path stands in for the wrapper's Python frame, reads CLOCK_MONOTONIC (the clock
+ * time.perf_counter reads on POSIX, so starts and ends mix freely with the Python twins') and
+ * updates the thread's row while holding the GIL, so a collection never sees half an update.
+ * Whatever is off a fast path goes to the Python twin, which decides as it always did.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stddef.h>
+#include <time.h>
+
+/* -- row layout, set once by configure() from otel_trading.recording.rows ----------------------- */
+static Py_ssize_t I_SUM = -1, I_MIN, I_MAX, I_B0, N_BOUNDS;
+static double *BOUNDS_C = NULL;
+
+static PyObject *S_row, *S_local, *S_counted, *S_hot, *S_fast, *S__state, *S_enter, *S_exit, *S_context,
+    *S_name, *S_events, *S_mode, *S_dispatch, *S_wrapped, *S_class, *S_messages,
+    *S_messagebus, *S_handle, *S_pop, *S_uow, *S__lock, *S__events, *S_values, *S__emit_run, *S_emit,
+    *S_error, *S_get_name;
+
+static inline double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Add ``value`` to a row's histogram columns (count implied by the buckets). 0 on success; -1
+ * with no exception set when ``row`` is not a row of the configured layout or memory ran out. */
+static int observe_row(PyObject *row, double value) {
+    if (I_SUM < 0 || !PyList_CheckExact(row) || PyList_GET_SIZE(row) < I_B0 + N_BOUNDS + 1) {
+        return -1;
+    }
+    PyObject *sum = PyList_GET_ITEM(row, I_SUM);
+    PyObject *low = PyList_GET_ITEM(row, I_MIN);
+    PyObject *high = PyList_GET_ITEM(row, I_MAX);
+    if (!PyFloat_CheckExact(sum) || !PyFloat_Check(low) || !PyFloat_Check(high)) {
+        return -1;
+    }
+    Py_ssize_t lo = 0, hi = N_BOUNDS; /* bisect_left: the first bound >= value */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (BOUNDS_C[mid] < value) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    PyObject *bucket = PyList_GET_ITEM(row, I_B0 + lo);
+    if (!PyLong_CheckExact(bucket)) {
+        return -1;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(bucket);
+    if (count == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    PyObject *new_sum = PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + value);
+    PyObject *new_bucket = PyLong_FromSsize_t(count + 1);
+    PyObject *new_low = value < PyFloat_AS_DOUBLE(low) ? PyFloat_FromDouble(value) : NULL;
+    PyObject *new_high = value > PyFloat_AS_DOUBLE(high) ? PyFloat_FromDouble(value) : NULL;
+    int fresh_low = value < PyFloat_AS_DOUBLE(low), fresh_high = value > PyFloat_AS_DOUBLE(high);
+    if (new_sum == NULL || new_bucket == NULL || (fresh_low && new_low == NULL) ||
+        (fresh_high && new_high == NULL)) {
+        Py_XDECREF(new_sum);
+        Py_XDECREF(new_bucket);
+        Py_XDECREF(new_low);
+        Py_XDECREF(new_high);
+        PyErr_Clear();
+        return -1;
+    }
+    /* Nothing below runs Python code (the old items are a float and an int), so no other thread
+     * can see the row between these stores. */
+    PyList_SetItem(row, I_SUM, new_sum);
+    PyList_SetItem(row, I_B0 + lo, new_bucket);
+    if (new_low != NULL) {
+        PyList_SetItem(row, I_MIN, new_low);
+    }
+    if (new_high != NULL) {
+        PyList_SetItem(row, I_MAX, new_high);
+    }
+    return 0;
+}
+
+/* The calling thread's row of an entry (``local``: its ``local`` slot; ``counted``: its rows).
+ * New reference, or NULL with no exception set. */
+static PyObject *thread_row(PyObject *entry, PyObject *local) {
+    PyObject *row = PyObject_GetAttr(local, S_row);
+    if (row != NULL) {
+        return row;
+    }
+    PyErr_Clear();
+    PyObject *counted = PyObject_GetAttr(entry, S_counted);
+    if (counted == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    row = PyObject_CallMethodNoArgs(counted, S_row);
+    Py_DECREF(counted);
+    if (row == NULL) {
+        PyErr_Clear();
+    }
+    return row;
+}
+
+
+/* -- caches --------------------------------------------------------------------------------------
+ * A special method looked up on a type, kept while the type's version tag is unchanged (CPython
+ * gives a type a new tag whenever it or a base is modified), as the interpreter's own caches do. */
+typedef struct {
+    PyTypeObject *type; /* borrowed: compared by identity only, and re-checked by the tag */
+    unsigned int tag;
+    PyObject *enter;
+    PyObject *exit;
+} SpecialCache;
+
+/* The offset of a writable object ``__slots__`` member of ``type``, or -1 when ``name`` is not one. */
+static Py_ssize_t member_offset(PyTypeObject *type, PyObject *name) {
+    PyObject *descr = PyObject_GetAttr((PyObject *)type, name);
+    if (descr == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == T_OBJECT_EX && !(member->flags & READONLY)) {
+            offset = member->offset;
+        }
+    }
+    Py_DECREF(descr);
+    return offset;
+}
+
+/* Two ``__slots__`` members of the Python twins' small classes (an entry's ``local`` and ``hot``, a
+ * binding's ``events`` and ``mode``), read at their offsets; refreshed when another class shows up. */
+typedef struct {
+    PyObject *type; /* strong */
+    Py_ssize_t a, b;
+} Slots;
+
+static int slots_of(Slots *slots, PyObject *obj, PyObject *name_a, PyObject *name_b) {
+    if ((PyObject *)Py_TYPE(obj) != slots->type) {
+        Py_XSETREF(slots->type, Py_NewRef((PyObject *)Py_TYPE(obj)));
+        slots->a = member_offset(Py_TYPE(obj), name_a);
+        slots->b = member_offset(Py_TYPE(obj), name_b);
+    }
+    return slots->a >= 0 && slots->b >= 0 ? 0 : -1;
+}
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+static PyObject *special(PyObject *self, PyObject *name) {
+    /* As ``with`` does: the method is looked up on the type, not the instance. */
+    PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(self), name);
+    if (method == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
+                     Py_TYPE(self)->tp_name);
+    }
+    return method;
+}
+
+static int specials(SpecialCache *cache, PyObject *obj, PyObject **enter, PyObject **exit) {
+    /* New references to type(obj).__enter__ and __exit__. */
+    PyTypeObject *type = Py_TYPE(obj);
+    int valid = cache->type == type && cache->tag != 0 && type->tp_version_tag == cache->tag;
+#ifdef Py_TPFLAGS_VALID_VERSION_TAG
+    valid = valid && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
+#endif
+    if (!valid) {
+        PyObject *new_exit = special(obj, S_exit);
+        if (new_exit == NULL) {
+            return -1;
+        }
+        PyObject *new_enter = special(obj, S_enter);
+        if (new_enter == NULL) {
+            Py_DECREF(new_exit);
+            return -1;
+        }
+        Py_XSETREF(cache->enter, new_enter);
+        Py_XSETREF(cache->exit, new_exit);
+        cache->type = type;
+        cache->tag = type->tp_version_tag; /* set by the lookups above, unless the type cannot have one */
+    }
+    /* Own references: a nested call on another class may replace the cache's. */
+    *enter = Py_NewRef(cache->enter);
+    *exit = Py_NewRef(cache->exit);
+    return 0;
+}
+
+/* The exception being raised, normalized, with its traceback attached; the error indicator is clear. */
+static PyObject *take_error(void) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Raise ``value`` (a reference taken from take_error) again. */
+static void give_error(PyObject *value) {
+    PyObject *tb = PyException_GetTraceback(value);
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(value)), value, tb);
+}
+
+/* Call a Python twin's bookkeeping helper; its result and errors are dropped (the helpers report
+ * their own errors), and an exception being raised, if any, is kept. */
+static void bookkeep(PyObject *helper, PyObject *const *args, Py_ssize_t n) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *result = PyObject_Vectorcall(helper, args, n, NULL);
+    if (result == NULL) {
+        PyErr_Clear();
+    } else {
+        Py_DECREF(result);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+/* Record a success of ``elapsed`` seconds in the thread's row of ``entry``; when that row is not
+ * of the configured layout, ``record(entry, elapsed)`` (the Python twin) does it. */
+static void record_success(PyObject *entry, PyObject *local, PyObject *record, double elapsed) {
+    PyObject *row = thread_row(entry, local);
+    if (row == NULL || observe_row(row, elapsed) != 0) {
+        PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
+        if (elapsed_obj == NULL) {
+            PyErr_Clear();
+        } else {
+            PyObject *args[2] = {entry, elapsed_obj};
+            bookkeep(record, args, 2);
+            Py_DECREF(elapsed_obj);
+        }
+    }
+    Py_XDECREF(row);
+}
+
+/* True when ``hot.fast`` is True (the series is bound to the rows). */
+static int is_fast(PyObject *hot) {
+    PyObject *flag = PyObject_GetAttr(hot, S_fast);
+    if (flag == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int fast = flag == Py_True;
+    Py_DECREF(flag);
+    return fast;
+}
+
+static PyObject *id_key(PyObject *obj) { return PyLong_FromVoidPtr(obj); }
+
+/* -- configure(bounds, sum, min, max, b0) ------------------------------------------------------ */
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *bounds;
+    Py_ssize_t i_sum, i_min, i_max, i_b0;
+    if (!PyArg_ParseTuple(args, "O!nnnn:configure", &PyTuple_Type, &bounds, &i_sum, &i_min, &i_max, &i_b0)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(bounds);
+    double *values = PyMem_Calloc(n > 0 ? n : 1, sizeof(double));
+    if (values == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        values[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, i));
+        if (values[i] == -1.0 && PyErr_Occurred()) {
+            PyMem_Free(values);
+            return NULL;
+        }
+        if (i > 0 && !(values[i] > values[i - 1])) {
+            PyMem_Free(values);
+            PyErr_SetString(PyExc_ValueError, "configure: bounds must increase");
+            return NULL;
+        }
+    }
+    PyMem_Free(BOUNDS_C);
+    BOUNDS_C = values;
+    N_BOUNDS = n;
+    I_MIN = i_min;
+    I_MAX = i_max;
+    I_B0 = i_b0;
+    I_SUM = i_sum;
+    Py_RETURN_NONE;
+}
+
+/* -- observe(row, value) -> bool: the histogram update, for Python callers ---------------------- */
+static PyObject *observe(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "observe(row, value) takes 2 arguments");
+        return NULL;
+    }
+    double value = PyFloat_AsDouble(args[1]);
+    if (value == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyBool_FromLong(observe_row(args[0], value) == 0);
+}
+
+/* -- Hook: a replacement method ------------------------------------------------------------------
+ * One type for every replacement installed on a library class: it binds like a function, takes
+ * functools.update_wrapper's attributes, and runs the behaviour its factory chose. */
+#define N_REFS 8
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *refs[N_REFS];
+    Slots slots;
+    Slots slots2;
+    SpecialCache specials;
+} Hook;
+
+static PyTypeObject HookType;
+
+static PyObject *hook_make(vectorcallfunc behaviour, PyObject *const *refs, Py_ssize_t n) {
+    Hook *hook = PyObject_GC_New(Hook, &HookType);
+    if (hook == NULL) {
+        return NULL;
+    }
+    hook->vectorcall = behaviour;
+    hook->dict = NULL;
+    for (Py_ssize_t i = 0; i < N_REFS; i++) {
+        hook->refs[i] = i < n ? Py_NewRef(refs[i]) : NULL;
+    }
+    hook->slots.type = hook->slots2.type = NULL;
+    hook->specials.type = NULL;
+    hook->specials.tag = 0;
+    hook->specials.enter = hook->specials.exit = NULL;
+    PyObject_GC_Track((PyObject *)hook);
+    return (PyObject *)hook;
+}
+
+static int hook_traverse(PyObject *op, visitproc visit, void *arg) {
+    Hook *hook = (Hook *)op;
+    Py_VISIT(hook->dict);
+    for (int i = 0; i < N_REFS; i++) {
+        Py_VISIT(hook->refs[i]);
+    }
+    Py_VISIT(hook->slots.type);
+    Py_VISIT(hook->slots2.type);
+    Py_VISIT(hook->specials.enter);
+    Py_VISIT(hook->specials.exit);
+    return 0;
+}
+
+static int hook_clear(PyObject *op) {
+    Hook *hook = (Hook *)op;
+    Py_CLEAR(hook->dict);
+    for (int i = 0; i < N_REFS; i++) {
+        Py_CLEAR(hook->refs[i]);
+    }
+    Py_CLEAR(hook->slots.type);
+    Py_CLEAR(hook->slots2.type);
+    Py_CLEAR(hook->specials.enter);
+    Py_CLEAR(hook->specials.exit);
+    hook->specials.type = NULL;
+    return 0;
+}
+
+static void hook_dealloc(PyObject *op) {
+    PyObject_GC_UnTrack(op);
+    hook_clear(op);
+    PyObject_GC_Del(op);
+}
+
+/* A function stored on a class binds to the instance; so does a hook. */
+static PyObject *hook_get(PyObject *op, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) {
+        return Py_NewRef(op);
+    }
+    return PyMethod_New(op, obj);
+}
+
+/* The function a hook stands in for (``__wrapped__``, set by functools.update_wrapper), or NULL. */
+static PyObject *hook_wrapped(PyObject *op) {
+    Hook *hook = (Hook *)op;
+    return hook->dict != NULL ? PyDict_GetItemWithError(hook->dict, S_wrapped) : NULL; /* borrowed */
+}
+
+/* Introspection sees the replaced function, as with wrapt's proxies that contrib instrumentations
+ * install: ``__class__`` is the wrapped function's (so inspect.isfunction() holds), and attributes
+ * a hook does not have (``__code__``, ``__defaults__``, ...) are read from it. */
+static PyObject *hook_class(PyObject *op, void *closure) {
+    PyObject *wrapped = hook_wrapped(op);
+    if (wrapped == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return Py_NewRef((PyObject *)Py_TYPE(op));
+    }
+    return PyObject_GetAttr(wrapped, S_class);
+}
+
+static PyObject *hook_getattro(PyObject *op, PyObject *name) {
+    PyObject *value = PyObject_GenericGetAttr(op, name);
+    if (value != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        return value;
+    }
+    PyObject *wrapped = hook_wrapped(op);
+    if (wrapped == NULL) {
+        return NULL; /* the AttributeError stands */
+    }
+    PyErr_Clear();
+    return PyObject_GetAttr(wrapped, name);
+}
+
+static PyGetSetDef hook_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"__class__", hook_class, NULL, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject HookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_trading.instrumentation._native.Hook",
+    .tp_doc = "A compiled replacement method installed by otel-trading's instrumentation.",
+    .tp_basicsize = sizeof(Hook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_dealloc = hook_dealloc,
+    .tp_traverse = hook_traverse,
+    .tp_clear = hook_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Hook, vectorcall),
+    .tp_descr_get = hook_get,
+    .tp_dictoffset = offsetof(Hook, dict),
+    .tp_getset = hook_getset,
+    .tp_getattro = hook_getattro,
+};
+
+#define SLOW(hook) PyObject_Vectorcall((hook)->refs[0], args, nargsf, kwnames)
+
+/* -- guarded_call: circuitbreaker's ``call(self, func, *args, **kwargs)`` ------------------------
+ * refs: slow (the Python twin), entries (id(breaker) -> entry), closed, raised, record.
+ * Fast path: a known breaker whose ``_state`` is ``closed`` and whose series is hot; the block
+ * ``with breaker: func(*args, **kwargs)`` runs here, timed. A raising block goes to
+ * ``raised(breaker, entry, start, exc, True)`` and on unchanged. */
+static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2) {
+        return SLOW(hook);
+    }
+    PyObject *breaker = args[0], *func = args[1];
+    PyObject *key = id_key(breaker);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(hook->refs[1], key); /* borrowed */
+    Py_DECREF(key);
+    if (entry == NULL || slots_of(&hook->slots, entry, S_local, S_hot) < 0) {
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *local = SLOT(entry, hook->slots.a), *hot = SLOT(entry, hook->slots.b);
+    if (local == NULL || hot == NULL) {
+        return SLOW(hook);
+    }
+    PyObject *state = PyObject_GetAttr(breaker, S__state);
+    if (state == NULL) {
+        PyErr_Clear();
+    }
+    int fast = state == hook->refs[2] && is_fast(hot);
+    Py_XDECREF(state);
+    if (!fast) {
+        return SLOW(hook);
+    }
+    PyObject *enter, *exit;
+    if (specials(&hook->specials, breaker, &enter, &exit) < 0) {
+        return NULL;
+    }
+    Py_INCREF(entry);
+    Py_INCREF(local);
+    PyObject *result = NULL, *error = NULL;
+    double start = now();
+    PyObject *entered = PyObject_Vectorcall(enter, &breaker, 1, NULL);
+    if (entered == NULL) { /* the block never started: as ``with``, no __exit__ */
+        error = take_error();
+        goto raised;
+    }
+    Py_DECREF(entered);
+    result = PyObject_Vectorcall(func, args + 2, nargs - 2, kwnames);
+    if (result == NULL) {
+        error = take_error();
+        PyObject *tb = PyException_GetTraceback(error);
+        PyObject *exit_args[4] = {breaker, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
+        PyObject *suppress = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+        Py_XDECREF(tb);
+        if (suppress == NULL) { /* __exit__ raised: its exception, with the block's as context */
+            PyObject *second = take_error();
+            PyException_SetContext(second, error); /* steals error */
+            error = second;
+            goto raised;
+        }
+        int suppressed = PyObject_IsTrue(suppress);
+        Py_DECREF(suppress);
+        if (suppressed > 0) { /* as the library's ``with self: return ...`` running off its end */
+            PyObject *raised_args[5] = {breaker, entry, NULL, error, Py_True};
+            PyObject *start_obj = PyFloat_FromDouble(start);
+            if (start_obj != NULL) {
+                raised_args[2] = start_obj;
+                bookkeep(hook->refs[3], raised_args, 5);
+                Py_DECREF(start_obj);
+            } else {
+                PyErr_Clear();
+            }
+            Py_DECREF(error);
+            error = NULL;
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (suppressed < 0) {
+            PyErr_Clear();
+        }
+        goto raised;
+    }
+    PyObject *exit_args[4] = {breaker, Py_None, Py_None, Py_None};
+    PyObject *exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+    if (exited == NULL) {
+        Py_CLEAR(result);
+        error = take_error();
+        goto raised;
+    }
+    Py_DECREF(exited);
+    record_success(entry, local, hook->refs[4], now() - start);
+    goto done;
+raised: {
+    PyObject *start_obj = PyFloat_FromDouble(start);
+    if (start_obj != NULL) {
+        PyObject *raised_args[5] = {breaker, entry, start_obj, error, Py_True};
+        bookkeep(hook->refs[3], raised_args, 5);
+        Py_DECREF(start_obj);
+    } else {
+        PyErr_Clear();
+    }
+    give_error(error);
+}
+done:
+    Py_DECREF(enter);
+    Py_DECREF(exit);
+    Py_DECREF(local);
+    Py_DECREF(entry);
+    return result;
+}
+
+/* -- paired_enter: purgatory's ``SyncCircuitBreaker.__enter__(self)`` ------------------------------
+ * refs: slow, starts (id(wrapper) -> start), opened (the rejection type), rejected, nested.
+ * Enters ``self.context``; its ``opened`` error is a rejection (``rejected(self)``); then the start
+ * is kept under the wrapper's id (``nested(key, start)`` when the wrapper is already in a block). */
+static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        return SLOW(hook);
+    }
+    PyObject *self = args[0];
+    PyObject *context = PyObject_GetAttr(self, S_context);
+    if (context == NULL) {
+        return NULL;
+    }
+    PyObject *entered = PyObject_CallMethodNoArgs(context, S_enter);
+    Py_DECREF(context);
+    if (entered == NULL) {
+        if (PyErr_ExceptionMatches(hook->refs[2])) {
+            bookkeep(hook->refs[3], &self, 1);
+        }
+        return NULL;
+    }
+    Py_DECREF(entered);
+    PyObject *start = PyFloat_FromDouble(now());
+    PyObject *key = start != NULL ? id_key(self) : NULL;
+    if (key == NULL) {
+        Py_XDECREF(start);
+        PyErr_Clear();
+        return Py_NewRef(self);
+    }
+    PyObject *kept = PyDict_SetDefault(hook->refs[1], key, start); /* borrowed */
+    if (kept == NULL) {
+        PyErr_Clear();
+    } else if (kept != start) {
+        PyObject *nested_args[2] = {key, start};
+        bookkeep(hook->refs[4], nested_args, 2);
+    }
+    Py_DECREF(key);
+    Py_DECREF(start);
+    return Py_NewRef(self);
+}
+
+/* purgatory's ``SyncCircuitBreaker.__exit__`` for a block that raised nothing (the shape the Python
+ * side checked before installing this): exit the context, then hand each message it produced to
+ * the message bus, in order. */
+static PyObject *purgatory_exit(PyObject *self) {
+    PyObject *context = PyObject_GetAttr(self, S_context);
+    if (context == NULL) {
+        return NULL;
+    }
+    PyObject *exited = PyObject_CallMethodObjArgs(context, S_exit, Py_None, Py_None, Py_None, NULL);
+    Py_DECREF(context);
+    if (exited == NULL) {
+        return NULL;
+    }
+    Py_DECREF(exited);
+    for (;;) {
+        context = PyObject_GetAttr(self, S_context);
+        PyObject *messages = context != NULL ? PyObject_GetAttr(context, S_messages) : NULL;
+        Py_XDECREF(context);
+        if (messages == NULL) {
+            return NULL;
+        }
+        int more = PyObject_IsTrue(messages);
+        if (more <= 0) {
+            Py_DECREF(messages);
+            return more < 0 ? NULL : Py_NewRef(Py_None);
+        }
+        PyObject *bus = PyObject_GetAttr(self, S_messagebus);
+        PyObject *zero = bus != NULL ? PyLong_FromLong(0) : NULL;
+        PyObject *message = zero != NULL ? PyObject_CallMethodOneArg(messages, S_pop, zero) : NULL;
+        Py_XDECREF(zero);
+        Py_DECREF(messages);
+        PyObject *uow = message != NULL ? PyObject_GetAttr(self, S_uow) : NULL;
+        PyObject *handled = uow != NULL ? PyObject_CallMethodObjArgs(bus, S_handle, message, uow, NULL) : NULL;
+        Py_XDECREF(uow);
+        Py_XDECREF(message);
+        Py_XDECREF(bus);
+        if (handled == NULL) {
+            return NULL;
+        }
+        Py_DECREF(handled);
+    }
+}
+
+/* -- paired_exit: purgatory's ``SyncCircuitBreaker.__exit__(self, exc_type, exc, tb)`` --------------
+ * refs: slow, orig (the library's), starts, circuits (name -> circuit), record.
+ * Fast path: no exception, one start kept for the wrapper, a known circuit whose series is hot:
+ * the library's exit runs, then the block (enter to this call) is one histogram update. */
+static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    double end = now();
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || args[2] != Py_None) {
+        return SLOW(hook);
+    }
+    PyObject *self = args[0];
+    PyObject *key = id_key(self);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *start = PyDict_GetItemWithError(hook->refs[2], key); /* borrowed */
+    if (start == NULL || !PyFloat_CheckExact(start)) {
+        Py_DECREF(key);
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    double began = PyFloat_AS_DOUBLE(start);
+    PyObject *context = PyObject_GetAttr(self, S_context);
+    PyObject *name = context != NULL ? PyObject_GetAttr(context, S_name) : NULL;
+    Py_XDECREF(context);
+    PyObject *circuit = name != NULL ? PyDict_GetItemWithError(hook->refs[3], name) : NULL; /* borrowed */
+    Py_XDECREF(name);
+    if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
+        Py_DECREF(key);
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *local = SLOT(circuit, hook->slots.a), *hot = SLOT(circuit, hook->slots.b);
+    if (local == NULL || hot == NULL || !is_fast(hot)) {
+        Py_DECREF(key);
+        return SLOW(hook);
+    }
+    Py_INCREF(circuit);
+    Py_INCREF(local);
+    if (PyDict_DelItem(hook->refs[2], key) < 0) {
+        PyErr_Clear();
+    }
+    Py_DECREF(key);
+    PyObject *result = purgatory_exit(self);
+    /* Recorded however the library's exit ended, as the Python twin's ``finally`` does. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    record_success(circuit, local, hook->refs[4], end - began);
+    PyErr_Restore(type, value, tb);
+    Py_DECREF(local);
+    Py_DECREF(circuit);
+    return result;
+}
+
+/* -- emitter_call: pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` ----------------
+ * refs: slow, orig, bindings (id(emitter) -> binding), sync and scheduled (the binding modes),
+ * uplift ([EMIT_WRAPPERS or None]), current (the thread's dispatch holder), end (the twin's
+ * bookkeeping: end(event, row, elapsed, error, dispatch)).
+ * Fast path: a known emitter that is not uplifted, an app event with a hot series. The event is
+ * published, pyee's own runs, and the event is processed when its handlers are done: at once when
+ * they all ran inline, else when the dispatch one of them scheduled work in is finished. */
+static void end_event(Hook *hook, PyObject *ev, PyObject *row, double elapsed, PyObject *error, PyObject *dispatch) {
+    if (error == NULL && dispatch == NULL && observe_row(row, elapsed) == 0) {
+        return;
+    }
+    PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
+    if (elapsed_obj == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyObject *end_args[5] = {ev, row, elapsed_obj, error != NULL ? error : Py_None,
+                             dispatch != NULL ? dispatch : Py_None};
+    bookkeep(hook->refs[7], end_args, 5);
+    Py_DECREF(elapsed_obj);
+}
+
+/* pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` (the shape the Python side
+ * checked): the event's handlers copied under the emitter's lock, then each handed to
+ * ``self._emit_run`` in order; True when there was at least one. */
+static PyObject *pyee_call_handlers(Hook *hook, PyObject *self, PyObject *event, PyObject *args, PyObject *kwargs) {
+    PyObject *lock = PyObject_GetAttr(self, S__lock);
+    if (lock == NULL) {
+        return NULL;
+    }
+    PyObject *enter, *exit;
+    if (specials(&hook->specials, lock, &enter, &exit) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    PyObject *entered = PyObject_Vectorcall(enter, &lock, 1, NULL);
+    Py_DECREF(enter);
+    if (entered == NULL) {
+        Py_DECREF(exit);
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(entered);
+    PyObject *funcs = NULL;
+    PyObject *table = PyObject_GetAttr(self, S__events);
+    if (table != NULL) {
+        PyObject *handlers = PyObject_CallMethodOneArg(table, S_get_name, event);
+        if (handlers != NULL && handlers != Py_None) {
+            PyObject *values = PyObject_CallMethodNoArgs(handlers, S_values);
+            funcs = values != NULL ? PySequence_List(values) : NULL;
+            Py_XDECREF(values);
+        } else if (handlers == Py_None) {
+            funcs = PyList_New(0); /* the default when there is none is an empty OrderedDict */
+        }
+        Py_XDECREF(handlers);
+        Py_DECREF(table);
+    }
+    PyObject *exited;
+    if (funcs == NULL) { /* leave the lock as ``with`` does, the error going on */
+        PyObject *error = take_error();
+        PyObject *tb = PyException_GetTraceback(error);
+        PyObject *exit_args[4] = {lock, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
+        exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+        Py_XDECREF(tb);
+        Py_XDECREF(exited);
+        if (exited == NULL) {
+            PyObject *second = take_error();
+            PyException_SetContext(second, error);
+            give_error(second);
+        } else {
+            give_error(error);
+        }
+        Py_DECREF(exit);
+        Py_DECREF(lock);
+        return NULL;
+    }
+    PyObject *exit_args[4] = {lock, Py_None, Py_None, Py_None};
+    exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+    Py_DECREF(exit);
+    Py_DECREF(lock);
+    if (exited == NULL) {
+        Py_DECREF(funcs);
+        return NULL;
+    }
+    Py_DECREF(exited);
+    Py_ssize_t n = PyList_GET_SIZE(funcs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *call_args[4] = {self, PyList_GET_ITEM(funcs, i), args, kwargs};
+        PyObject *done = PyObject_VectorcallMethod(S__emit_run, call_args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (done == NULL) {
+            Py_DECREF(funcs);
+            return NULL;
+        }
+        Py_DECREF(done);
+    }
+    Py_DECREF(funcs);
+    return PyBool_FromLong(n > 0);
+}
+
+static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL) {
+        return SLOW(hook);
+    }
+    PyObject *self = args[0], *event = args[1];
+    PyObject *key = id_key(self);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *binding = PyDict_GetItemWithError(hook->refs[2], key); /* borrowed */
+    Py_DECREF(key);
+    if (binding == NULL || slots_of(&hook->slots2, binding, S_events, S_mode) < 0) {
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *events = SLOT(binding, hook->slots2.a), *mode = SLOT(binding, hook->slots2.b);
+    int sync = mode == hook->refs[3];
+    if (events == NULL || !PyDict_CheckExact(events) || (!sync && mode != hook->refs[4])) {
+        return SLOW(hook);
+    }
+    PyObject *wrappers = PyList_GET_ITEM(hook->refs[5], 0);
+    if (wrappers != Py_None && PyObject_IsTrue(wrappers) != 0) { /* pyee.uplift in use */
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *ev = PyDict_GetItemWithError(events, event); /* borrowed; None for pyee's own events */
+    if (ev == NULL || ev == Py_None || slots_of(&hook->slots, ev, S_local, S_hot) < 0) {
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *local = SLOT(ev, hook->slots.a), *hot = SLOT(ev, hook->slots.b);
+    if (local == NULL || hot == NULL || !is_fast(hot)) {
+        return SLOW(hook);
+    }
+    PyObject *row = thread_row(ev, local);
+    PyObject *published = row != NULL && PyList_CheckExact(row) && PyList_GET_SIZE(row) > 0
+                              ? PyList_GET_ITEM(row, 0) : NULL; /* column C0 */
+    Py_ssize_t count = published != NULL && PyLong_CheckExact(published) ? PyLong_AsSsize_t(published) : -1;
+    PyObject *bumped = count >= 0 ? PyLong_FromSsize_t(count + 1) : NULL;
+    if (bumped == NULL) {
+        PyErr_Clear();
+        Py_XDECREF(row);
+        return SLOW(hook);
+    }
+    PyObject *current = hook->refs[6], *saved = NULL, *marker = NULL;
+    double start = now();
+    if (!sync) {
+        /* The handlers may schedule work: an (event, start) marker until one does, when the
+         * twin's _emit_run hook turns it into a dispatch that waits for the work to end. */
+        saved = PyObject_GetAttr(current, S_dispatch);
+        PyObject *start_obj = saved != NULL ? PyFloat_FromDouble(start) : NULL;
+        marker = start_obj != NULL ? PyTuple_Pack(2, ev, start_obj) : NULL;
+        Py_XDECREF(start_obj);
+        if (marker == NULL || PyObject_SetAttr(current, S_dispatch, marker) < 0) {
+            PyErr_Clear();
+            Py_XDECREF(marker);
+            Py_XDECREF(saved);
+            Py_DECREF(bumped);
+            Py_DECREF(row);
+            return SLOW(hook);
+        }
+    }
+    PyList_SetItem(row, 0, bumped); /* published */
+    Py_INCREF(ev);
+    PyObject *result = pyee_call_handlers(hook, self, event, args[2], args[3]);
+    PyObject *error = result == NULL ? take_error() : NULL;
+    if (sync) {
+        if (error != NULL || PyObject_IsTrue(result) == 1) { /* handled: processed */
+            end_event(hook, ev, row, now() - start, error, NULL);
+        }
+        PyErr_Clear();
+    } else {
+        PyObject *dispatch = PyObject_GetAttr(current, S_dispatch);
+        if (dispatch == NULL) {
+            PyErr_Clear();
+        }
+        if (PyObject_SetAttr(current, S_dispatch, saved) < 0) {
+            PyErr_Clear();
+        }
+        if (dispatch == marker) {
+            if (result != Py_False) { /* every handler ran inline (pyee raising included) */
+                end_event(hook, ev, row, now() - start, NULL, NULL);
+            }
+        } else if (dispatch != NULL && dispatch != Py_None) {
+            end_event(hook, ev, row, 0.0, NULL, dispatch);
+        }
+        Py_XDECREF(dispatch);
+        Py_DECREF(marker);
+        Py_DECREF(saved);
+        if (result != NULL) { /* as the twin: bool(outcome) */
+            int truth = PyObject_IsTrue(result);
+            Py_SETREF(result, truth < 0 ? NULL : PyBool_FromLong(truth));
+        }
+    }
+    Py_DECREF(ev);
+    Py_DECREF(row);
+    if (error != NULL) {
+        give_error(error);
+    }
+    return result;
+}
+
+/* -- Returning: a stand-in for a handler that already ran -------------------------------------------
+ * Handed to pyee's own asyncio ``_emit_run`` when a handler returned something it may schedule (a
+ * coroutine, a future): called with the handler's arguments, it returns that result. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *value;
+} Returning;
+
+static PyObject *returning_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    return Py_NewRef(((Returning *)op)->value);
+}
+
+static int returning_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(((Returning *)op)->value);
+    return 0;
+}
+
+static int returning_clear(PyObject *op) {
+    Py_CLEAR(((Returning *)op)->value);
+    return 0;
+}
+
+static void returning_dealloc(PyObject *op) {
+    PyObject_GC_UnTrack(op);
+    returning_clear(op);
+    PyObject_GC_Del(op);
+}
+
+static PyTypeObject ReturningType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_trading.instrumentation._native.Returning",
+    .tp_doc = "A pyee handler that already ran: returns its result.",
+    .tp_basicsize = sizeof(Returning),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_dealloc = returning_dealloc,
+    .tp_traverse = returning_traverse,
+    .tp_clear = returning_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Returning, vectorcall),
+};
+
+/* -- emit_run: pyee's ``AsyncIOEventEmitter._emit_run(self, f, args, kwargs)`` ----------------------
+ * refs: slow, orig, current, on_error, after. While no event is recorded in this thread, pyee's own
+ * runs. While one is, the handler runs here: an ``Exception`` is counted (``on_error(dispatch)``)
+ * and emitted as pyee's ``error`` event, as pyee does; a None result ends the run, as pyee's does;
+ * any other result goes through ``after(result, dispatch)`` (the twin: a coroutine comes back
+ * inside one that ends the event when it does, a future is watched) and then to pyee's own, which
+ * schedules it exactly as it would have. */
+static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_CheckExact(args[2]) ||
+        !PyDict_CheckExact(args[3])) {
+        return SLOW(hook);
+    }
+    PyObject *dispatch = PyObject_GetAttr(hook->refs[2], S_dispatch);
+    if (dispatch == NULL) {
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    if (dispatch == Py_None) {
+        Py_DECREF(dispatch);
+        return PyObject_Vectorcall(hook->refs[1], args, 4, NULL);
+    }
+    PyObject *self = args[0];
+    PyObject *result = PyObject_Call(args[1], args[2], PyDict_GET_SIZE(args[3]) ? args[3] : NULL);
+    if (result == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(dispatch);
+            return NULL;
+        }
+        PyObject *error = take_error();
+        bookkeep(hook->refs[3], &dispatch, 1);
+        Py_DECREF(dispatch);
+        /* pyee: ``except Exception as exc: self.emit("error", exc)``, inside the handler's except */
+        PyObject *type, *value, *tb;
+        PyErr_GetExcInfo(&type, &value, &tb);
+        PyErr_SetExcInfo(Py_NewRef((PyObject *)Py_TYPE(error)), Py_NewRef(error), PyException_GetTraceback(error));
+        PyObject *emitted = PyObject_CallMethodObjArgs(self, S_emit, S_error, error, NULL);
+        PyErr_SetExcInfo(type, value, tb);
+        if (emitted == NULL) {
+            PyObject *second = take_error();
+            PyException_SetContext(second, error); /* steals error */
+            give_error(second);
+            return NULL;
+        }
+        Py_DECREF(error);
+        Py_DECREF(emitted);
+        Py_RETURN_NONE;
+    }
+    if (result == Py_None) {
+        Py_DECREF(dispatch);
+        return result;
+    }
+    PyObject *after_args[2] = {result, dispatch};
+    PyObject *given = PyObject_Vectorcall(hook->refs[4], after_args, 2, NULL);
+    Py_DECREF(dispatch);
+    if (given == NULL) { /* the twin reports its own errors; never lose the handler's result */
+        PyErr_Clear();
+        given = Py_NewRef(result);
+    }
+    Py_DECREF(result);
+    Returning *stand_in = PyObject_GC_New(Returning, &ReturningType);
+    if (stand_in == NULL) {
+        Py_DECREF(given);
+        return NULL;
+    }
+    stand_in->vectorcall = returning_call;
+    stand_in->value = given;
+    PyObject_GC_Track((PyObject *)stand_in);
+    PyObject *run_args[4] = {self, (PyObject *)stand_in, args[2], args[3]};
+    PyObject *scheduled = PyObject_Vectorcall(hook->refs[1], run_args, 4, NULL);
+    Py_DECREF(stand_in);
+    return scheduled;
+}
+
+/* -- factories ------------------------------------------------------------------------------------ */
+static PyObject *factory(vectorcallfunc behaviour, const char *name, Py_ssize_t want, PyObject *const *args,
+                         Py_ssize_t nargs) {
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (args[i] == Py_None) {
+            PyErr_Format(PyExc_TypeError, "%s(): argument %zd must not be None", name, i + 1);
+            return NULL;
+        }
+    }
+    if (!PyCallable_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "%s(): slow must be callable", name);
+        return NULL;
+    }
+    return hook_make(behaviour, args, nargs);
+}
+
+#define FACTORY(fn, want, check)                                                                     \
+    static PyObject *make_##fn(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {           \
+        if (nargs == want && !(check)) {                                                              \
+            PyErr_SetString(PyExc_TypeError, #fn "(): an argument has the wrong type");               \
+            return NULL;                                                                              \
+        }                                                                                             \
+        return factory(fn, #fn, want, args, nargs);                                                   \
+    }
+
+FACTORY(guarded_call, 5, PyDict_CheckExact(args[1]))
+FACTORY(paired_enter, 5, PyDict_CheckExact(args[1]) && PyExceptionClass_Check(args[2]))
+FACTORY(paired_exit, 5, PyDict_CheckExact(args[2]) && PyDict_CheckExact(args[3]))
+FACTORY(emitter_call, 8, PyDict_CheckExact(args[2]) && PyList_CheckExact(args[5]) && PyList_GET_SIZE(args[5]) == 1)
+FACTORY(emit_run, 5, 1)
+
+/* -- module ------------------------------------------------------------------------------------ */
+static PyMethodDef native_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(bounds, sum, min, max, b0): the row layout every fast path writes."},
+    {"observe", (PyCFunction)(void (*)(void))observe, METH_FASTCALL,
+     "observe(row, value) -> bool: add value to the row's histogram columns; False if it is not a row."},
+    {"guarded_call", (PyCFunction)(void (*)(void))make_guarded_call, METH_FASTCALL,
+     "guarded_call(slow, entries, closed, raised, record): circuitbreaker's call()."},
+    {"paired_enter", (PyCFunction)(void (*)(void))make_paired_enter, METH_FASTCALL,
+     "paired_enter(slow, starts, opened, rejected, nested): purgatory's SyncCircuitBreaker.__enter__."},
+    {"paired_exit", (PyCFunction)(void (*)(void))make_paired_exit, METH_FASTCALL,
+     "paired_exit(slow, orig, starts, circuits, record): purgatory's SyncCircuitBreaker.__exit__."},
+    {"emitter_call", (PyCFunction)(void (*)(void))make_emitter_call, METH_FASTCALL,
+     "emitter_call(slow, orig, bindings, sync, scheduled, uplift, current, end): pyee's _call_handlers."},
+    {"emit_run", (PyCFunction)(void (*)(void))make_emit_run, METH_FASTCALL,
+     "emit_run(slow, orig, current, on_error, after): pyee's AsyncIOEventEmitter._emit_run."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_native",
+    .m_doc = "Compiled hot paths of the library instrumentations.",
+    .m_size = -1,
+    .m_methods = native_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+#define INTERN(var, text)                                                                            \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    INTERN(S_row, "row");
+    INTERN(S_local, "local");
+    INTERN(S_counted, "counted");
+    INTERN(S_hot, "hot");
+    INTERN(S_fast, "fast");
+    INTERN(S__state, "_state");
+    INTERN(S_enter, "__enter__");
+    INTERN(S_exit, "__exit__");
+    INTERN(S_context, "context");
+    INTERN(S_name, "name");
+    INTERN(S_events, "events");
+    INTERN(S_mode, "mode");
+    INTERN(S_dispatch, "dispatch");
+    INTERN(S_wrapped, "__wrapped__");
+    INTERN(S_class, "__class__");
+    INTERN(S_messages, "messages");
+    INTERN(S_messagebus, "messagebus");
+    INTERN(S_handle, "handle");
+    INTERN(S_pop, "pop");
+    INTERN(S_uow, "uow");
+    INTERN(S__lock, "_lock");
+    INTERN(S__events, "_events");
+    INTERN(S_values, "values");
+    INTERN(S__emit_run, "_emit_run");
+    INTERN(S_emit, "emit");
+    INTERN(S_error, "error");
+    INTERN(S_get_name, "get");
+#undef INTERN
+    if (PyType_Ready(&HookType) < 0 || PyType_Ready(&ReturningType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Hook", (PyObject *)&HookType) < 0 ||
+        PyModule_AddObjectRef(module, "Returning", (PyObject *)&ReturningType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

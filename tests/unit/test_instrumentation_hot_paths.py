@@ -1,0 +1,269 @@
+"""The compiled hot paths (``_native``) of the library instrumentations: built, chosen, invisible, lossless.
+
+The libraries' own behaviour and every metric are checked on both hot paths by the circuitbreaker,
+purgatory and pyee test modules (``hot_path`` fixture). Here: what is particular to the compiled
+module itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+import circuitbreaker
+import purgatory
+import pyee
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
+from pyee.asyncio import AsyncIOEventEmitter
+
+from otel_trading.instrumentation import _native_loader, compiled_hot_paths
+from otel_trading.metric_contract import METRICS_BY_KEY
+from otel_trading.recording import BOUNDS, new_row, observe
+from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
+
+from ..conftest import Metrics, make_metrics, use_hot_path
+
+N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
+
+#: (class, method) pairs the compiled hot paths replace.
+REPLACED = [
+    (circuitbreaker.CircuitBreaker, "call"),
+    (SyncCircuitBreaker, "__enter__"),
+    (SyncCircuitBreaker, "__exit__"),
+    (pyee.EventEmitter, "_call_handlers"),
+    (AsyncIOEventEmitter, "_emit_run"),
+]
+
+
+def compiled() -> types.ModuleType:
+    use_hot_path("compiled", pytest.MonkeyPatch())  # skips locally / fails in CI when not built
+    assert _native_loader.native is not None
+    return _native_loader.native
+
+
+def test_the_compiled_hot_paths_are_built_where_ci_runs() -> None:
+    if os.environ.get("CI", "").lower() != "true":
+        pytest.skip("checked where CI=true: the test command builds them")
+    assert compiled_hot_paths(), "CI installs with a C compiler; the compiled hot paths must be in use"
+
+
+@pytest.mark.parametrize("hot_path", ["compiled", "python"], indirect=True)
+def test_each_replaced_method_is_the_hot_path_chosen(hot_path: str, instrumented: Metrics) -> None:
+    for owner, name in REPLACED:
+        installed = vars(owner)[name]
+        if hot_path == "compiled":
+            assert type(installed).__name__ == "Hook", (owner, name)
+        else:
+            assert type(installed) is types.FunctionType, (owner, name)
+
+
+def test_pure_python_variable_turns_the_compiled_paths_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled()
+    monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "true")
+    assert _native_loader._load() is None
+    monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "false")
+    assert _native_loader._load() is not None
+
+
+def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled()
+    monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "maybe")
+    with caplog.at_level(logging.WARNING, logger="otel_trading"):
+        assert _native_loader._load() is not None
+    assert [r.getMessage() for r in caplog.records if OTEL_TRADING_PURE_PYTHON in r.getMessage()]
+
+
+# -- invisible to introspection -----------------------------------------------------------------------
+
+
+def test_compiled_replacements_introspect_as_the_functions_they_replace(
+    metrics: Metrics, instrumentor: Any
+) -> None:
+    compiled()
+    before = {(o, n): vars(o)[n] for o, n in REPLACED}
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    for (owner, name), original in before.items():
+        hook = vars(owner)[name]
+        assert hook is not original
+        assert inspect.isfunction(hook), (owner, name)
+        assert hook.__wrapped__ is original
+        assert hook.__code__ is original.__code__
+        assert (hook.__name__, hook.__qualname__, hook.__doc__, hook.__module__) == (
+            original.__name__,
+            original.__qualname__,
+            original.__doc__,
+            original.__module__,
+        )
+        assert inspect.signature(hook) == inspect.signature(original)
+        assert inspect.iscoroutinefunction(hook) is inspect.iscoroutinefunction(original)
+
+
+def test_a_compiled_replacement_binds_to_instances_like_a_function(metrics: Metrics, instrumentor: Any) -> None:
+    compiled()
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    breaker = circuitbreaker.CircuitBreaker(name="binance")
+    bound = breaker.call
+    assert inspect.ismethod(bound)
+    assert bound.__self__ is breaker
+    assert bound.__func__ is vars(circuitbreaker.CircuitBreaker)["call"]
+    assert circuitbreaker.CircuitBreaker.call is vars(circuitbreaker.CircuitBreaker)["call"]
+    assert bound(lambda x: x + 1, 41) == 42
+    assert circuitbreaker.CircuitBreaker.call(breaker, lambda: "unbound") == "unbound"
+
+
+# -- the histogram update --------------------------------------------------------------------------
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, max_value=20.0),
+            st.sampled_from(BOUNDS).map(float),
+            st.just(math.inf),
+            st.floats(min_value=-1.0, max_value=0.0),
+        ),
+        max_size=60,
+    )
+)
+def test_compiled_histogram_update_equals_the_python_one(values: list[float]) -> None:
+    native = compiled()
+    by_python, by_c = new_row(), new_row()
+    for value in values:
+        observe(by_python, value)
+        assert native.observe(by_c, value) is True
+    assert by_c == by_python
+    assert [type(v) for v in by_c] == [type(v) for v in by_python]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [0, 0],  # too short
+        (0,) * 30,  # not a list
+        [0, 0, 0, "sum", 0.0, 0.0, *([0] * 20)],  # not a row's columns
+    ],
+)
+def test_compiled_histogram_update_refuses_what_is_not_a_row(row: Any) -> None:
+    native = compiled()
+    snapshot = list(row) if isinstance(row, list) else row
+    assert native.observe(row, 0.001) is False
+    assert (list(row) if isinstance(row, list) else row) == snapshot
+
+
+# -- nothing kept per call ------------------------------------------------------------------------
+
+
+def _blocks_grown_by(run: Callable[[], None], times: int) -> int:
+    for _ in range(200):  # warm up: rows, caches, interned state
+        run()
+    before = sys.getallocatedblocks()
+    for _ in range(times):
+        run()
+    return sys.getallocatedblocks() - before
+
+
+def _swallow(call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Exception:
+        pass
+
+
+def _workloads() -> dict[str, Callable[[], None]]:
+    @circuitbreaker.circuit(name="leak-ok", failure_threshold=10**9)
+    def ok() -> int:
+        return 1
+
+    @circuitbreaker.circuit(name="leak-fail", failure_threshold=10**9)
+    def fail() -> None:
+        raise ConnectionError("down")
+
+    factory = purgatory.SyncCircuitBreakerFactory(default_threshold=10**9)
+    guarded_ok = factory("leak-purgatory-ok")(lambda: 1)
+
+    @factory("leak-purgatory-fail")
+    def guarded_fail() -> None:
+        raise ConnectionError("down")
+
+    emitter = pyee.EventEmitter()
+    emitter.on("tick", lambda: None)
+    emitter.on("boom", lambda: 1 / 0)
+    scheduled = AsyncIOEventEmitter()  # sync handlers run inline: no loop needed
+    scheduled.on("tick", lambda: None)
+    scheduled.on("boom", lambda: 1 / 0)
+    scheduled.on("error", lambda exc: None)
+    return {
+        "circuitbreaker success": ok,
+        "circuitbreaker failure": lambda: _swallow(fail),
+        "purgatory success": guarded_ok,
+        "purgatory failure": lambda: _swallow(guarded_fail),
+        "pyee emit": lambda: emitter.emit("tick"),
+        "pyee handler error": lambda: _swallow(lambda: emitter.emit("boom")),
+        "pyee asyncio emit": lambda: scheduled.emit("tick"),
+        "pyee asyncio handler error": lambda: scheduled.emit("boom"),
+    }
+
+
+WORKLOADS = [
+    "circuitbreaker success",
+    "circuitbreaker failure",
+    "purgatory success",
+    "purgatory failure",
+    "pyee emit",
+    "pyee handler error",
+    "pyee asyncio emit",
+    "pyee asyncio handler error",
+]
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_compiled_paths_keep_nothing_per_call(workload: str, instrumentor: Any) -> None:
+    compiled()
+    metrics = make_metrics(True)  # rows bound: the compiled paths take every call here
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    run = _workloads()[workload]
+    # A leak of one object per call would be thousands of blocks; allow for allocator noise.
+    assert _blocks_grown_by(run, 5_000) < 500
+
+
+# -- many threads --------------------------------------------------------------------------------
+
+
+def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instrumentor: Any) -> None:
+    compiled()
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+
+    @circuitbreaker.circuit(name="threads")
+    def call() -> None:
+        return None
+
+    emitter = pyee.EventEmitter()
+    emitter.on("tick", lambda: None)
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(2_000):
+            call()
+            emitter.emit("tick")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert metrics.value(N["breaker_successes"], name="threads") == 16_000
+    assert metrics.value(N["bus_published"], event_type="tick") == 16_000
+    assert metrics.value(N["bus_processed"], event_type="tick") == 16_000
