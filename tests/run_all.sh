@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the suite needs on a fresh machine, then runs it.
-#   pip packages (into .venv), Debian prometheus + prometheus-alertmanager + tmux (as root),
+#   pip packages (into .venv), Debian prometheus + prometheus-alertmanager + tmux, and gcc + the
+#   Python headers for the compiled hot paths (as root),
 #   the OpenTelemetry Collector built from collector/ with the official builder (needs Go),
 #   Prometheus 3, promtool 3 and pint built with Go (tools/build_go_tools.sh). Go builds are cached.
 set -euo pipefail
@@ -8,13 +9,16 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-log "Debian packages: prometheus, promtool, alertmanager, amtool, tmux (drives otel-trading top in its test)"
+log "Debian packages: prometheus, promtool, alertmanager, amtool, tmux (drives otel-trading top in its test), gcc"
+# gcc and python3-dev compile otel_trading/instrumentation/_native.c at `pip install` (hatch_build.py);
+# a python3 built elsewhere (pyenv) brings its own headers.
 if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
-  || ! command -v tmux >/dev/null; then
+  || ! command -v tmux >/dev/null || ! command -v gcc >/dev/null \
+  || ! "${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager tmux >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager tmux gcc libc6-dev python3-dev >/dev/null
 fi
 promtool --version 2>&1 | head -n1
 amtool --version 2>&1 | head -n1
@@ -27,6 +31,8 @@ PY="${PYTHON:-python3}"
 # Eager: the main environment runs on the newest OpenTelemetry the ranges in pyproject.toml allow.
 .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
 .venv/bin/python -m pip list 2>/dev/null | grep -E '^opentelemetry-(api|sdk) '
+# The build goes on without a compiler (pure Python); here the compiled hot paths must be built.
+.venv/bin/python -c "from otel_trading.instrumentation import compiled_hot_paths as c; assert c(), 'compiled hot paths not built'; print('compiled hot paths: built')"
 
 log "Python packages, oldest supported OpenTelemetry SDK (.venv-sdk-oldest)"
 [ -x .venv-sdk-oldest/bin/python ] || "$PY" -m venv .venv-sdk-oldest

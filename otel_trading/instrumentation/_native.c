@@ -12,6 +12,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stddef.h>
+#include <string.h>
 #include <time.h>
 
 /* -- row layout, set once by configure() from otel_trading.recording.rows ----------------------- */
@@ -86,27 +87,42 @@ static int observe_row(PyObject *row, double value) {
     return 0;
 }
 
+/* The last row a hook found: for the same ``local`` in the same thread it is the same row (a thread's
+ * row is made once; thread-state ids are never reused, so a row of a thread that ended never
+ * matches again). */
+typedef struct {
+    PyObject *local; /* strong */
+    uint64_t thread;
+    PyObject *row; /* strong */
+} RowCache;
+
 /* The calling thread's row of an entry (``local``: its ``local`` slot; ``counted``: its rows).
  * New reference, or NULL with no exception set. */
-static PyObject *thread_row(PyObject *entry, PyObject *local) {
+static PyObject *thread_row(RowCache *cache, PyObject *entry, PyObject *local) {
+    uint64_t thread = PyThreadState_GetID(PyThreadState_Get());
+    if (cache->row != NULL && cache->local == local && cache->thread == thread) {
+        return Py_NewRef(cache->row);
+    }
     PyObject *row = PyObject_GetAttr(local, S_row);
-    if (row != NULL) {
-        return row;
-    }
-    PyErr_Clear();
-    PyObject *counted = PyObject_GetAttr(entry, S_counted);
-    if (counted == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    row = PyObject_CallMethodNoArgs(counted, S_row);
-    Py_DECREF(counted);
     if (row == NULL) {
         PyErr_Clear();
+        PyObject *counted = PyObject_GetAttr(entry, S_counted);
+        if (counted == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        row = PyObject_CallMethodNoArgs(counted, S_row);
+        Py_DECREF(counted);
+        if (row == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
     }
+    Py_XSETREF(cache->local, Py_NewRef(local));
+    Py_XSETREF(cache->row, Py_NewRef(row));
+    cache->thread = thread;
     return row;
 }
-
 
 /* -- caches --------------------------------------------------------------------------------------
  * A special method looked up on a type, kept while the type's version tag is unchanged (CPython
@@ -228,8 +244,8 @@ static void bookkeep(PyObject *helper, PyObject *const *args, Py_ssize_t n) {
 
 /* Record a success of ``elapsed`` seconds in the thread's row of ``entry``; when that row is not
  * of the configured layout, ``record(entry, elapsed)`` (the Python twin) does it. */
-static void record_success(PyObject *entry, PyObject *local, PyObject *record, double elapsed) {
-    PyObject *row = thread_row(entry, local);
+static void record_success(RowCache *cache, PyObject *entry, PyObject *local, PyObject *record, double elapsed) {
+    PyObject *row = thread_row(cache, entry, local);
     if (row == NULL || observe_row(row, elapsed) != 0) {
         PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
         if (elapsed_obj == NULL) {
@@ -304,6 +320,15 @@ static PyObject *observe(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(observe_row(args[0], value) == 0);
 }
 
+/* The value a hook last found in a dict under a key object, and the dict's size then: circuits are
+ * only ever added, never replaced, so while the size is unchanged (no circuit added, none removed by
+ * uninstrument) the same key object finds the same value. */
+typedef struct {
+    PyObject *key;   /* strong */
+    PyObject *value; /* strong */
+    Py_ssize_t size;
+} LastFound;
+
 /* -- Hook: a replacement method ------------------------------------------------------------------
  * One type for every replacement installed on a library class: it binds like a function, takes
  * functools.update_wrapper's attributes, and runs the behaviour its factory chose. */
@@ -317,6 +342,8 @@ typedef struct {
     Slots slots;
     Slots slots2;
     SpecialCache specials;
+    RowCache rows;
+    LastFound circuit;
 } Hook;
 
 static PyTypeObject HookType;
@@ -335,6 +362,10 @@ static PyObject *hook_make(vectorcallfunc behaviour, PyObject *const *refs, Py_s
     hook->specials.type = NULL;
     hook->specials.tag = 0;
     hook->specials.enter = hook->specials.exit = NULL;
+    hook->rows.local = hook->rows.row = NULL;
+    hook->rows.thread = 0;
+    hook->circuit.key = hook->circuit.value = NULL;
+    hook->circuit.size = -1;
     PyObject_GC_Track((PyObject *)hook);
     return (PyObject *)hook;
 }
@@ -349,6 +380,10 @@ static int hook_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(hook->slots2.type);
     Py_VISIT(hook->specials.enter);
     Py_VISIT(hook->specials.exit);
+    Py_VISIT(hook->rows.local);
+    Py_VISIT(hook->rows.row);
+    Py_VISIT(hook->circuit.key);
+    Py_VISIT(hook->circuit.value);
     return 0;
 }
 
@@ -362,6 +397,10 @@ static int hook_clear(PyObject *op) {
     Py_CLEAR(hook->slots2.type);
     Py_CLEAR(hook->specials.enter);
     Py_CLEAR(hook->specials.exit);
+    Py_CLEAR(hook->rows.local);
+    Py_CLEAR(hook->rows.row);
+    Py_CLEAR(hook->circuit.key);
+    Py_CLEAR(hook->circuit.value);
     hook->specials.type = NULL;
     return 0;
 }
@@ -530,7 +569,7 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
         goto raised;
     }
     Py_DECREF(exited);
-    record_success(entry, local, hook->refs[4], now() - start);
+    record_success(&hook->rows, entry, local, hook->refs[4], now() - start);
     goto done;
 raised: {
     PyObject *start_obj = PyFloat_FromDouble(start);
@@ -549,6 +588,58 @@ done:
     Py_DECREF(local);
     Py_DECREF(entry);
     return result;
+}
+
+/* -- open blocks: where a wrapper's start waits for its exit ------------------------------------------
+ * Each thread keeps the starts of the blocks it entered and has not left, newest last, looked up by
+ * the wrapper's address from the newest (a wrapper entered twice is left innermost first; blocks
+ * that interleave, as in generators or tasks, are found wherever they are). No Python object is
+ * made or hashed. When a thread has OPEN_MAX blocks open, further ones are kept in the Python side's
+ * dict instead, as the pure-Python twin keeps them all. */
+#define OPEN_MAX 256
+
+typedef struct {
+    const void *owner;
+    double start;
+} Open;
+
+static _Thread_local Open open_blocks[OPEN_MAX];
+static _Thread_local int open_count = 0;
+
+static int open_push(const void *owner, double start) {
+    if (open_count == OPEN_MAX) {
+        return -1;
+    }
+    open_blocks[open_count].owner = owner;
+    open_blocks[open_count].start = start;
+    open_count++;
+    return 0;
+}
+
+static int open_find(const void *owner) {
+    for (int i = open_count - 1; i >= 0; i--) {
+        if (open_blocks[i].owner == owner) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static double open_remove(int i) {
+    double start = open_blocks[i].start;
+    memmove(&open_blocks[i], &open_blocks[i + 1], (size_t)(open_count - i - 1) * sizeof(Open));
+    open_count--;
+    return start;
+}
+
+/* take_start(wrapper) -> float | None: the start of the wrapper's innermost open block in this
+ * thread, which is no longer open; for the Python twins' exits. */
+static PyObject *take_start(PyObject *module, PyObject *owner) {
+    int i = open_find(owner);
+    if (i < 0) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(open_remove(i));
 }
 
 /* -- paired_enter: purgatory's ``SyncCircuitBreaker.__enter__(self)`` ------------------------------
@@ -574,7 +665,11 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
         return NULL;
     }
     Py_DECREF(entered);
-    PyObject *start = PyFloat_FromDouble(now());
+    double began = now();
+    if (open_push(self, began) == 0) {
+        return Py_NewRef(self);
+    }
+    PyObject *start = PyFloat_FromDouble(began);
     PyObject *key = start != NULL ? id_key(self) : NULL;
     if (key == NULL) {
         Py_XDECREF(start);
@@ -595,22 +690,18 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
 
 /* purgatory's ``SyncCircuitBreaker.__exit__`` for a block that raised nothing (the shape the Python
  * side checked before installing this): exit the context, then hand each message it produced to
- * the message bus, in order. */
-static PyObject *purgatory_exit(PyObject *self) {
-    PyObject *context = PyObject_GetAttr(self, S_context);
-    if (context == NULL) {
-        return NULL;
-    }
-    PyObject *exited = PyObject_CallMethodObjArgs(context, S_exit, Py_None, Py_None, Py_None, NULL);
-    Py_DECREF(context);
+ * the message bus, in order. ``context``: ``self.context``, read once by the caller. */
+static PyObject *purgatory_exit(PyObject *self, PyObject *context) {
+    PyObject *exit_args[4] = {context, Py_None, Py_None, Py_None};
+    PyObject *exited = PyObject_VectorcallMethod(S_exit, exit_args, 4, NULL);
     if (exited == NULL) {
         return NULL;
     }
     Py_DECREF(exited);
     for (;;) {
-        context = PyObject_GetAttr(self, S_context);
-        PyObject *messages = context != NULL ? PyObject_GetAttr(context, S_messages) : NULL;
-        Py_XDECREF(context);
+        PyObject *now_context = PyObject_GetAttr(self, S_context);
+        PyObject *messages = now_context != NULL ? PyObject_GetAttr(now_context, S_messages) : NULL;
+        Py_XDECREF(now_context);
         if (messages == NULL) {
             return NULL;
         }
@@ -647,43 +738,72 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
         return SLOW(hook);
     }
     PyObject *self = args[0];
-    PyObject *key = id_key(self);
-    if (key == NULL) {
-        return NULL;
+    double began;
+    PyObject *key = NULL; /* set when the start is in the dict */
+    int open = open_find(self);
+    if (open >= 0) {
+        began = open_blocks[open].start;
+    } else {
+        key = id_key(self);
+        if (key == NULL) {
+            return NULL;
+        }
+        PyObject *start = PyDict_GetItemWithError(hook->refs[2], key); /* borrowed */
+        if (start == NULL || !PyFloat_CheckExact(start)) {
+            Py_DECREF(key);
+            PyErr_Clear();
+            return SLOW(hook);
+        }
+        began = PyFloat_AS_DOUBLE(start);
     }
-    PyObject *start = PyDict_GetItemWithError(hook->refs[2], key); /* borrowed */
-    if (start == NULL || !PyFloat_CheckExact(start)) {
-        Py_DECREF(key);
-        PyErr_Clear();
-        return SLOW(hook);
-    }
-    double began = PyFloat_AS_DOUBLE(start);
     PyObject *context = PyObject_GetAttr(self, S_context);
     PyObject *name = context != NULL ? PyObject_GetAttr(context, S_name) : NULL;
-    Py_XDECREF(context);
-    PyObject *circuit = name != NULL ? PyDict_GetItemWithError(hook->refs[3], name) : NULL; /* borrowed */
+    PyObject *circuit = NULL; /* borrowed */
+    if (name != NULL && hook->circuit.key == name && hook->circuit.value != NULL &&
+        PyDict_GET_SIZE(hook->refs[3]) == hook->circuit.size) {
+        circuit = hook->circuit.value; /* the circuit the last exit found under this very name */
+    } else if (name != NULL) {
+        circuit = PyDict_GetItemWithError(hook->refs[3], name);
+        if (circuit != NULL) {
+            Py_XSETREF(hook->circuit.key, Py_NewRef(name));
+            Py_XSETREF(hook->circuit.value, Py_NewRef(circuit));
+            hook->circuit.size = PyDict_GET_SIZE(hook->refs[3]);
+        }
+    }
     Py_XDECREF(name);
     if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
-        Py_DECREF(key);
+        Py_XDECREF(context);
+        Py_XDECREF(key);
         PyErr_Clear();
         return SLOW(hook);
     }
     PyObject *local = SLOT(circuit, hook->slots.a), *hot = SLOT(circuit, hook->slots.b);
     if (local == NULL || hot == NULL || !is_fast(hot)) {
-        Py_DECREF(key);
+        Py_DECREF(context);
+        Py_XDECREF(key);
         return SLOW(hook);
     }
     Py_INCREF(circuit);
     Py_INCREF(local);
-    if (PyDict_DelItem(hook->refs[2], key) < 0) {
-        PyErr_Clear();
+    /* The block is over whatever follows (the twin reads and forgets its start first too). Found
+     * again: the lookups above may have run Python code that entered or left other blocks. */
+    if (key == NULL) {
+        open = open_find(self);
+        if (open >= 0) {
+            open_remove(open);
+        }
+    } else {
+        if (PyDict_DelItem(hook->refs[2], key) < 0) {
+            PyErr_Clear();
+        }
+        Py_DECREF(key);
     }
-    Py_DECREF(key);
-    PyObject *result = purgatory_exit(self);
+    PyObject *result = purgatory_exit(self, context);
+    Py_DECREF(context);
     /* Recorded however the library's exit ended, as the Python twin's ``finally`` does. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    record_success(circuit, local, hook->refs[4], end - began);
+    record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
     PyErr_Restore(type, value, tb);
     Py_DECREF(local);
     Py_DECREF(circuit);
@@ -824,7 +944,7 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
     if (local == NULL || hot == NULL || !is_fast(hot)) {
         return SLOW(hook);
     }
-    PyObject *row = thread_row(ev, local);
+    PyObject *row = thread_row(&hook->rows, ev, local);
     PyObject *published = row != NULL && PyList_CheckExact(row) && PyList_GET_SIZE(row) > 0
                               ? PyList_GET_ITEM(row, 0) : NULL; /* column C0 */
     Py_ssize_t count = published != NULL && PyLong_CheckExact(published) ? PyLong_AsSsize_t(published) : -1;
@@ -1049,6 +1169,8 @@ static PyMethodDef native_methods[] = {
      "configure(bounds, sum, min, max, b0): the row layout every fast path writes."},
     {"observe", (PyCFunction)(void (*)(void))observe, METH_FASTCALL,
      "observe(row, value) -> bool: add value to the row's histogram columns; False if it is not a row."},
+    {"take_start", take_start, METH_O,
+     "take_start(wrapper) -> float | None: the start of the wrapper's innermost block open in this thread."},
     {"guarded_call", (PyCFunction)(void (*)(void))make_guarded_call, METH_FASTCALL,
      "guarded_call(slow, entries, closed, raised, record): circuitbreaker's call()."},
     {"paired_enter", (PyCFunction)(void (*)(void))make_paired_enter, METH_FASTCALL,

@@ -74,6 +74,12 @@ def _code(state: Any) -> int | None:
 _FAILURES: dict[tuple[int, int], BaseException] = {}
 
 
+def _take_start() -> Callable[[Any], float | None] | None:
+    """Where the compiled ``__enter__`` keeps most starts (see ``_native.c``, open blocks): its
+    ``take_start``, which the Python exits ask before the dict; None on the pure-Python path."""
+    return native.take_start if native is not None else None
+
+
 class _Circuit:
     """One circuit name: its binding, its rows for timed successes, and the last state seen."""
 
@@ -341,6 +347,7 @@ class PurgatoryBreakers:
         histogram update (a ``CountedThreadRows`` row: the success is its histogram count).
         """
         _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._patch_parts()
+        take = _take_start()
         clock = perf_counter
         first_bound = _FIRST_BOUND
         bounds = BOUNDS
@@ -349,7 +356,9 @@ class PurgatoryBreakers:
         def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             end = clock()
             key = id(self)
-            start = pop(key, None)
+            start = take(self) if take is not None else None
+            if start is None:
+                start = pop(key, None)
             if start is None:  # a block entered before instrumentation
                 if exc is None:
                     return orig(self, exc_type, exc, tb)
@@ -404,13 +413,16 @@ class PurgatoryBreakers:
     def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``AsyncCircuitBreaker.__aexit__``, as ``_exit`` does the sync one."""
         _, _, _, pop, _, unnest, _, ended, _ = self._patch_parts()
+        take = _take_start()
         clock = perf_counter
         failures = _FAILURES
 
         async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             end = clock()
             key = id(self)
-            start = pop(key, None)
+            start = take(self) if take is not None else None
+            if start is None:
+                start = pop(key, None)
             if start is None:  # a block entered before instrumentation
                 try:
                     return await orig(self, exc_type, exc, tb)

@@ -7,6 +7,7 @@ module itself.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -175,10 +176,8 @@ def _blocks_grown_by(run: Callable[[], None], times: int) -> int:
 
 
 def _swallow(call: Callable[[], Any]) -> None:
-    try:
+    with contextlib.suppress(Exception):
         call()
-    except Exception:
-        pass
 
 
 def _workloads() -> dict[str, Callable[[], None]]:
