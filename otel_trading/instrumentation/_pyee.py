@@ -577,8 +577,12 @@ def _record_error(event: _Event) -> None:
         report("recording a pyee handler error", exc)
 
 
-async def _completion(coro: Any, event: _Event, dispatch: _Dispatch) -> Any:
-    """The coroutine pyee schedules in place of a handler's: awaits it, and counts its end."""
+async def _completion(coro: Any, event: _Event, dispatch: _Dispatch, ran: list[bool]) -> Any:
+    """The coroutine pyee schedules in place of a handler's: awaits it, and counts its end.
+
+    A task cancelled before its first step never runs this body; ``_never_ran`` then ends it.
+    """
+    ran.append(True)
     try:
         return await coro
     except CancelledError:
@@ -588,6 +592,19 @@ async def _completion(coro: Any, event: _Event, dispatch: _Dispatch) -> Any:
         raise
     finally:
         dispatch.finish()
+
+
+def _never_ran(coro: Any, dispatch: _Dispatch, ran: list[bool]) -> None:
+    """``_completion``'s coroutine is gone without having started (its task was cancelled before its
+    first step): the handler's coroutine is closed, as such a cancellation leaves it, and the
+    handler counts as done, as a handler cancelled later does."""
+    if ran:
+        return
+    try:
+        coro.close()
+        dispatch.finish()
+    except Exception as exc:  # pragma: no cover - defensive
+        report("recording a pyee handler", exc)
 
 
 def _fast_end(event: _Event, row: Row, elapsed: float, error: BaseException | None, dispatch: Any) -> None:
@@ -616,7 +633,9 @@ def _handler_result(result: Any, dispatch: Any) -> Any:
         if iscoroutine(result):
             scheduled = _scheduled(_CURRENT, dispatch)
             scheduled.expect()
-            wrapped: Coroutine[Any, Any, Any] = _completion(result, _event_of(dispatch), scheduled)
+            ran: list[bool] = []
+            wrapped: Coroutine[Any, Any, Any] = _completion(result, _event_of(dispatch), scheduled, ran)
+            weakref.finalize(wrapped, _never_ran, result, scheduled, ran)
             return wrapped
         if isinstance(result, AsyncioFuture):
             _scheduled(_CURRENT, dispatch).add(result)

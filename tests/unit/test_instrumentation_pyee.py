@@ -252,6 +252,24 @@ async def test_cancelled_handler_tasks_complete_their_event_without_an_error(ins
     assert bus(instrumented, "fill") == (1, 1, 0)
 
 
+async def test_handler_tasks_cancelled_before_their_first_step_complete_their_event(
+    instrumented: Metrics, recwarn: pytest.WarningsRecorder
+) -> None:
+    ee = AsyncIOEventEmitter()
+
+    @ee.on("fill")
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    ee.emit("fill")
+    ee.emit("fill")
+    ee.cancel()  # before either task ran a step
+    await asyncio.sleep(0.01)
+    gc.collect()
+    assert bus(instrumented, "fill") == (2, 2, 0)
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
 # -- ExecutorEventEmitter (handlers run in an executor) -------------------------------------------------
 
 
