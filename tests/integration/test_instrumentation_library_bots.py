@@ -24,7 +24,10 @@ from ..realprocs import REPO, free_port, missing, running, samples, scrape, spaw
 
 OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 BOTS = ("circuitbreaker", "purgatory", "pyee")
-LAUNCHERS = ("opentelemetry-instrument", "instrument_bot")
+# The third runs the pure-Python hot paths (as a build without a C compiler would), the others the
+# compiled ones the test command builds.
+PURE_PYTHON = "opentelemetry-instrument, pure Python"
+LAUNCHERS = ("opentelemetry-instrument", "instrument_bot", PURE_PYTHON)
 TRADING_PREFIXES = ("circuit_breaker_", "event_bus_")
 # The instrument_bot() launcher: the bot's script runs unchanged, as `python bot.py` would run it.
 INSTRUMENT_BOT = (
@@ -77,8 +80,9 @@ def run_bot(bot: str, launcher: str, workdir: Path, disabled: str = "") -> BotRu
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled,
         "OTEL_TRADING_INSTRUMENT": "",
         "PYTHONUNBUFFERED": "1",
+        "OTEL_TRADING_PURE_PYTHON": "true" if launcher == PURE_PYTHON else "false",
     }
-    if launcher == "opentelemetry-instrument":
+    if launcher in ("opentelemetry-instrument", PURE_PYTHON):
         argv = [str(OTEL_INSTRUMENT), sys.executable, "bot.py"]
     else:
         argv = [sys.executable, "-c", INSTRUMENT_BOT]
