@@ -162,7 +162,7 @@ def global_metrics() -> Iterator[Metrics]:
     m.provider.shutdown()
 
 
-#: The hot paths the library instrumentations (circuitbreaker, purgatory, pyee) run on (the
+#: The hot paths the library instrumentations (pybreaker, circuitbreaker, purgatory, pyee) run on (the
 #: ``hot_path`` fixture's params): "compiled", the C module otel_trading.instrumentation._native;
 #: "python", its pure-Python twins (what a build without a C compiler, or
 #: OTEL_TRADING_PURE_PYTHON=true, uses). Each must give the same data and the same library behaviour.
@@ -171,11 +171,11 @@ HOT_PATHS = ("compiled", "python")
 
 def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make instrumentations installed from now on use ``path`` (one of HOT_PATHS)."""
-    from otel_trading.instrumentation import _circuitbreaker, _native_loader, _purgatory, _pyee
+    from otel_trading.instrumentation import _circuitbreaker, _libraries, _native_loader, _purgatory, _pyee
 
     assert path in HOT_PATHS, path
     if path == "python":
-        for module in (_circuitbreaker, _purgatory, _pyee):
+        for module in (_circuitbreaker, _libraries, _purgatory, _pyee):
             monkeypatch.setattr(module, "native", None)
     elif _native_loader.native is None:
         if os.environ.get("CI", "").lower() == "true":

@@ -42,9 +42,10 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
+from otel_trading.instrumentation._native_loader import native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
 
 __all__ = ["AIOBREAKER", "PYBREAKER", "Classes", "Family", "LibraryBreakers"]
 
@@ -404,7 +405,24 @@ class LibraryBreakers:
                     report(f"recording a {target} call", exc)
                 return result
 
+        if native is not None:
+            # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
+            fast: Callable[..., Any] = native.locked_call(
+                call, by_lock, open_state, after_error, self._record_exclusive, generator
+            )
+            return fast
         return call
+
+    def _record_exclusive(self, binding: BreakerBinding, elapsed: float) -> None:
+        """A success of the compiled ``call`` on a series not bound to its rows (or a row it could not update)."""
+        try:
+            row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
+            if binding.hot.fast:
+                observe(row, elapsed)
+            elif not binding.timed or not binding.series.observe_slow(row, elapsed):
+                row[C0] += 1
+        except Exception as exc:
+            report(f"recording a {self.family.target} call", exc)
 
     def _renamed(self, orig: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
         def name(breaker: Any, value: Any) -> None:

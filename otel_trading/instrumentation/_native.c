@@ -22,7 +22,7 @@ static double *BOUNDS_C = NULL;
 static PyObject *S_row, *S_local, *S_counted, *S_hot, *S_fast, *S__state, *S_enter, *S_exit, *S_context,
     *S_name, *S_events, *S_mode, *S_dispatch, *S_wrapped, *S_class, *S_messages,
     *S_messagebus, *S_handle, *S_pop, *S_uow, *S__lock, *S__events, *S_values, *S__emit_run, *S_emit,
-    *S_error, *S_get_name;
+    *S_error, *S_get_name, *S_exclusive, *S_state, *S_call;
 
 static inline double now(void) {
     struct timespec ts;
@@ -587,6 +587,130 @@ done:
     Py_DECREF(exit);
     Py_DECREF(local);
     Py_DECREF(entry);
+    return result;
+}
+
+/* -- locked_call: pybreaker's ``CircuitBreaker.call(self, func, *args, **kwargs)`` -------------------
+ * refs: slow, bindings (breaker._lock -> binding), open_state (the open state class), after_error
+ * (the twin's ``after_error(breaker, start)``), record (the twin's ``record(binding, elapsed)`` for a
+ * series not bound to the rows), generator (types.GeneratorType).
+ * The library's ``with self._lock: return self.state.call(func, *args, **kwargs)`` (the shape the
+ * Python side checked), timed: a closed or half-open state's call is one histogram update of the
+ * binding's exclusive row (only ever written under this lock); an open state's call is the
+ * rejection the patched ``before_call`` counts; a raising call goes to ``after_error`` under the
+ * lock, as in the twin. */
+static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Hook *hook = (Hook *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs < 2 || nargs + nkw > 16) {
+        return SLOW(hook);
+    }
+    PyObject *breaker = args[0];
+    PyObject *lock = PyObject_GetAttr(breaker, S__lock);
+    if (lock == NULL) {
+        PyErr_Clear();
+        return SLOW(hook);
+    }
+    PyObject *binding = PyDict_GetItemWithError(hook->refs[1], lock); /* borrowed */
+    if (binding == NULL || slots_of(&hook->slots, binding, S_exclusive, S_hot) < 0) {
+        PyErr_Clear();
+        Py_DECREF(lock);
+        return SLOW(hook);
+    }
+    PyObject *enter, *exit;
+    if (specials(&hook->specials, lock, &enter, &exit) < 0) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_INCREF(binding);
+    PyObject *entered = PyObject_Vectorcall(enter, &lock, 1, NULL);
+    Py_DECREF(enter);
+    if (entered == NULL) {
+        Py_DECREF(binding);
+        Py_DECREF(exit);
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(entered);
+    PyObject *result = NULL, *error = NULL;
+    PyObject *state = PyObject_GetAttr(breaker, S_state);
+    if (state == NULL) {
+        error = take_error();
+        goto leave;
+    }
+    /* state.call(func, *args, **kwargs) */
+    PyObject *call_args[16];
+    call_args[0] = state;
+    for (Py_ssize_t i = 1; i < nargs + nkw; i++) {
+        call_args[i] = args[i];
+    }
+    if (Py_TYPE(state) == (PyTypeObject *)hook->refs[2]) { /* open: a rejection, or a half-open trial */
+        result = PyObject_VectorcallMethod(S_call, call_args, (size_t)nargs, kwnames);
+        if (result == NULL) {
+            error = take_error();
+        }
+        goto leave;
+    }
+    double start = now();
+    result = PyObject_VectorcallMethod(S_call, call_args, (size_t)nargs, kwnames);
+    if (result == NULL) {
+        error = take_error();
+        PyObject *start_obj = PyFloat_FromDouble(start);
+        if (start_obj != NULL) {
+            PyObject *after_args[2] = {breaker, start_obj};
+            bookkeep(hook->refs[3], after_args, 2);
+            Py_DECREF(start_obj);
+        } else {
+            PyErr_Clear();
+        }
+        goto leave;
+    }
+    if (Py_TYPE(result) == (PyTypeObject *)hook->refs[5]) { /* a generator's outcome comes at its end */
+        goto leave;
+    }
+    double elapsed = now() - start;
+    PyObject *row = SLOT(binding, hook->slots.a), *hot = SLOT(binding, hook->slots.b);
+    if (row == NULL || hot == NULL || !is_fast(hot) || observe_row(row, elapsed) != 0) {
+        PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
+        if (elapsed_obj != NULL) {
+            PyObject *record_args[2] = {binding, elapsed_obj};
+            bookkeep(hook->refs[4], record_args, 2);
+            Py_DECREF(elapsed_obj);
+        } else {
+            PyErr_Clear();
+        }
+    }
+leave:
+    Py_XDECREF(state);
+    Py_DECREF(binding);
+    {
+        PyObject *exited;
+        if (error != NULL) {
+            PyObject *tb = PyException_GetTraceback(error);
+            PyObject *exit_args[4] = {lock, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
+            exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+            Py_XDECREF(tb);
+            if (exited == NULL) {
+                PyObject *second = take_error();
+                PyException_SetContext(second, error); /* steals error */
+                error = second;
+            } else {
+                Py_DECREF(exited);
+            }
+            give_error(error);
+        } else {
+            PyObject *exit_args[4] = {lock, Py_None, Py_None, Py_None};
+            exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+            if (exited == NULL) {
+                Py_CLEAR(result);
+            } else {
+                Py_DECREF(exited);
+            }
+        }
+    }
+    Py_DECREF(exit);
+    Py_DECREF(lock);
     return result;
 }
 
@@ -1162,6 +1286,7 @@ FACTORY(paired_enter, 5, PyDict_CheckExact(args[1]) && PyExceptionClass_Check(ar
 FACTORY(paired_exit, 5, PyDict_CheckExact(args[2]) && PyDict_CheckExact(args[3]))
 FACTORY(emitter_call, 8, PyDict_CheckExact(args[2]) && PyList_CheckExact(args[5]) && PyList_GET_SIZE(args[5]) == 1)
 FACTORY(emit_run, 5, 1)
+FACTORY(locked_call, 6, PyDict_CheckExact(args[1]) && PyType_Check(args[2]) && PyType_Check(args[5]))
 
 /* -- module ------------------------------------------------------------------------------------ */
 static PyMethodDef native_methods[] = {
@@ -1173,6 +1298,8 @@ static PyMethodDef native_methods[] = {
      "take_start(wrapper) -> float | None: the start of the wrapper's innermost block open in this thread."},
     {"guarded_call", (PyCFunction)(void (*)(void))make_guarded_call, METH_FASTCALL,
      "guarded_call(slow, entries, closed, raised, record): circuitbreaker's call()."},
+    {"locked_call", (PyCFunction)(void (*)(void))make_locked_call, METH_FASTCALL,
+     "locked_call(slow, bindings, open_state, after_error, record, generator): pybreaker's call()."},
     {"paired_enter", (PyCFunction)(void (*)(void))make_paired_enter, METH_FASTCALL,
      "paired_enter(slow, starts, opened, rejected, nested): purgatory's SyncCircuitBreaker.__enter__."},
     {"paired_exit", (PyCFunction)(void (*)(void))make_paired_exit, METH_FASTCALL,
@@ -1222,6 +1349,9 @@ PyMODINIT_FUNC PyInit__native(void) {
     INTERN(S_emit, "emit");
     INTERN(S_error, "error");
     INTERN(S_get_name, "get");
+    INTERN(S_exclusive, "exclusive");
+    INTERN(S_state, "state");
+    INTERN(S_call, "call");
 #undef INTERN
     if (PyType_Ready(&HookType) < 0 || PyType_Ready(&ReturningType) < 0) {
         return NULL;

@@ -58,3 +58,12 @@ def emit_run(
     /,
 ) -> Hook: ...
 def take_start(wrapper: object, /) -> float | None: ...
+def locked_call(
+    slow: Callable[..., Any],
+    bindings: dict[Any, Any],
+    open_state: type,
+    after_error: Callable[[Any, float], None],
+    record: Callable[[Any, float], None],
+    generator: type,
+    /,
+) -> Hook: ...

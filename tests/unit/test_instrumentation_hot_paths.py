@@ -8,6 +8,7 @@ module itself.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import logging
 import math
@@ -20,6 +21,7 @@ from typing import Any
 
 import circuitbreaker
 import purgatory
+import pybreaker
 import pyee
 import pytest
 from hypothesis import given
@@ -38,6 +40,7 @@ N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
 #: (class, method) pairs the compiled hot paths replace.
 REPLACED = [
+    (pybreaker.CircuitBreaker, "call"),
     (circuitbreaker.CircuitBreaker, "call"),
     (SyncCircuitBreaker, "__enter__"),
     (SyncCircuitBreaker, "__exit__"),
@@ -169,9 +172,11 @@ def test_compiled_histogram_update_refuses_what_is_not_a_row(row: Any) -> None:
 def _blocks_grown_by(run: Callable[[], None], times: int) -> int:
     for _ in range(200):  # warm up: rows, caches, interned state
         run()
+    gc.collect()  # failures leave exception/traceback cycles for the collector: count what survives it
     before = sys.getallocatedblocks()
     for _ in range(times):
         run()
+    gc.collect()
     return sys.getallocatedblocks() - before
 
 
@@ -203,7 +208,14 @@ def _workloads() -> dict[str, Callable[[], None]]:
     scheduled.on("tick", lambda: None)
     scheduled.on("boom", lambda: 1 / 0)
     scheduled.on("error", lambda exc: None)
+    breaker = pybreaker.CircuitBreaker(name="leak-pybreaker", fail_max=10**9)
+
+    def pybreaker_fail() -> None:
+        raise ConnectionError("down")
+
     return {
+        "pybreaker success": lambda: breaker.call(int),
+        "pybreaker failure": lambda: _swallow(lambda: breaker.call(pybreaker_fail)),
         "circuitbreaker success": ok,
         "circuitbreaker failure": lambda: _swallow(fail),
         "purgatory success": guarded_ok,
@@ -216,6 +228,8 @@ def _workloads() -> dict[str, Callable[[], None]]:
 
 
 WORKLOADS = [
+    "pybreaker success",
+    "pybreaker failure",
     "circuitbreaker success",
     "circuitbreaker failure",
     "purgatory success",
@@ -248,6 +262,8 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
     def call() -> None:
         return None
 
+    breaker = pybreaker.CircuitBreaker(name="threads-pybreaker")
+
     emitter = pyee.EventEmitter()
     emitter.on("tick", lambda: None)
     barrier = threading.Barrier(8)
@@ -256,6 +272,7 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
         barrier.wait()
         for _ in range(2_000):
             call()
+            breaker.call(int)
             emitter.emit("tick")
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
@@ -264,5 +281,6 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
     for t in threads:
         t.join()
     assert metrics.value(N["breaker_successes"], name="threads") == 16_000
+    assert metrics.value(N["breaker_successes"], name="threads-pybreaker") == 16_000
     assert metrics.value(N["bus_published"], event_type="tick") == 16_000
     assert metrics.value(N["bus_processed"], event_type="tick") == 16_000

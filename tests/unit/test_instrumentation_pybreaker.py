@@ -34,6 +34,9 @@ PYBREAKER_CLASSES = [
     obj for obj in vars(pybreaker).values() if isinstance(obj, type) and obj.__module__ == "pybreaker"
 ]
 
+# Every test runs on the compiled hot paths and on their pure-Python twins.
+pytestmark = pytest.mark.usefixtures("hot_path")
+
 
 class Boom(Exception):
     pass
