@@ -12,8 +12,8 @@ benchmarking thread), so other processes on a shared machine do not count agains
 The garbage collector is paused inside timed sections (for every variant alike).
 
 Sections: event-bus throughput, the event-loop monitor's cost, breaker call cost (against bare
-pybreaker and hand-instrumented baselines; circuitbreaker and purgatory bare and auto-instrumented),
-pyee emit cost (bare and auto-instrumented), exact counts under threads and asyncio, the data as
+pybreaker and hand-instrumented baselines; circuitbreaker and purgatory bare and auto-instrumented,
+on the compiled and on the pure-Python hot paths), pyee emit cost (the same), exact counts under threads and asyncio, the data as
 OTel readers/exporters see it, /metrics scrape cost at 50 breakers x 20 event types, memory per
 series, the sampling trade-off and BatchedMetrics. Targets are reported; only correctness failures
 (inexact counts, wrong OTel data) make the exit status non-zero, unless ``--strict`` also asks for
@@ -63,7 +63,7 @@ from otel_trading import CircuitBreaker, EventBus, monitor_event_loop, views
 from otel_trading import metric_contract as mc
 from otel_trading.batching import BatchedMetrics
 from otel_trading.exporting import prometheus_reader
-from otel_trading.instrumentation import TradingInstrumentor, instrument_bot
+from otel_trading.instrumentation import TradingInstrumentor, compiled_hot_paths, instrument_bot
 from otel_trading.loop_monitor import DEFAULT_INTERVAL
 from otel_trading.recording import BOUNDS, new_row, observe, sample_gaps
 
@@ -357,6 +357,23 @@ def _noop() -> None:
     return None
 
 
+@contextmanager
+def _pure_python() -> Iterator[None]:
+    """Instrumentations installed inside run on the pure-Python hot paths (as a build without a C
+    compiler, or OTEL_TRADING_PURE_PYTHON=true, would), whatever is built."""
+    from otel_trading.instrumentation import _circuitbreaker, _libraries, _purgatory, _pyee
+
+    modules = (_circuitbreaker, _libraries, _purgatory, _pyee)
+    saved = [m.native for m in modules]
+    for m in modules:
+        m.native = None
+    try:
+        yield
+    finally:
+        for m, native in zip(modules, saved, strict=True):
+            m.native = native
+
+
 def _ns_per_call(call: Callable[[], object], calls: int) -> float:
     with _no_gc():
         t0 = time.thread_time()
@@ -371,6 +388,7 @@ INSTRUMENTED_BOT = "pybreaker instrumented by instrument_bot()"
 CIRCUITBREAKER_BARE = "circuitbreaker @circuit def, bare"
 CIRCUITBREAKER_INSTRUMENTED = "circuitbreaker @circuit def, instrumented"
 PURGATORY_BARE = "purgatory sync decorator, bare"
+PURE = "pure Python: "
 PURGATORY_INSTRUMENTED = "purgatory sync decorator, instrumented"
 
 
@@ -445,6 +463,13 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
         finally:
             teardown()
 
+    def pure(measure: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            with _pure_python():
+                return measure()
+
+        return run
+
     variants = {
         "pybreaker bare": lambda: _ns_per_call(lambda: bare.call(_noop), calls),
         INSTRUMENTED_CONFIGURATOR: lambda: instrumented(under_configurator),
@@ -453,6 +478,9 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
         CIRCUITBREAKER_INSTRUMENTED: lambda: instrumented_library(circuitbreaker_call),
         PURGATORY_BARE: lambda: _ns_per_call(purgatory_call, calls),
         PURGATORY_INSTRUMENTED: lambda: instrumented_library(purgatory_call),
+        PURE + INSTRUMENTED_CONFIGURATOR: pure(lambda: instrumented(under_configurator)),
+        PURE + CIRCUITBREAKER_INSTRUMENTED: pure(lambda: instrumented_library(circuitbreaker_call)),
+        PURE + PURGATORY_INSTRUMENTED: pure(lambda: instrumented_library(purgatory_call)),
         "pybreaker + prometheus_client": lambda: _ns_per_call(prom_call, calls),
         "pybreaker + naive OTel SDK": lambda: _ns_per_call(otel_call, max(calls // 10, 100)),
         "CircuitBreaker metrics off": lambda: _ns_per_call(lambda: ours_off.call(_noop), calls),
@@ -484,6 +512,12 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
             samples, CIRCUITBREAKER_INSTRUMENTED, CIRCUITBREAKER_BARE
         ),
         "ratio_instrumented_purgatory_vs_bare": _paired_ratio(samples, PURGATORY_INSTRUMENTED, PURGATORY_BARE),
+        "compiled_hot_paths": compiled_hot_paths(),
+        "pure_python_ratios": {
+            "pybreaker": _paired_ratio(samples, PURE + INSTRUMENTED_CONFIGURATOR, "pybreaker bare"),
+            "circuitbreaker": _paired_ratio(samples, PURE + CIRCUITBREAKER_INSTRUMENTED, CIRCUITBREAKER_BARE),
+            "purgatory": _paired_ratio(samples, PURE + PURGATORY_INSTRUMENTED, PURGATORY_BARE),
+        },
     }
     provider.shutdown()
     naive_provider.shutdown()
@@ -522,11 +556,17 @@ def bench_emitter(calls: int, repeat: int) -> dict[str, Any]:
         finally:
             instrumentor.uninstrument()
 
+    def pure(emitter: Any) -> float:
+        with _pure_python():
+            return instrumented(emitter)
+
     variants = {
         PYEE_BARE: lambda: _ns_per_call(emit(plain), calls),
         PYEE_INSTRUMENTED: lambda: instrumented(plain),
         PYEE_ASYNCIO_BARE: lambda: _ns_per_call(emit(scheduled), calls),
         PYEE_ASYNCIO_INSTRUMENTED: lambda: instrumented(scheduled),
+        PURE + PYEE_INSTRUMENTED: lambda: pure(plain),
+        PURE + PYEE_ASYNCIO_INSTRUMENTED: lambda: pure(scheduled),
     }
     samples = _interleaved(variants, repeat)
     provider.shutdown()
@@ -537,6 +577,10 @@ def bench_emitter(calls: int, repeat: int) -> dict[str, Any]:
         "samples": samples,
         "ratio_instrumented_vs_bare": _paired_ratio(samples, PYEE_INSTRUMENTED, PYEE_BARE),
         "ratio_asyncio_instrumented_vs_bare": _paired_ratio(samples, PYEE_ASYNCIO_INSTRUMENTED, PYEE_ASYNCIO_BARE),
+        "pure_python_ratios": {
+            "EventEmitter": _paired_ratio(samples, PURE + PYEE_INSTRUMENTED, PYEE_BARE),
+            "AsyncIOEventEmitter": _paired_ratio(samples, PURE + PYEE_ASYNCIO_INSTRUMENTED, PYEE_ASYNCIO_BARE),
+        },
     }
 
 
@@ -1017,7 +1061,10 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"  -> paired ratio ours(on)/pybreaker {cb['ratio_on_vs_pybreaker']:.3f}")
     print(
         f"  -> instrumented/bare: circuitbreaker {cb['ratio_instrumented_circuitbreaker_vs_bare']:.3f}, "
-        f"purgatory {cb['ratio_instrumented_purgatory_vs_bare']:.3f}\n"
+        f"purgatory {cb['ratio_instrumented_purgatory_vs_bare']:.3f} "
+        f"(hot paths: {'compiled' if cb['compiled_hot_paths'] else 'pure Python'}); pure Python: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in cb["pure_python_ratios"].items())
+        + "\n"
     )
     em = results["emitter"]
     print(f"pyee emit cost ({em['emits_per_run']:,} emits per run, 1 sync handler)")
@@ -1025,7 +1072,9 @@ def _print_table(results: dict[str, Any]) -> None:
         print(f"  {name:<46} {ns:>9,.0f} ns/emit")
     print(
         f"  -> instrumented/bare: EventEmitter {em['ratio_instrumented_vs_bare']:.3f}, "
-        f"AsyncIOEventEmitter {em['ratio_asyncio_instrumented_vs_bare']:.3f}\n"
+        f"AsyncIOEventEmitter {em['ratio_asyncio_instrumented_vs_bare']:.3f}; pure Python: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in em["pure_python_ratios"].items())
+        + "\n"
     )
     ex = results["exactness"]
     print(f"Exactness and OTel data ({ex['threads']} threads x {ex['per_thread']:,} calls; asyncio the same)")
