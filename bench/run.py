@@ -13,11 +13,11 @@ The garbage collector is paused inside timed sections (for every variant alike).
 
 Sections: event-bus throughput, the event-loop monitor's cost, breaker call cost (against bare
 pybreaker and hand-instrumented baselines; circuitbreaker and purgatory bare and auto-instrumented,
-on the compiled and on the pure-Python hot paths), pyee emit cost (the same), exact counts under threads and asyncio, the data as
-OTel readers/exporters see it, /metrics scrape cost at 50 breakers x 20 event types, memory per
-series, the sampling trade-off and BatchedMetrics. Targets are reported; only correctness failures
-(inexact counts, wrong OTel data) make the exit status non-zero, unless ``--strict`` also asks for
-the performance targets.
+on the compiled and on the pure-Python hot paths), pyee emit cost (the same), exact counts under
+threads and asyncio, the data as OTel readers/exporters see it, /metrics scrape cost at 50 breakers
+x 20 event types, memory per series, the sampling trade-off and BatchedMetrics. Targets are
+reported; only correctness failures (inexact counts, wrong OTel data) make the exit status non-
+zero, unless ``--strict`` also asks for the performance targets.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,15 @@ def assert_binding(provider: Any, path: str) -> None:
     for series in (*registry.breaker_series.values(), *registry.event_series.values()):
         assert series.binding is expected, f"{path}: {series.attributes} bound {series.binding}"
         assert series.fast is (expected is Binding.ROWS)
+
+
+def run_in_threads(count: int, worker: Callable[[], object]) -> None:
+    """Run ``worker`` in ``count`` threads at once and wait for every one to end."""
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def reset_metrics_globals() -> None:

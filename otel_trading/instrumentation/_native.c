@@ -273,6 +273,22 @@ static int is_fast(PyObject *hot) {
 
 static PyObject *id_key(PyObject *obj) { return PyLong_FromVoidPtr(obj); }
 
+/* ``table.get(id(obj))`` for the twins' id-keyed tables: a borrowed reference, or NULL with no
+ * exception set (not found, or no memory for the key: either way the slow path takes the call). */
+static PyObject *by_id(PyObject *table, PyObject *obj) {
+    PyObject *key = id_key(obj);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *found = PyDict_GetItemWithError(table, key);
+    Py_DECREF(key);
+    if (found == NULL) {
+        PyErr_Clear();
+    }
+    return found;
+}
+
 /* -- configure(bounds, sum, min, max, b0) ------------------------------------------------------ */
 static PyObject *configure(PyObject *module, PyObject *args) {
     PyObject *bounds;
@@ -489,12 +505,7 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
         return SLOW(hook);
     }
     PyObject *breaker = args[0], *func = args[1];
-    PyObject *key = id_key(breaker);
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *entry = PyDict_GetItemWithError(hook->refs[1], key); /* borrowed */
-    Py_DECREF(key);
+    PyObject *entry = by_id(hook->refs[1], breaker); /* borrowed */
     if (entry == NULL || slots_of(&hook->slots, entry, S_local, S_hot) < 0) {
         PyErr_Clear();
         return SLOW(hook);
@@ -1039,12 +1050,7 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
         return SLOW(hook);
     }
     PyObject *self = args[0], *event = args[1];
-    PyObject *key = id_key(self);
-    if (key == NULL) {
-        return NULL;
-    }
-    PyObject *binding = PyDict_GetItemWithError(hook->refs[2], key); /* borrowed */
-    Py_DECREF(key);
+    PyObject *binding = by_id(hook->refs[2], self); /* borrowed */
     if (binding == NULL || slots_of(&hook->slots2, binding, S_events, S_mode) < 0) {
         PyErr_Clear();
         return SLOW(hook);

@@ -34,7 +34,7 @@ from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import BOUNDS, new_row, observe
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
-from ..conftest import Metrics, make_metrics, use_hot_path
+from ..conftest import Metrics, make_metrics, run_in_threads, use_hot_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
@@ -275,11 +275,7 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
             breaker.call(int)
             emitter.emit("tick")
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(8, worker)
     assert metrics.value(N["breaker_successes"], name="threads") == 16_000
     assert metrics.value(N["breaker_successes"], name="threads-pybreaker") == 16_000
     assert metrics.value(N["bus_published"], event_type="tick") == 16_000

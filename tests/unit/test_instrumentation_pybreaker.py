@@ -12,7 +12,6 @@ import gc
 import inspect
 import itertools
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from otel_trading.instrumentation import PybreakerInstrumentor, TradingInstrumen
 from otel_trading.instrumentation._bindings import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from ..conftest import Metrics, make_metrics
+from ..conftest import Metrics, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 PYBREAKER_CLASSES = [
@@ -174,11 +173,7 @@ def test_concurrent_calls_from_threads_are_counted_exactly(instrumented: Metrics
         for _ in range(500):
             breaker.call(lambda: None)
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(8, worker)
     assert instrumented.value(N["breaker_successes"], name="binance") == 4000
 
 

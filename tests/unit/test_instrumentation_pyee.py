@@ -14,7 +14,6 @@ import inspect
 import itertools
 import logging
 import pickle
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from otel_trading.instrumentation import PyeeInstrumentor, TradingInstrumentor
 from otel_trading.instrumentation import _pyee as pyee_target
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from ..conftest import Metrics, make_metrics
+from ..conftest import Metrics, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 CLASSES = [pyee.EventEmitter, AsyncIOEventEmitter, ExecutorEventEmitter]
@@ -176,11 +175,7 @@ def test_concurrent_emits_from_threads_are_counted_exactly(instrumented: Metrics
         for _ in range(500):
             ee.emit("tick")
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(8, worker)
     assert bus(instrumented, "tick") == (4000, 4000, 0)
 
 
