@@ -16,8 +16,8 @@ pybreaker and hand-instrumented baselines; circuitbreaker and purgatory bare and
 on the compiled and on the pure-Python hot paths), pyee emit cost (the same), exact counts under
 threads and asyncio, the data as OTel readers/exporters see it, /metrics scrape cost at 50 breakers
 x 20 event types, memory per series, the sampling trade-off and BatchedMetrics. Targets are
-reported; only correctness failures (inexact counts, wrong OTel data) make the exit status non-
-zero, unless ``--strict`` also asks for the performance targets.
+reported; only correctness failures (inexact counts, wrong OTel data) make the exit status
+non-zero, unless ``--strict`` also asks for the performance targets.
 """
 
 from __future__ import annotations
