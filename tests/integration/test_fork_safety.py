@@ -25,7 +25,7 @@ from otel_trading import CircuitBreaker, CircuitOpenError
 from otel_trading.metric_contract import BREAKER_FAILURES, BREAKER_LATENCY, BREAKER_SUCCESSES
 from otel_trading.recording import registry_for
 
-from ..conftest import use_histogram_path
+from ..conftest import HOT_PATHS, use_histogram_path, use_hot_path
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -271,3 +271,86 @@ def test_a_forked_child_can_collect_while_a_recording_lock_was_held_at_fork() ->
         holder.join(timeout=10)
         provider.shutdown()
     assert code == OK, message
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS)
+def test_forked_children_count_library_calls_while_parent_threads_are_inside_them(
+    hot_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pybreaker, circuitbreaker and purgatory instrumented: parent threads are inside guarded calls
+    (purgatory's wrapper between ``__enter__`` and ``__exit__``) when the process forks; each child
+    counts its own calls exactly, on the compiled hot paths and on the pure-Python ones."""
+    import circuitbreaker
+    import purgatory
+    import pybreaker
+
+    from otel_trading import views
+    from otel_trading.instrumentation import TradingInstrumentor
+
+    use_hot_path(hot_path, monkeypatch)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=list(views()))
+    instrumentor = TradingInstrumentor()
+    instrumentor.instrument(meter_provider=provider, config={})
+    plain = pybreaker.CircuitBreaker(name="fork-pybreaker", fail_max=10**9)
+    decorated = circuitbreaker.circuit(name="fork-circuitbreaker", failure_threshold=10**9)(ok)
+    factory = purgatory.SyncCircuitBreakerFactory(default_threshold=10**9)
+    guarded = factory("fork-purgatory")(lambda: time.sleep(0.0001))
+    calls = {name: [0] * CALLING_THREADS for name in ("fork-pybreaker", "fork-circuitbreaker", "fork-purgatory")}
+    runs: dict[str, Callable[[], object]] = {
+        "fork-pybreaker": lambda: plain.call(ok),
+        "fork-circuitbreaker": decorated,
+        "fork-purgatory": guarded,
+    }
+    stop = threading.Event()
+
+    def hammer(slot: int) -> None:
+        while not stop.is_set():
+            for name, run in runs.items():
+                run()
+                calls[name][slot] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,), daemon=True) for i in range(CALLING_THREADS)]
+    for thread in threads:
+        thread.start()
+
+    def child() -> str | None:
+        for name, run in runs.items():
+            before = _totals(reader, name)
+            for _ in range(CHILD_CALLS):
+                run()
+            after = _totals(reader, name)
+            if (after[0] - before[0], after[2] - before[2], after[1]) != (CHILD_CALLS, CHILD_CALLS, 0):
+                return f"{name}: {CHILD_CALLS} calls in the child counted as {before} -> {after}"
+        return None
+
+    failures: list[str] = []
+    try:
+        deadline = time.monotonic() + 5
+        while min(min(c) for c in calls.values()) < 50 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for i in range(FORKS // 2):
+            time.sleep(0.001 * (i % 5))
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+                os.close(read_fd)
+                _in_child(child, write_fd)
+            os.close(write_fd)
+            code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
+            if code != OK:
+                failures.append(f"fork {i}: exit {code}: {message}")
+                if code is None:
+                    break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    try:
+        assert not failures, "\n".join(failures)
+        for name, per_thread in calls.items():
+            successes, failed, latency = _totals(reader, name)
+            assert (successes, failed, latency) == (sum(per_thread), 0, sum(per_thread)), name
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
