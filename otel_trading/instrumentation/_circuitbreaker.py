@@ -42,7 +42,7 @@ from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
 from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
-from otel_trading.instrumentation._native_loader import native
+from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
@@ -338,6 +338,7 @@ class CircuitbreakerBreakers:
                     with self:
                         return func(*args, **kwargs)
                 start = clock()
+                result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
                 try:
                     with self:
                         result = func(*args, **kwargs)
@@ -347,6 +348,7 @@ class CircuitbreakerBreakers:
                 succeeded(self, entry, start, True)
                 return result
             start = clock()
+            result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
             try:
                 with self:
                     result = func(*args, **kwargs)
@@ -375,7 +377,9 @@ class CircuitbreakerBreakers:
 
         if native is not None:
             # The compiled fast path; it hands every other call to ``call`` above.
-            fast_call: Callable[..., Any] = native.guarded_call(call, self._by_id, closed, raised, _record_success)
+            fast_call: Callable[..., Any] = native.guarded_call(
+                named_as(call, orig), self._by_id, closed, raised, _record_success
+            )
             return fast_call
         return call
 
@@ -399,6 +403,7 @@ class CircuitbreakerBreakers:
                     with self:
                         return await func(*args, **kwargs)
             start = clock()
+            result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
             try:
                 with self:
                     result = await func(*args, **kwargs)

@@ -42,7 +42,7 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
-from otel_trading.instrumentation._native_loader import native
+from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import kwarg_or_arg, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
@@ -366,12 +366,15 @@ class LibraryBreakers:
         target = self.family.target
         open_state: Any = self._open_state
         by_lock = self._by_lock
+        binding_of = self.binding_of
+        record_exclusive = self._record_exclusive
 
-        def call(breaker: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
+        def call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:  # the library's parameter names
+            breaker = self
             lock = breaker._lock
             binding = by_lock.get(lock)
             if binding is None:
-                if session.active and self.binding_of(breaker) is not None:
+                if session.active and binding_of(breaker) is not None:
                     return call(breaker, func, *args, **kwargs)
                 return orig(breaker, func, *args, **kwargs)
             with lock:
@@ -408,7 +411,7 @@ class LibraryBreakers:
         if native is not None:
             # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
             fast: Callable[..., Any] = native.locked_call(
-                call, by_lock, open_state, after_error, self._record_exclusive, generator
+                named_as(call, orig), by_lock, open_state, after_error, record_exclusive, generator
             )
             return fast
         return call

@@ -21,8 +21,8 @@ static double *BOUNDS_C = NULL;
 
 static PyObject *S_row, *S_local, *S_counted, *S_hot, *S_fast, *S__state, *S_enter, *S_exit, *S_context,
     *S_name, *S_events, *S_mode, *S_dispatch, *S_wrapped, *S_class, *S_messages,
-    *S_messagebus, *S_handle, *S_pop, *S_uow, *S__lock, *S__events, *S_values, *S__emit_run, *S_emit,
-    *S_error, *S_get_name, *S_exclusive, *S_state, *S_call;
+    *S_messagebus, *S_handle, *S_pop, *S_uow, *S__lock, *S__events, *S_values, *S__emit_run,
+    *S_get_name, *S_exclusive, *S_state, *S_call, *S_self, *S_func;
 
 static inline double now(void) {
     struct timespec ts;
@@ -170,32 +170,60 @@ static int slots_of(Slots *slots, PyObject *obj, PyObject *name_a, PyObject *nam
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
-static PyObject *special(PyObject *self, PyObject *name) {
-    /* As ``with`` does: the method is looked up on the type, not the instance. */
-    PyObject *method = PyObject_GetAttr((PyObject *)Py_TYPE(self), name);
-    if (method == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
-                     Py_TYPE(self)->tp_name);
+/* ``type(obj).<name>`` found as the interpreter finds a special method: on the type only, through
+ * its MRO (never on the metaclass). A new reference; TypeError as ``with`` raises when missing. */
+static PyObject *special(PyObject *obj, PyObject *name) {
+    PyObject *found = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
+    if (found == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
+                         Py_TYPE(obj)->tp_name);
+        }
+        return NULL;
     }
-    return method;
+    return Py_NewRef(found);
+}
+
+/* Call a special method found by ``special`` on ``obj`` with ``n`` (at most 3) more arguments,
+ * binding it as the interpreter does: a function or method descriptor gets ``obj`` first, another
+ * descriptor is bound through its ``__get__``, anything else is called as it is. */
+static PyObject *call_special(PyObject *method, PyObject *obj, PyObject *const *rest, Py_ssize_t n) {
+    PyObject *argv[4];
+    if (PyType_HasFeature(Py_TYPE(method), Py_TPFLAGS_METHOD_DESCRIPTOR)) {
+        argv[0] = obj;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            argv[i + 1] = rest[i];
+        }
+        return PyObject_Vectorcall(method, argv, (size_t)n + 1, NULL);
+    }
+    descrgetfunc get = Py_TYPE(method)->tp_descr_get;
+    if (get == NULL) {
+        return PyObject_Vectorcall(method, rest, (size_t)n, NULL);
+    }
+    PyObject *bound = get(method, obj, (PyObject *)Py_TYPE(obj));
+    if (bound == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_Vectorcall(bound, rest, (size_t)n, NULL);
+    Py_DECREF(bound);
+    return result;
 }
 
 static int specials(SpecialCache *cache, PyObject *obj, PyObject **enter, PyObject **exit) {
-    /* New references to type(obj).__enter__ and __exit__. */
+    /* New references to type(obj).__enter__ and __exit__ (for call_special). */
     PyTypeObject *type = Py_TYPE(obj);
     int valid = cache->type == type && cache->tag != 0 && type->tp_version_tag == cache->tag;
 #ifdef Py_TPFLAGS_VALID_VERSION_TAG
     valid = valid && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
 #endif
     if (!valid) {
-        PyObject *new_exit = special(obj, S_exit);
-        if (new_exit == NULL) {
-            return -1;
-        }
         PyObject *new_enter = special(obj, S_enter);
         if (new_enter == NULL) {
-            Py_DECREF(new_exit);
+            return -1;
+        }
+        PyObject *new_exit = special(obj, S_exit);
+        if (new_exit == NULL) {
+            Py_DECREF(new_enter);
             return -1;
         }
         Py_XSETREF(cache->enter, new_enter);
@@ -206,6 +234,72 @@ static int specials(SpecialCache *cache, PyObject *obj, PyObject **enter, PyObje
     /* Own references: a nested call on another class may replace the cache's. */
     *enter = Py_NewRef(cache->enter);
     *exit = Py_NewRef(cache->exit);
+    return 0;
+}
+
+/* -- the exception being handled -------------------------------------------------------------------
+ * While a ``with`` statement's __exit__ runs for a raising block, the block's exception is the one
+ * being handled: sys.exc_info() returns it, a bare ``raise`` re-raises it, and an exception raised
+ * meanwhile gets it as __context__ (the interpreter chains it, breaking cycles). C code has no frame
+ * of its own to hold it, so it is set in the current exception-state item and put back after, as
+ * the interpreter's own handlers (and Cython's) do. */
+typedef struct {
+    PyObject *value;
+#if PY_VERSION_HEX < 0x030B0000
+    PyObject *type, *traceback;
+#endif
+} Handled;
+
+static void handling_begin(Handled *saved, PyObject *error) {
+    _PyErr_StackItem *item = PyThreadState_Get()->exc_info;
+    saved->value = item->exc_value;
+    item->exc_value = Py_NewRef(error);
+#if PY_VERSION_HEX < 0x030B0000
+    saved->type = item->exc_type;
+    saved->traceback = item->exc_traceback;
+    item->exc_type = Py_NewRef((PyObject *)Py_TYPE(error));
+    item->exc_traceback = PyException_GetTraceback(error);
+#endif
+}
+
+static void handling_end(Handled *saved) {
+    _PyErr_StackItem *item = PyThreadState_Get()->exc_info;
+    PyObject *value = item->exc_value;
+    item->exc_value = saved->value;
+    Py_XDECREF(value);
+#if PY_VERSION_HEX < 0x030B0000
+    PyObject *type = item->exc_type, *traceback = item->exc_traceback;
+    item->exc_type = saved->type;
+    item->exc_traceback = saved->traceback;
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+#endif
+}
+
+/* ``exit(obj, type(error), error, traceback)`` for a block that raised ``error``, as ``with`` calls
+ * it: 1 when it returned true (the exception is suppressed), 0 when not (the caller re-raises
+ * ``error``), -1 when it raised (that exception is set, chained to ``error`` by the interpreter). */
+static int exit_with_error(PyObject *exit, PyObject *obj, PyObject *error) {
+    PyObject *tb = PyException_GetTraceback(error);
+    PyObject *rest[3] = {(PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
+    Handled saved;
+    handling_begin(&saved, error);
+    PyObject *result = call_special(exit, obj, rest, 3);
+    int suppressed = result == NULL ? -1 : PyObject_IsTrue(result);
+    Py_XDECREF(result);
+    handling_end(&saved);
+    Py_XDECREF(tb);
+    return suppressed;
+}
+
+/* ``exit(obj, None, None, None)`` for a block that ended normally: 0, or -1 with its exception set. */
+static int exit_normally(PyObject *exit, PyObject *obj) {
+    PyObject *rest[3] = {Py_None, Py_None, Py_None};
+    PyObject *result = call_special(exit, obj, rest, 3);
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
     return 0;
 }
 
@@ -296,6 +390,12 @@ static PyObject *configure(PyObject *module, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!nnnn:configure", &PyTuple_Type, &bounds, &i_sum, &i_min, &i_max, &i_b0)) {
         return NULL;
     }
+    /* observe_row checks a row's length against I_B0 + the bounds: every column must come before. */
+    if (i_sum < 0 || i_min < 0 || i_max < 0 || i_sum >= i_b0 || i_min >= i_b0 || i_max >= i_b0 ||
+        i_sum == i_min || i_sum == i_max || i_min == i_max) {
+        PyErr_SetString(PyExc_ValueError, "configure: sum, min and max must be distinct columns before b0");
+        return NULL;
+    }
     Py_ssize_t n = PyTuple_GET_SIZE(bounds);
     double *values = PyMem_Calloc(n > 0 ? n : 1, sizeof(double));
     if (values == NULL) {
@@ -354,6 +454,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *dict;
+    PyObject *weakrefs;
     PyObject *refs[N_REFS];
     Slots slots;
     Slots slots2;
@@ -371,6 +472,7 @@ static PyObject *hook_make(vectorcallfunc behaviour, PyObject *const *refs, Py_s
     }
     hook->vectorcall = behaviour;
     hook->dict = NULL;
+    hook->weakrefs = NULL;
     for (Py_ssize_t i = 0; i < N_REFS; i++) {
         hook->refs[i] = i < n ? Py_NewRef(refs[i]) : NULL;
     }
@@ -423,6 +525,9 @@ static int hook_clear(PyObject *op) {
 
 static void hook_dealloc(PyObject *op) {
     PyObject_GC_UnTrack(op);
+    if (((Hook *)op)->weakrefs != NULL) {
+        PyObject_ClearWeakRefs(op);
+    }
     hook_clear(op);
     PyObject_GC_Del(op);
 }
@@ -436,9 +541,12 @@ static PyObject *hook_get(PyObject *op, PyObject *obj, PyObject *type) {
 }
 
 /* The function a hook stands in for (``__wrapped__``, set by functools.update_wrapper), or NULL. */
+/* The function a hook stands in for (``__wrapped__``, set by functools.update_wrapper): a new
+ * reference, or NULL, with an exception set only if looking it up failed. */
 static PyObject *hook_wrapped(PyObject *op) {
     Hook *hook = (Hook *)op;
-    return hook->dict != NULL ? PyDict_GetItemWithError(hook->dict, S_wrapped) : NULL; /* borrowed */
+    PyObject *wrapped = hook->dict != NULL ? PyDict_GetItemWithError(hook->dict, S_wrapped) : NULL;
+    return Py_XNewRef(wrapped);
 }
 
 /* Introspection sees the replaced function, as with wrapt's proxies that contrib instrumentations
@@ -452,7 +560,13 @@ static PyObject *hook_class(PyObject *op, void *closure) {
         }
         return Py_NewRef((PyObject *)Py_TYPE(op));
     }
-    return PyObject_GetAttr(wrapped, S_class);
+    PyObject *cls = NULL;
+    if (Py_EnterRecursiveCall(" reading a hook's __class__") == 0) { /* ``h.__wrapped__ = h`` */
+        cls = PyObject_GetAttr(wrapped, S_class);
+        Py_LeaveRecursiveCall();
+    }
+    Py_DECREF(wrapped);
+    return cls;
 }
 
 static PyObject *hook_getattro(PyObject *op, PyObject *name) {
@@ -460,12 +574,28 @@ static PyObject *hook_getattro(PyObject *op, PyObject *name) {
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return value;
     }
+    PyObject *type, *error, *tb;
+    PyErr_Fetch(&type, &error, &tb); /* kept while __wrapped__ is looked up */
     PyObject *wrapped = hook_wrapped(op);
     if (wrapped == NULL) {
-        return NULL; /* the AttributeError stands */
+        if (PyErr_Occurred()) {
+            Py_XDECREF(type);
+            Py_XDECREF(error);
+            Py_XDECREF(tb);
+        } else {
+            PyErr_Restore(type, error, tb); /* the AttributeError stands */
+        }
+        return NULL;
     }
-    PyErr_Clear();
-    return PyObject_GetAttr(wrapped, name);
+    Py_XDECREF(type);
+    Py_XDECREF(error);
+    Py_XDECREF(tb);
+    if (Py_EnterRecursiveCall(" reading an attribute through a hook's __wrapped__") == 0) {
+        value = PyObject_GetAttr(wrapped, name);
+        Py_LeaveRecursiveCall();
+    }
+    Py_DECREF(wrapped);
+    return value;
 }
 
 static PyGetSetDef hook_getset[] = {
@@ -487,11 +617,27 @@ static PyTypeObject HookType = {
     .tp_vectorcall_offset = offsetof(Hook, vectorcall),
     .tp_descr_get = hook_get,
     .tp_dictoffset = offsetof(Hook, dict),
+    .tp_weaklistoffset = offsetof(Hook, weakrefs),
     .tp_getset = hook_getset,
     .tp_getattro = hook_getattro,
 };
 
 #define SLOW(hook) PyObject_Vectorcall((hook)->refs[0], args, nargsf, kwnames)
+
+/* Keyword arguments a ``call(self, func, *args, **kwargs)`` binds itself: the library raises
+ * TypeError for them, so such calls go to the twin, which has the library's signature. */
+static int names_a_parameter(PyObject *kwnames) {
+    if (kwnames == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_Compare(name, S_self) == 0 || PyUnicode_Compare(name, S_func) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
 /* -- guarded_call: circuitbreaker's ``call(self, func, *args, **kwargs)`` ------------------------
  * refs: slow (the Python twin), entries (id(breaker) -> entry), closed, raised, record.
@@ -501,7 +647,7 @@ static PyTypeObject HookType = {
 static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Hook *hook = (Hook *)op;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 2) {
+    if (nargs < 2 || names_a_parameter(kwnames)) {
         return SLOW(hook);
     }
     PyObject *breaker = args[0], *func = args[1];
@@ -514,24 +660,31 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
     if (local == NULL || hot == NULL) {
         return SLOW(hook);
     }
+    /* Owned from here: what follows may run Python code (a property, a finalizer) that lets another
+     * thread uninstrument and drop them. */
+    Py_INCREF(entry);
+    Py_INCREF(local);
+    Py_INCREF(hot);
     PyObject *state = PyObject_GetAttr(breaker, S__state);
     if (state == NULL) {
         PyErr_Clear();
     }
     int fast = state == hook->refs[2] && is_fast(hot);
     Py_XDECREF(state);
+    Py_DECREF(hot);
+    PyObject *enter = NULL, *exit = NULL;
+    if (fast && specials(&hook->specials, breaker, &enter, &exit) < 0) {
+        PyErr_Clear(); /* the twin raises what ``with`` raises */
+        fast = 0;
+    }
     if (!fast) {
+        Py_DECREF(local);
+        Py_DECREF(entry);
         return SLOW(hook);
     }
-    PyObject *enter, *exit;
-    if (specials(&hook->specials, breaker, &enter, &exit) < 0) {
-        return NULL;
-    }
-    Py_INCREF(entry);
-    Py_INCREF(local);
     PyObject *result = NULL, *error = NULL;
     double start = now();
-    PyObject *entered = PyObject_Vectorcall(enter, &breaker, 1, NULL);
+    PyObject *entered = call_special(enter, breaker, NULL, 0);
     if (entered == NULL) { /* the block never started: as ``with``, no __exit__ */
         error = take_error();
         goto raised;
@@ -540,46 +693,30 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
     result = PyObject_Vectorcall(func, args + 2, nargs - 2, kwnames);
     if (result == NULL) {
         error = take_error();
-        PyObject *tb = PyException_GetTraceback(error);
-        PyObject *exit_args[4] = {breaker, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
-        PyObject *suppress = PyObject_Vectorcall(exit, exit_args, 4, NULL);
-        Py_XDECREF(tb);
-        if (suppress == NULL) { /* __exit__ raised: its exception, with the block's as context */
-            PyObject *second = take_error();
-            PyException_SetContext(second, error); /* steals error */
-            error = second;
-            goto raised;
-        }
-        int suppressed = PyObject_IsTrue(suppress);
-        Py_DECREF(suppress);
-        if (suppressed > 0) { /* as the library's ``with self: return ...`` running off its end */
-            PyObject *raised_args[5] = {breaker, entry, NULL, error, Py_True};
+        int suppressed = exit_with_error(exit, breaker, error);
+        if (suppressed < 0) { /* __exit__ raised: its exception goes on (chained to the block's) */
+            Py_DECREF(error);
+            error = take_error();
+        } else if (suppressed > 0) { /* as the library's ``with self: return ...`` running off its end */
             PyObject *start_obj = PyFloat_FromDouble(start);
             if (start_obj != NULL) {
-                raised_args[2] = start_obj;
+                PyObject *raised_args[5] = {breaker, entry, start_obj, error, Py_True};
                 bookkeep(hook->refs[3], raised_args, 5);
                 Py_DECREF(start_obj);
             } else {
                 PyErr_Clear();
             }
             Py_DECREF(error);
-            error = NULL;
             result = Py_NewRef(Py_None);
             goto done;
         }
-        if (suppressed < 0) {
-            PyErr_Clear();
-        }
         goto raised;
     }
-    PyObject *exit_args[4] = {breaker, Py_None, Py_None, Py_None};
-    PyObject *exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
-    if (exited == NULL) {
+    if (exit_normally(exit, breaker) < 0) {
         Py_CLEAR(result);
         error = take_error();
         goto raised;
     }
-    Py_DECREF(exited);
     record_success(&hook->rows, entry, local, hook->refs[4], now() - start);
     goto done;
 raised: {
@@ -614,7 +751,7 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
     Hook *hook = (Hook *)op;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs < 2 || nargs + nkw > 16) {
+    if (nargs < 2 || nargs + nkw > 16 || names_a_parameter(kwnames)) {
         return SLOW(hook);
     }
     PyObject *breaker = args[0];
@@ -629,13 +766,15 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
         Py_DECREF(lock);
         return SLOW(hook);
     }
+    Py_INCREF(binding);
     PyObject *enter, *exit;
     if (specials(&hook->specials, lock, &enter, &exit) < 0) {
+        PyErr_Clear(); /* the twin raises what ``with`` raises */
+        Py_DECREF(binding);
         Py_DECREF(lock);
-        return NULL;
+        return SLOW(hook);
     }
-    Py_INCREF(binding);
-    PyObject *entered = PyObject_Vectorcall(enter, &lock, 1, NULL);
+    PyObject *entered = call_special(enter, lock, NULL, 0);
     Py_DECREF(enter);
     if (entered == NULL) {
         Py_DECREF(binding);
@@ -695,90 +834,150 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
 leave:
     Py_XDECREF(state);
     Py_DECREF(binding);
-    {
-        PyObject *exited;
-        if (error != NULL) {
-            PyObject *tb = PyException_GetTraceback(error);
-            PyObject *exit_args[4] = {lock, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
-            exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
-            Py_XDECREF(tb);
-            if (exited == NULL) {
-                PyObject *second = take_error();
-                PyException_SetContext(second, error); /* steals error */
-                error = second;
-            } else {
-                Py_DECREF(exited);
-            }
-            give_error(error);
+    if (error != NULL) {
+        int suppressed = exit_with_error(exit, lock, error);
+        if (suppressed > 0) { /* ``with self._lock: return ...`` running off its end */
+            Py_DECREF(error);
+            result = Py_NewRef(Py_None);
+        } else if (suppressed < 0) {
+            Py_DECREF(error);
         } else {
-            PyObject *exit_args[4] = {lock, Py_None, Py_None, Py_None};
-            exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
-            if (exited == NULL) {
-                Py_CLEAR(result);
-            } else {
-                Py_DECREF(exited);
-            }
+            give_error(error);
         }
+    } else if (exit_normally(exit, lock) < 0) {
+        Py_CLEAR(result);
     }
     Py_DECREF(exit);
     Py_DECREF(lock);
     return result;
 }
 
-/* -- open blocks: where a wrapper's start waits for its exit ------------------------------------------
- * Each thread keeps the starts of the blocks it entered and has not left, newest last, looked up by
- * the wrapper's address from the newest (a wrapper entered twice is left innermost first; blocks
- * that interleave, as in generators or tasks, are found wherever they are). No Python object is
- * made or hashed. When a thread has OPEN_MAX blocks open, further ones are kept in the Python side's
- * dict instead, as the pure-Python twin keeps them all. */
+/* -- OpenBlocks: where a wrapper's start waits for its exit -----------------------------------------
+ * The starts of the blocks entered and not yet left, newest last, each with a reference to its
+ * wrapper (so no other object can take its address while it waits), looked up by the wrapper from
+ * the newest: a wrapper entered twice is left innermost first, and blocks that interleave (in
+ * generators or tasks) or end in another thread are found wherever they are. No Python object is
+ * made or hashed on the way. With OPEN_MAX blocks open, further ones are kept in the Python side's
+ * dict, as the pure-Python twin keeps them all. One per instrumentation, cleared when it stops. */
 #define OPEN_MAX 256
 
 typedef struct {
-    const void *owner;
-    double start;
-} Open;
+    PyObject_HEAD
+    int count;
+    PyObject *owners[OPEN_MAX]; /* strong */
+    double starts[OPEN_MAX];
+} OpenBlocks;
 
-static _Thread_local Open open_blocks[OPEN_MAX];
-static _Thread_local int open_count = 0;
+static PyTypeObject OpenBlocksType;
 
-static int open_push(const void *owner, double start) {
-    if (open_count == OPEN_MAX) {
+static int open_push(OpenBlocks *blocks, PyObject *owner, double start) {
+    if (blocks->count == OPEN_MAX) {
         return -1;
     }
-    open_blocks[open_count].owner = owner;
-    open_blocks[open_count].start = start;
-    open_count++;
+    blocks->owners[blocks->count] = Py_NewRef(owner);
+    blocks->starts[blocks->count] = start;
+    blocks->count++;
     return 0;
 }
 
-static int open_find(const void *owner) {
-    for (int i = open_count - 1; i >= 0; i--) {
-        if (open_blocks[i].owner == owner) {
+static int open_find(OpenBlocks *blocks, PyObject *owner) {
+    for (int i = blocks->count - 1; i >= 0; i--) {
+        if (blocks->owners[i] == owner) {
             return i;
         }
     }
     return -1;
 }
 
-static double open_remove(int i) {
-    double start = open_blocks[i].start;
-    memmove(&open_blocks[i], &open_blocks[i + 1], (size_t)(open_count - i - 1) * sizeof(Open));
-    open_count--;
+/* Forget block ``i`` and give its start. The table is whole again before the wrapper's reference
+ * goes (which may run Python code). */
+static double open_remove(OpenBlocks *blocks, int i) {
+    double start = blocks->starts[i];
+    PyObject *owner = blocks->owners[i];
+    int after = blocks->count - i - 1;
+    memmove(&blocks->owners[i], &blocks->owners[i + 1], (size_t)after * sizeof(PyObject *));
+    memmove(&blocks->starts[i], &blocks->starts[i + 1], (size_t)after * sizeof(double));
+    blocks->count--;
+    Py_DECREF(owner);
     return start;
 }
 
-/* take_start(wrapper) -> float | None: the start of the wrapper's innermost open block in this
- * thread, which is no longer open; for the Python twins' exits. */
-static PyObject *take_start(PyObject *module, PyObject *owner) {
-    int i = open_find(owner);
+static PyObject *open_blocks_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "OpenBlocks() takes no arguments");
+        return NULL;
+    }
+    OpenBlocks *blocks = (OpenBlocks *)type->tp_alloc(type, 0);
+    if (blocks != NULL) {
+        blocks->count = 0;
+    }
+    return (PyObject *)blocks;
+}
+
+static PyObject *open_blocks_take(PyObject *op, PyObject *owner) {
+    OpenBlocks *blocks = (OpenBlocks *)op;
+    int i = open_find(blocks, owner);
     if (i < 0) {
         Py_RETURN_NONE;
     }
-    return PyFloat_FromDouble(open_remove(i));
+    return PyFloat_FromDouble(open_remove(blocks, i));
 }
 
+static int open_blocks_clear(PyObject *op) {
+    OpenBlocks *blocks = (OpenBlocks *)op;
+    while (blocks->count > 0) {
+        open_remove(blocks, blocks->count - 1);
+    }
+    return 0;
+}
+
+static PyObject *open_blocks_forget(PyObject *op, PyObject *unused) {
+    open_blocks_clear(op);
+    Py_RETURN_NONE;
+}
+
+static PyObject *open_blocks_len(PyObject *op, PyObject *unused) {
+    return PyLong_FromLong(((OpenBlocks *)op)->count);
+}
+
+static int open_blocks_traverse(PyObject *op, visitproc visit, void *arg) {
+    OpenBlocks *blocks = (OpenBlocks *)op;
+    for (int i = 0; i < blocks->count; i++) {
+        Py_VISIT(blocks->owners[i]);
+    }
+    return 0;
+}
+
+static void open_blocks_dealloc(PyObject *op) {
+    PyObject_GC_UnTrack(op);
+    open_blocks_clear(op);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyMethodDef open_blocks_methods[] = {
+    {"take", open_blocks_take, METH_O,
+     "take(wrapper) -> float | None: the start of the wrapper's innermost open block, no longer open."},
+    {"clear", open_blocks_forget, METH_NOARGS, "clear(): forget every open block."},
+    {"open", open_blocks_len, METH_NOARGS, "open() -> int: how many blocks are open."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject OpenBlocksType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "otel_trading.instrumentation._native.OpenBlocks",
+    .tp_doc = "The starts of the guarded blocks entered and not yet left (purgatory's wrappers).",
+    .tp_basicsize = sizeof(OpenBlocks),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = open_blocks_new,
+    .tp_dealloc = open_blocks_dealloc,
+    .tp_traverse = open_blocks_traverse,
+    .tp_clear = open_blocks_clear,
+    .tp_methods = open_blocks_methods,
+};
+
 /* -- paired_enter: purgatory's ``SyncCircuitBreaker.__enter__(self)`` ------------------------------
- * refs: slow, starts (id(wrapper) -> start), opened (the rejection type), rejected, nested.
+ * refs: slow, starts (id(wrapper) -> start), opened (the rejection type), rejected, nested, blocks
+ * (the OpenBlocks, where most starts wait instead of ``starts``).
  * Enters ``self.context``; its ``opened`` error is a rejection (``rejected(self)``); then the start
  * is kept under the wrapper's id (``nested(key, start)`` when the wrapper is already in a block). */
 static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -801,7 +1000,7 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
     }
     Py_DECREF(entered);
     double began = now();
-    if (open_push(self, began) == 0) {
+    if (open_push((OpenBlocks *)hook->refs[5], self, began) == 0) {
         return Py_NewRef(self);
     }
     PyObject *start = PyFloat_FromDouble(began);
@@ -863,7 +1062,7 @@ static PyObject *purgatory_exit(PyObject *self, PyObject *context) {
 }
 
 /* -- paired_exit: purgatory's ``SyncCircuitBreaker.__exit__(self, exc_type, exc, tb)`` --------------
- * refs: slow, orig (the library's), starts, circuits (name -> circuit), record.
+ * refs: slow, orig (the library's), starts, circuits (name -> circuit), record, blocks.
  * Fast path: no exception, one start kept for the wrapper, a known circuit whose series is hot:
  * the library's exit runs, then the block (enter to this call) is one histogram update. */
 static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -875,9 +1074,10 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     PyObject *self = args[0];
     double began;
     PyObject *key = NULL; /* set when the start is in the dict */
-    int open = open_find(self);
+    OpenBlocks *blocks = (OpenBlocks *)hook->refs[5];
+    int open = open_find(blocks, self);
     if (open >= 0) {
-        began = open_blocks[open].start;
+        began = blocks->starts[open];
     } else {
         key = id_key(self);
         if (key == NULL) {
@@ -923,9 +1123,9 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     /* The block is over whatever follows (the twin reads and forgets its start first too). Found
      * again: the lookups above may have run Python code that entered or left other blocks. */
     if (key == NULL) {
-        open = open_find(self);
+        open = open_find(blocks, self);
         if (open >= 0) {
-            open_remove(open);
+            open_remove(blocks, open);
         }
     } else {
         if (PyDict_DelItem(hook->refs[2], key) < 0) {
@@ -980,7 +1180,7 @@ static PyObject *pyee_call_handlers(Hook *hook, PyObject *self, PyObject *event,
         Py_DECREF(lock);
         return NULL;
     }
-    PyObject *entered = PyObject_Vectorcall(enter, &lock, 1, NULL);
+    PyObject *entered = call_special(enter, lock, NULL, 0);
     Py_DECREF(enter);
     if (entered == NULL) {
         Py_DECREF(exit);
@@ -1002,34 +1202,30 @@ static PyObject *pyee_call_handlers(Hook *hook, PyObject *self, PyObject *event,
         Py_XDECREF(handlers);
         Py_DECREF(table);
     }
-    PyObject *exited;
+    int left;
     if (funcs == NULL) { /* leave the lock as ``with`` does, the error going on */
         PyObject *error = take_error();
-        PyObject *tb = PyException_GetTraceback(error);
-        PyObject *exit_args[4] = {lock, (PyObject *)Py_TYPE(error), error, tb != NULL ? tb : Py_None};
-        exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
-        Py_XDECREF(tb);
-        Py_XDECREF(exited);
-        if (exited == NULL) {
-            PyObject *second = take_error();
-            PyException_SetContext(second, error);
-            give_error(second);
-        } else {
+        left = exit_with_error(exit, lock, error);
+        if (left == 0) {
             give_error(error);
+        } else {
+            Py_DECREF(error);
+            if (left > 0) { /* suppressed: the copy of the handlers was never made */
+                PyErr_SetString(PyExc_UnboundLocalError,
+                                "cannot access local variable 'funcs' where it is not associated with a value");
+            }
         }
         Py_DECREF(exit);
         Py_DECREF(lock);
         return NULL;
     }
-    PyObject *exit_args[4] = {lock, Py_None, Py_None, Py_None};
-    exited = PyObject_Vectorcall(exit, exit_args, 4, NULL);
+    left = exit_normally(exit, lock);
     Py_DECREF(exit);
     Py_DECREF(lock);
-    if (exited == NULL) {
+    if (left < 0) {
         Py_DECREF(funcs);
         return NULL;
     }
-    Py_DECREF(exited);
     Py_ssize_t n = PyList_GET_SIZE(funcs);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *call_args[4] = {self, PyList_GET_ITEM(funcs, i), args, kwargs};
@@ -1071,17 +1267,21 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
         return SLOW(hook);
     }
     PyObject *local = SLOT(ev, hook->slots.a), *hot = SLOT(ev, hook->slots.b);
-    if (local == NULL || hot == NULL || !is_fast(hot)) {
+    if (local == NULL || hot == NULL) {
         return SLOW(hook);
     }
-    PyObject *row = thread_row(&hook->rows, ev, local);
-    PyObject *published = row != NULL && PyList_CheckExact(row) && PyList_GET_SIZE(row) > 0
-                              ? PyList_GET_ITEM(row, 0) : NULL; /* column C0 */
-    Py_ssize_t count = published != NULL && PyLong_CheckExact(published) ? PyLong_AsSsize_t(published) : -1;
-    PyObject *bumped = count >= 0 ? PyLong_FromSsize_t(count + 1) : NULL;
-    if (bumped == NULL) {
-        PyErr_Clear();
+    /* Owned from here: what follows may run Python code (making the thread's row takes a lock) that
+     * lets another thread uninstrument and drop them. */
+    Py_INCREF(ev);
+    Py_INCREF(local);
+    Py_INCREF(hot);
+    int fast = is_fast(hot);
+    Py_DECREF(hot);
+    PyObject *row = fast ? thread_row(&hook->rows, ev, local) : NULL;
+    Py_DECREF(local);
+    if (row == NULL || !PyList_CheckExact(row) || PyList_GET_SIZE(row) <= 0) {
         Py_XDECREF(row);
+        Py_DECREF(ev);
         return SLOW(hook);
     }
     PyObject *current = hook->refs[6], *saved = NULL, *marker = NULL;
@@ -1097,13 +1297,28 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
             PyErr_Clear();
             Py_XDECREF(marker);
             Py_XDECREF(saved);
-            Py_DECREF(bumped);
             Py_DECREF(row);
+            Py_DECREF(ev);
             return SLOW(hook);
         }
     }
-    PyList_SetItem(row, 0, bumped); /* published */
-    Py_INCREF(ev);
+    /* published (column C0): read and written with nothing in between that could run Python code */
+    PyObject *published = PyList_GET_ITEM(row, 0);
+    Py_ssize_t count = PyLong_CheckExact(published) ? PyLong_AsSsize_t(published) : -1;
+    PyObject *bumped = count >= 0 ? PyLong_FromSsize_t(count + 1) : NULL;
+    if (bumped != NULL) {
+        PyList_SetItem(row, 0, bumped);
+    } else {
+        PyErr_Clear();
+        PyObject *one = PyLong_FromLong(1); /* ``row[C0] += 1`` as the twin writes it */
+        published = Py_NewRef(published);
+        bumped = one != NULL ? PyNumber_Add(published, one) : NULL;
+        Py_XDECREF(one);
+        Py_DECREF(published);
+        if (bumped == NULL || PyList_SetItem(row, 0, bumped) < 0) {
+            PyErr_Clear();
+        }
+    }
     PyObject *result = pyee_call_handlers(hook, self, event, args[2], args[3]);
     PyObject *error = result == NULL ? take_error() : NULL;
     if (sync) {
@@ -1142,55 +1357,80 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
     return result;
 }
 
-/* -- Returning: a stand-in for a handler that already ran -------------------------------------------
- * Handed to pyee's own asyncio ``_emit_run`` when a handler returned something it may schedule (a
- * coroutine, a future): called with the handler's arguments, it returns that result. */
+/* -- StandIn: a handler that already ran ---------------------------------------------------------------
+ * Handed to pyee's own asyncio ``_emit_run`` in place of a handler the hook ran itself: called with
+ * the handler's arguments, it returns the handler's result (pyee then schedules a coroutine or
+ * watches a future, exactly as it would have), or raises the handler's exception again (pyee then
+ * emits its ``error`` event from its own ``except``, exactly as it would have). */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *value;
-} Returning;
+    int raising;
+} StandIn;
 
-static PyObject *returning_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    return Py_NewRef(((Returning *)op)->value);
+static PyObject *stand_in_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    StandIn *stand_in = (StandIn *)op;
+    if (stand_in->raising) {
+        give_error(Py_NewRef(stand_in->value));
+        return NULL;
+    }
+    return Py_NewRef(stand_in->value);
 }
 
-static int returning_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(((Returning *)op)->value);
+static int stand_in_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(((StandIn *)op)->value);
     return 0;
 }
 
-static int returning_clear(PyObject *op) {
-    Py_CLEAR(((Returning *)op)->value);
+static int stand_in_clear(PyObject *op) {
+    Py_CLEAR(((StandIn *)op)->value);
     return 0;
 }
 
-static void returning_dealloc(PyObject *op) {
+static void stand_in_dealloc(PyObject *op) {
     PyObject_GC_UnTrack(op);
-    returning_clear(op);
+    stand_in_clear(op);
     PyObject_GC_Del(op);
 }
 
-static PyTypeObject ReturningType = {
+static PyTypeObject StandInType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "otel_trading.instrumentation._native.Returning",
-    .tp_doc = "A pyee handler that already ran: returns its result.",
-    .tp_basicsize = sizeof(Returning),
+    .tp_name = "otel_trading.instrumentation._native.StandIn",
+    .tp_doc = "A pyee handler that already ran: gives back its result or raises its exception again.",
+    .tp_basicsize = sizeof(StandIn),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_dealloc = returning_dealloc,
-    .tp_traverse = returning_traverse,
-    .tp_clear = returning_clear,
+    .tp_dealloc = stand_in_dealloc,
+    .tp_traverse = stand_in_traverse,
+    .tp_clear = stand_in_clear,
     .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Returning, vectorcall),
+    .tp_vectorcall_offset = offsetof(StandIn, vectorcall),
 };
+
+/* pyee's own ``_emit_run(self, stand_in, args, kwargs)`` with a StandIn for ``value`` (stolen). */
+static PyObject *run_stand_in(Hook *hook, PyObject *const *args, PyObject *value, int raising) {
+    StandIn *stand_in = PyObject_GC_New(StandIn, &StandInType);
+    if (stand_in == NULL) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    stand_in->vectorcall = stand_in_call;
+    stand_in->value = value;
+    stand_in->raising = raising;
+    PyObject_GC_Track((PyObject *)stand_in);
+    PyObject *run_args[4] = {args[0], (PyObject *)stand_in, args[2], args[3]};
+    PyObject *result = PyObject_Vectorcall(hook->refs[1], run_args, 4, NULL);
+    Py_DECREF(stand_in);
+    return result;
+}
 
 /* -- emit_run: pyee's ``AsyncIOEventEmitter._emit_run(self, f, args, kwargs)`` ----------------------
  * refs: slow, orig, current, on_error, after. While no event is recorded in this thread, pyee's own
- * runs. While one is, the handler runs here: an ``Exception`` is counted (``on_error(dispatch)``)
- * and emitted as pyee's ``error`` event, as pyee does; a None result ends the run, as pyee's does;
- * any other result goes through ``after(result, dispatch)`` (the twin: a coroutine comes back
- * inside one that ends the event when it does, a future is watched) and then to pyee's own, which
- * schedules it exactly as it would have. */
+ * runs. While one is, the handler runs here first: None (a sync handler's usual result) ends the
+ * run, as in pyee's own; an ``Exception`` is counted (``on_error(dispatch)``) and any other result
+ * goes through ``after(result, dispatch)`` (the twin: a coroutine comes back inside one that ends
+ * the event when it does, a future is watched); then pyee's own runs with a StandIn for the
+ * handler, so its scheduling and its ``error`` event are its own. */
 static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Hook *hook = (Hook *)op;
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_CheckExact(args[2]) ||
@@ -1206,31 +1446,16 @@ static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, Py
         Py_DECREF(dispatch);
         return PyObject_Vectorcall(hook->refs[1], args, 4, NULL);
     }
-    PyObject *self = args[0];
     PyObject *result = PyObject_Call(args[1], args[2], PyDict_GET_SIZE(args[3]) ? args[3] : NULL);
     if (result == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             Py_DECREF(dispatch);
-            return NULL;
+            return NULL; /* pyee's own lets it through too */
         }
         PyObject *error = take_error();
         bookkeep(hook->refs[3], &dispatch, 1);
         Py_DECREF(dispatch);
-        /* pyee: ``except Exception as exc: self.emit("error", exc)``, inside the handler's except */
-        PyObject *type, *value, *tb;
-        PyErr_GetExcInfo(&type, &value, &tb);
-        PyErr_SetExcInfo(Py_NewRef((PyObject *)Py_TYPE(error)), Py_NewRef(error), PyException_GetTraceback(error));
-        PyObject *emitted = PyObject_CallMethodObjArgs(self, S_emit, S_error, error, NULL);
-        PyErr_SetExcInfo(type, value, tb);
-        if (emitted == NULL) {
-            PyObject *second = take_error();
-            PyException_SetContext(second, error); /* steals error */
-            give_error(second);
-            return NULL;
-        }
-        Py_DECREF(error);
-        Py_DECREF(emitted);
-        Py_RETURN_NONE;
+        return run_stand_in(hook, args, error, 1);
     }
     if (result == Py_None) {
         Py_DECREF(dispatch);
@@ -1244,18 +1469,7 @@ static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, Py
         given = Py_NewRef(result);
     }
     Py_DECREF(result);
-    Returning *stand_in = PyObject_GC_New(Returning, &ReturningType);
-    if (stand_in == NULL) {
-        Py_DECREF(given);
-        return NULL;
-    }
-    stand_in->vectorcall = returning_call;
-    stand_in->value = given;
-    PyObject_GC_Track((PyObject *)stand_in);
-    PyObject *run_args[4] = {self, (PyObject *)stand_in, args[2], args[3]};
-    PyObject *scheduled = PyObject_Vectorcall(hook->refs[1], run_args, 4, NULL);
-    Py_DECREF(stand_in);
-    return scheduled;
+    return run_stand_in(hook, args, given, 0);
 }
 
 /* -- factories ------------------------------------------------------------------------------------ */
@@ -1288,8 +1502,9 @@ static PyObject *factory(vectorcallfunc behaviour, const char *name, Py_ssize_t 
     }
 
 FACTORY(guarded_call, 5, PyDict_CheckExact(args[1]))
-FACTORY(paired_enter, 5, PyDict_CheckExact(args[1]) && PyExceptionClass_Check(args[2]))
-FACTORY(paired_exit, 5, PyDict_CheckExact(args[2]) && PyDict_CheckExact(args[3]))
+FACTORY(paired_enter, 6,
+        PyDict_CheckExact(args[1]) && PyExceptionClass_Check(args[2]) && Py_IS_TYPE(args[5], &OpenBlocksType))
+FACTORY(paired_exit, 6, PyDict_CheckExact(args[2]) && PyDict_CheckExact(args[3]) && Py_IS_TYPE(args[5], &OpenBlocksType))
 FACTORY(emitter_call, 8, PyDict_CheckExact(args[2]) && PyList_CheckExact(args[5]) && PyList_GET_SIZE(args[5]) == 1)
 FACTORY(emit_run, 5, 1)
 FACTORY(locked_call, 6, PyDict_CheckExact(args[1]) && PyType_Check(args[2]) && PyType_Check(args[5]))
@@ -1300,16 +1515,14 @@ static PyMethodDef native_methods[] = {
      "configure(bounds, sum, min, max, b0): the row layout every fast path writes."},
     {"observe", (PyCFunction)(void (*)(void))observe, METH_FASTCALL,
      "observe(row, value) -> bool: add value to the row's histogram columns; False if it is not a row."},
-    {"take_start", take_start, METH_O,
-     "take_start(wrapper) -> float | None: the start of the wrapper's innermost block open in this thread."},
     {"guarded_call", (PyCFunction)(void (*)(void))make_guarded_call, METH_FASTCALL,
      "guarded_call(slow, entries, closed, raised, record): circuitbreaker's call()."},
     {"locked_call", (PyCFunction)(void (*)(void))make_locked_call, METH_FASTCALL,
      "locked_call(slow, bindings, open_state, after_error, record, generator): pybreaker's call()."},
     {"paired_enter", (PyCFunction)(void (*)(void))make_paired_enter, METH_FASTCALL,
-     "paired_enter(slow, starts, opened, rejected, nested): purgatory's SyncCircuitBreaker.__enter__."},
+     "paired_enter(slow, starts, opened, rejected, nested, blocks): purgatory's SyncCircuitBreaker.__enter__."},
     {"paired_exit", (PyCFunction)(void (*)(void))make_paired_exit, METH_FASTCALL,
-     "paired_exit(slow, orig, starts, circuits, record): purgatory's SyncCircuitBreaker.__exit__."},
+     "paired_exit(slow, orig, starts, circuits, record, blocks): purgatory's SyncCircuitBreaker.__exit__."},
     {"emitter_call", (PyCFunction)(void (*)(void))make_emitter_call, METH_FASTCALL,
      "emitter_call(slow, orig, bindings, sync, scheduled, uplift, current, end): pyee's _call_handlers."},
     {"emit_run", (PyCFunction)(void (*)(void))make_emit_run, METH_FASTCALL,
@@ -1352,14 +1565,14 @@ PyMODINIT_FUNC PyInit__native(void) {
     INTERN(S__events, "_events");
     INTERN(S_values, "values");
     INTERN(S__emit_run, "_emit_run");
-    INTERN(S_emit, "emit");
-    INTERN(S_error, "error");
     INTERN(S_get_name, "get");
     INTERN(S_exclusive, "exclusive");
     INTERN(S_state, "state");
     INTERN(S_call, "call");
+    INTERN(S_self, "self");
+    INTERN(S_func, "func");
 #undef INTERN
-    if (PyType_Ready(&HookType) < 0 || PyType_Ready(&ReturningType) < 0) {
+    if (PyType_Ready(&HookType) < 0 || PyType_Ready(&StandInType) < 0 || PyType_Ready(&OpenBlocksType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&native_module);
@@ -1367,7 +1580,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "Hook", (PyObject *)&HookType) < 0 ||
-        PyModule_AddObjectRef(module, "Returning", (PyObject *)&ReturningType) < 0) {
+        PyModule_AddObjectRef(module, "StandIn", (PyObject *)&StandInType) < 0 ||
+        PyModule_AddObjectRef(module, "OpenBlocks", (PyObject *)&OpenBlocksType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -9,7 +9,7 @@ class Hook:
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: object, owner: type | None = None) -> Any: ...
 
-class Returning:
+class StandIn:
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
 def configure(bounds: tuple[float, ...], sum: int, min: int, max: int, b0: int, /) -> None: ...
@@ -28,6 +28,7 @@ def paired_enter(
     opened: type[BaseException],
     rejected: Callable[[Any], None],
     nested: Callable[[int, float], None],
+    blocks: OpenBlocks,
     /,
 ) -> Hook: ...
 def paired_exit(
@@ -36,6 +37,7 @@ def paired_exit(
     starts: dict[int, Any],
     circuits: dict[Any, Any],
     record: Callable[[Any, float], None],
+    blocks: OpenBlocks,
     /,
 ) -> Hook: ...
 def emitter_call(
@@ -57,7 +59,12 @@ def emit_run(
     after: Callable[[Any, Any], Any],
     /,
 ) -> Hook: ...
-def take_start(wrapper: object, /) -> float | None: ...
+class OpenBlocks:
+    """The starts of purgatory wrappers' blocks entered and not yet left."""
+
+    def take(self, wrapper: object, /) -> float | None: ...
+    def clear(self) -> None: ...
+    def open(self) -> int: ...
 def locked_call(
     slow: Callable[..., Any],
     bindings: dict[Any, Any],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import types
+from collections.abc import Callable
+from typing import Any
 
 from otel_trading.recording.rows import B0, BOUNDS, MAX, MIN, SUM
 from otel_trading.settings import pure_python_from_env
 
-__all__ = ["native"]
+__all__ = ["named_as", "native"]
 
 _logger = logging.getLogger("otel_trading")
 
@@ -33,3 +36,9 @@ def _load() -> types.ModuleType | None:
 #: The ``_native`` module, or None when the pure-Python hot paths are in use
 #: (not built, or ``OTEL_TRADING_PURE_PYTHON=true``).
 native: types.ModuleType | None = _load()
+
+
+def named_as(twin: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    """``twin`` (the pure-Python path a compiled one hands calls to) named as the library's
+    ``original``, so that an error binding its arguments names the library's method."""
+    return functools.update_wrapper(twin, original)

@@ -39,7 +39,7 @@ from typing import Any
 
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
 from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
-from otel_trading.instrumentation._native_loader import native
+from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
@@ -74,12 +74,6 @@ def _code(state: Any) -> int | None:
 _FAILURES: dict[tuple[int, int], BaseException] = {}
 
 
-def _take_start() -> Callable[[Any], float | None] | None:
-    """Where the compiled ``__enter__`` keeps most starts (see ``_native.c``, open blocks): its
-    ``take_start``, which the Python exits ask before the dict; None on the pure-Python path."""
-    return native.take_start if native is not None else None
-
-
 class _Circuit:
     """One circuit name: its binding, its rows for timed successes, and the last state seen."""
 
@@ -109,6 +103,11 @@ class PurgatoryBreakers:
         session.fast_lookups.append(self._starts)
         self._lock = threading.Lock()
         fork_safe(self)
+        # The compiled __enter__ keeps most starts here instead (with a reference to the wrapper);
+        # the exits, compiled or not, look here first. None on the pure-Python path.
+        self._blocks: Any = native.OpenBlocks() if native is not None else None
+        if self._blocks is not None:
+            session.on_stop.append(self._blocks.clear)
 
     def start(self) -> None:
         self.session.on_import("purgatory", self._patch, self.target)
@@ -335,7 +334,9 @@ class PurgatoryBreakers:
 
         if native is not None:
             # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
-            fast_enter: Callable[..., Any] = native.paired_enter(__enter__, self._starts, opened, rejected, nested)
+            fast_enter: Callable[..., Any] = native.paired_enter(
+                named_as(__enter__, orig), self._starts, opened, rejected, nested, self._blocks
+            )
             return fast_enter
         return __enter__
 
@@ -347,7 +348,7 @@ class PurgatoryBreakers:
         histogram update (a ``CountedThreadRows`` row: the success is its histogram count).
         """
         _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._patch_parts()
-        take = _take_start()
+        take = self._blocks.take if self._blocks is not None else None
         clock = perf_counter
         first_bound = _FIRST_BOUND
         bounds = BOUNDS
@@ -396,7 +397,7 @@ class PurgatoryBreakers:
         if native is not None:
             # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
             fast_exit: Callable[..., Any] = native.paired_exit(
-                __exit__, orig, self._starts, self._circuits, record_success
+                named_as(__exit__, orig), orig, self._starts, self._circuits, record_success, self._blocks
             )
             return fast_exit
         return __exit__
@@ -413,7 +414,7 @@ class PurgatoryBreakers:
     def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``AsyncCircuitBreaker.__aexit__``, as ``_exit`` does the sync one."""
         _, _, _, pop, _, unnest, _, ended, _ = self._patch_parts()
-        take = _take_start()
+        take = self._blocks.take if self._blocks is not None else None
         clock = perf_counter
         failures = _FAILURES
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
-from otel_trading.instrumentation._native_loader import native
+from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
@@ -528,7 +528,7 @@ class PyeeEmitters:
             # The compiled fast path (a known emitter, an app event, a hot series); the rest goes to
             # ``_call_handlers`` above.
             fast: Callable[..., Any] = native.emitter_call(
-                _call_handlers, orig, self._by_id, SYNC, SCHEDULED, self._uplift, current, _fast_end
+                named_as(_call_handlers, orig), orig, self._by_id, SYNC, SCHEDULED, self._uplift, current, _fast_end
             )
             return fast
         return _call_handlers
@@ -545,8 +545,10 @@ class PyeeEmitters:
             orig(self, _handler(f, dispatch, None), args, kwargs)
 
         if native is not None:
-            # The compiled twin: pyee's own is given a compiled stand-in for the handler.
-            fast: Callable[..., Any] = native.emit_run(_emit_run, orig, current, _handler_error, _handler_result)
+            # The compiled path: while an event is recorded the handler runs there first (see _native.c).
+            fast: Callable[..., Any] = native.emit_run(
+                named_as(_emit_run, orig), orig, current, _handler_error, _handler_result
+            )
             return fast
         return _emit_run
 

@@ -87,6 +87,8 @@ class Session:
         self.active = True
         #: Lookup tables hot paths consult instead of testing ``active``: emptied by ``stop()``.
         self.fast_lookups: list[dict[Any, Any]] = []
+        #: Called by ``stop()`` after the patches are undone (what the tables above cannot express).
+        self.on_stop: list[Callable[[], object]] = []
 
     def on_import(self, module: str, patch: Callable[[types.ModuleType, bool], None], what: str) -> None:
         """Run ``patch(module, existed_before)`` now if imported, else when the bot imports it."""
@@ -110,3 +112,8 @@ class Session:
         self.buses.clear()
         for table in self.fast_lookups:
             table.clear()
+        for callback in self.on_stop:
+            try:
+                callback()
+            except Exception as exc:  # pragma: no cover - defensive
+                report("stopping the instrumentation", exc)

@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +35,7 @@ from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import BOUNDS, new_row, observe
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
-from ..conftest import Metrics, make_metrics, run_in_threads, use_hot_path
+from ..conftest import HOT_PATHS, Metrics, make_metrics, run_in_threads, use_hot_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
@@ -280,3 +281,175 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
     assert metrics.value(N["breaker_successes"], name="threads-pybreaker") == 16_000
     assert metrics.value(N["bus_published"], event_type="tick") == 16_000
     assert metrics.value(N["bus_processed"], event_type="tick") == 16_000
+
+
+# -- what the libraries' code does with exceptions, on both hot paths ------------------------------------
+# Each scenario runs once on the plain library and once instrumented; everything it observes must match.
+
+
+def _same_with_and_without(instrumentor: Any, metrics: Metrics, scenario: Callable[[], Any]) -> None:
+    plain = scenario()
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    assert scenario() == plain
+
+
+class Boom(Exception):
+    pass
+
+
+def _exception_state_after_an_asyncio_handler_fails() -> list[Any]:
+    ee = AsyncIOEventEmitter()
+    seen: list[Any] = []
+    ee.on("error", lambda exc: seen.append(("error event", type(exc).__name__, sys.exc_info()[1] is exc)))
+
+    @ee.on("bad")
+    def bad() -> None:
+        raise Boom("handler")
+
+    def gen() -> Any:
+        yield
+        ee.emit("bad")  # resumed while the caller handles KeyError("outer")
+        seen.append(("after emit", repr(sys.exc_info()[1])))
+        yield
+        # resumed again with nothing being handled: nothing of the emit may linger here
+        seen.append(("later", repr(sys.exc_info()[1])))
+        try:
+            raise TypeError("fresh")
+        except TypeError as fresh:
+            seen.append(("fresh context", repr(fresh.__context__)))
+        yield
+
+    g = gen()
+    next(g)
+    try:
+        raise KeyError("outer")
+    except KeyError:
+        next(g)
+    next(g)
+    return seen
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_a_failing_asyncio_handler_leaves_the_exception_state_as_pyee_does(
+    hot_path: str, metrics: Metrics, instrumentor: Any
+) -> None:
+    _same_with_and_without(instrumentor, metrics, _exception_state_after_an_asyncio_handler_fails)
+
+
+def _unhandled_asyncio_handler_error() -> tuple[str, str, bool]:
+    ee = AsyncIOEventEmitter()  # no "error" listener: pyee raises the handler's exception
+
+    @ee.on("bad")
+    def bad() -> None:
+        raise Boom("handler")
+
+    with pytest.raises(Boom) as caught:
+        ee.emit("bad")
+    error = caught.value
+    return repr(error), repr(error.__context__), error.__context__ is error
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_an_unhandled_asyncio_handler_error_is_chained_as_pyee_chains_it(
+    hot_path: str, metrics: Metrics, instrumentor: Any
+) -> None:
+    _same_with_and_without(instrumentor, metrics, _unhandled_asyncio_handler_error)
+
+
+class _WatchingBreaker(circuitbreaker.CircuitBreaker):
+    """Records what its __exit__ sees as the exception being handled; re-raises with a bare raise."""
+
+    seen: list[Any] = []
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> Any:
+        self.seen.append((repr(sys.exc_info()[1]), sys.exc_info()[1] is exc_value))
+        if isinstance(exc_value, KeyError):
+            raise
+        if isinstance(exc_value, Boom):
+            raise ValueError("from __exit__")
+        return super().__exit__(exc_type, exc_value, tb)
+
+
+def _exit_sees_the_blocks_exception() -> list[Any]:
+    _WatchingBreaker.seen = []
+    breaker = _WatchingBreaker(name="watching", failure_threshold=10**9)
+    outcomes: list[Any] = []
+    for error in (KeyError("key"), Boom("boom"), ConnectionError("down"), None):
+
+        def guarded(error: BaseException | None = error) -> str:
+            if error is not None:
+                raise error
+            return "fine"
+
+        try:
+            outcomes.append(breaker.call(guarded))
+        except BaseException as exc:
+            outcomes.append((repr(exc), repr(exc.__context__)))
+    return [outcomes, _WatchingBreaker.seen]
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_a_breakers_exit_sees_the_guarded_blocks_exception_as_being_handled(
+    hot_path: str, metrics: Metrics, instrumentor: Any
+) -> None:
+    _same_with_and_without(instrumentor, metrics, _exit_sees_the_blocks_exception)
+
+
+def _keyword_named_like_a_parameter() -> list[str]:
+    out = []
+    for call in (
+        lambda: circuitbreaker.CircuitBreaker(name="kw").call(lambda **kw: kw, func=1),
+        lambda: pybreaker.CircuitBreaker(name="kw").call(lambda **kw: kw, self=1),
+    ):
+        try:
+            out.append(repr(call()))
+        except TypeError as exc:
+            out.append(f"TypeError: {exc}")
+    return out
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_keywords_named_like_calls_own_parameters_fail_as_in_the_library(
+    hot_path: str, metrics: Metrics, instrumentor: Any
+) -> None:
+    _same_with_and_without(instrumentor, metrics, _keyword_named_like_a_parameter)
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_a_purgatory_block_left_in_another_thread_is_counted(hot_path: str, instrumented: Metrics) -> None:
+    factory = purgatory.SyncCircuitBreakerFactory()
+
+    def block() -> Any:
+        with factory.get_breaker("handed-over"):
+            yield
+
+    gen = block()
+    next(gen)  # entered here
+    done = threading.Thread(target=lambda: next(gen, None))
+    done.start()  # left there
+    done.join()
+    assert instrumented.value(N["breaker_successes"], name="handed-over") == 1
+    assert instrumented.histogram(N["breaker_latency"], name="handed-over").count == 1
+
+
+@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
+def test_replaced_methods_can_be_weakly_referenced(hot_path: str, instrumented: Metrics) -> None:
+    breaker = circuitbreaker.CircuitBreaker(name="weak")
+    method = weakref.WeakMethod(breaker.call)
+    assert method()(lambda: "called") == "called"
+    assert weakref.ref(vars(circuitbreaker.CircuitBreaker)["call"])() is vars(circuitbreaker.CircuitBreaker)["call"]
+
+
+def test_a_hook_wrapping_itself_raises_recursion_error_instead_of_crashing() -> None:
+    native = compiled()
+    hook = native.guarded_call(lambda *a: None, {}, object(), lambda *a: None, lambda *a: None)
+    hook.__wrapped__ = hook
+    with pytest.raises(RecursionError):
+        _ = hook.__code__
+
+
+def test_the_row_layout_is_checked_before_it_is_used() -> None:
+    native = compiled()
+    with pytest.raises(ValueError, match="before b0"):
+        native.configure((0.1,), 1000, 0, 0, 0)
+    assert native.observe(new_row(), 0.05) is True  # the layout in use is unchanged
