@@ -1032,8 +1032,12 @@ static PyObject *purgatory_exit(PyObject *self, PyObject *context) {
         return NULL;
     }
     Py_DECREF(exited);
+    /* ``while self.context.messages:`` -- the first test reads the context the exit was given: no
+     * code that could set ``self.context`` has run since it was read. */
+    int first = 1;
     for (;;) {
-        PyObject *now_context = PyObject_GetAttr(self, S_context);
+        PyObject *now_context = first ? Py_NewRef(context) : PyObject_GetAttr(self, S_context);
+        first = 0;
         PyObject *messages = now_context != NULL ? PyObject_GetAttr(now_context, S_messages) : NULL;
         Py_XDECREF(now_context);
         if (messages == NULL) {
