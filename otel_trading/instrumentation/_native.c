@@ -20,8 +20,7 @@ static Py_ssize_t I_SUM = -1, I_MIN, I_MAX, I_B0, N_BOUNDS;
 static double *BOUNDS_C = NULL;
 
 static PyObject *S_row, *S_local, *S_counted, *S_hot, *S_fast, *S__state, *S_enter, *S_exit, *S_context,
-    *S_name, *S_events, *S_mode, *S_dispatch, *S_wrapped, *S_class, *S_messages,
-    *S_messagebus, *S_handle, *S_pop, *S_uow, *S__lock, *S__events, *S_values, *S__emit_run,
+    *S_name, *S_events, *S_mode, *S_dispatch, *S_wrapped, *S_class, *S__lock, *S__events, *S_values, *S__emit_run,
     *S_get_name, *S_exclusive, *S_state, *S_call, *S_self, *S_func;
 
 static inline double now(void) {
@@ -978,37 +977,42 @@ static PyTypeObject OpenBlocksType = {
 /* -- paired_enter: purgatory's ``SyncCircuitBreaker.__enter__(self)`` ------------------------------
  * refs: slow, starts (id(wrapper) -> start), opened (the rejection type), rejected, nested, blocks
  * (the OpenBlocks, where most starts wait instead of ``starts``).
- * Enters ``self.context``; its ``opened`` error is a rejection (``rejected(self)``); then the start
- * is kept under the wrapper's id (``nested(key, start)`` when the wrapper is already in a block). */
+ * Enters ``self.context``; its ``opened`` error is a rejection (``rejected(self)``); then the
+ * start is kept in ``blocks`` (or, when full, under the wrapper's id in ``starts``, with
+ * ``nested(key, start)`` when the wrapper is already in a block). */
 static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Hook *hook = (Hook *)op;
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
         return SLOW(hook);
     }
     PyObject *self = args[0];
+    /* ``self.context.__enter__(); return self``: the body of the sync wrapper's enter and of the async
+     * one's (which the async hook awaits), so one hook serves both. */
     PyObject *context = PyObject_GetAttr(self, S_context);
     if (context == NULL) {
         return NULL;
     }
     PyObject *entered = PyObject_CallMethodNoArgs(context, S_enter);
     Py_DECREF(context);
+    if (entered != NULL) {
+        Py_SETREF(entered, Py_NewRef(self));
+    }
     if (entered == NULL) {
         if (PyErr_ExceptionMatches(hook->refs[2])) {
             bookkeep(hook->refs[3], &self, 1);
         }
         return NULL;
     }
-    Py_DECREF(entered);
     double began = now();
     if (open_push((OpenBlocks *)hook->refs[5], self, began) == 0) {
-        return Py_NewRef(self);
+        return entered;
     }
     PyObject *start = PyFloat_FromDouble(began);
     PyObject *key = start != NULL ? id_key(self) : NULL;
     if (key == NULL) {
         Py_XDECREF(start);
         PyErr_Clear();
-        return Py_NewRef(self);
+        return entered;
     }
     PyObject *kept = PyDict_SetDefault(hook->refs[1], key, start); /* borrowed */
     if (kept == NULL) {
@@ -1019,50 +1023,7 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
     }
     Py_DECREF(key);
     Py_DECREF(start);
-    return Py_NewRef(self);
-}
-
-/* purgatory's ``SyncCircuitBreaker.__exit__`` for a block that raised nothing (the shape the Python
- * side checked before installing this): exit the context, then hand each message it produced to
- * the message bus, in order. ``context``: ``self.context``, read once by the caller. */
-static PyObject *purgatory_exit(PyObject *self, PyObject *context) {
-    PyObject *exit_args[4] = {context, Py_None, Py_None, Py_None};
-    PyObject *exited = PyObject_VectorcallMethod(S_exit, exit_args, 4, NULL);
-    if (exited == NULL) {
-        return NULL;
-    }
-    Py_DECREF(exited);
-    /* ``while self.context.messages:`` -- the first test reads the context the exit was given: no
-     * code that could set ``self.context`` has run since it was read. */
-    int first = 1;
-    for (;;) {
-        PyObject *now_context = first ? Py_NewRef(context) : PyObject_GetAttr(self, S_context);
-        first = 0;
-        PyObject *messages = now_context != NULL ? PyObject_GetAttr(now_context, S_messages) : NULL;
-        Py_XDECREF(now_context);
-        if (messages == NULL) {
-            return NULL;
-        }
-        int more = PyObject_IsTrue(messages);
-        if (more <= 0) {
-            Py_DECREF(messages);
-            return more < 0 ? NULL : Py_NewRef(Py_None);
-        }
-        PyObject *bus = PyObject_GetAttr(self, S_messagebus);
-        PyObject *zero = bus != NULL ? PyLong_FromLong(0) : NULL;
-        PyObject *message = zero != NULL ? PyObject_CallMethodOneArg(messages, S_pop, zero) : NULL;
-        Py_XDECREF(zero);
-        Py_DECREF(messages);
-        PyObject *uow = message != NULL ? PyObject_GetAttr(self, S_uow) : NULL;
-        PyObject *handled = uow != NULL ? PyObject_CallMethodObjArgs(bus, S_handle, message, uow, NULL) : NULL;
-        Py_XDECREF(uow);
-        Py_XDECREF(message);
-        Py_XDECREF(bus);
-        if (handled == NULL) {
-            return NULL;
-        }
-        Py_DECREF(handled);
-    }
+    return entered;
 }
 
 /* -- paired_exit: purgatory's ``SyncCircuitBreaker.__exit__(self, exc_type, exc, tb)`` --------------
@@ -1097,6 +1058,7 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     PyObject *context = PyObject_GetAttr(self, S_context);
     PyObject *name = context != NULL ? PyObject_GetAttr(context, S_name) : NULL;
+    Py_XDECREF(context);
     PyObject *circuit = NULL; /* borrowed */
     if (name != NULL && hook->circuit.key == name && hook->circuit.value != NULL &&
         PyDict_GET_SIZE(hook->refs[3]) == hook->circuit.size) {
@@ -1111,19 +1073,26 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     Py_XDECREF(name);
     if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
-        Py_XDECREF(context);
         Py_XDECREF(key);
         PyErr_Clear();
         return SLOW(hook);
     }
     PyObject *local = SLOT(circuit, hook->slots.a), *hot = SLOT(circuit, hook->slots.b);
-    if (local == NULL || hot == NULL || !is_fast(hot)) {
-        Py_DECREF(context);
+    if (local == NULL || hot == NULL) {
         Py_XDECREF(key);
         return SLOW(hook);
     }
-    Py_INCREF(circuit);
+    Py_INCREF(circuit); /* owned before anything that may run Python code */
     Py_INCREF(local);
+    Py_INCREF(hot);
+    int fast = is_fast(hot);
+    Py_DECREF(hot);
+    if (!fast) {
+        Py_DECREF(local);
+        Py_DECREF(circuit);
+        Py_XDECREF(key);
+        return SLOW(hook);
+    }
     /* The block is over whatever follows (the twin reads and forgets its start first too). Found
      * again: the lookups above may have run Python code that entered or left other blocks. */
     if (key == NULL) {
@@ -1137,8 +1106,7 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
         }
         Py_DECREF(key);
     }
-    PyObject *result = purgatory_exit(self, context);
-    Py_DECREF(context);
+    PyObject *result = PyObject_Vectorcall(hook->refs[1], args, 4, NULL); /* the library's own */
     /* Recorded however the library's exit ended, as the Python twin's ``finally`` does. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -1560,11 +1528,6 @@ PyMODINIT_FUNC PyInit__native(void) {
     INTERN(S_dispatch, "dispatch");
     INTERN(S_wrapped, "__wrapped__");
     INTERN(S_class, "__class__");
-    INTERN(S_messages, "messages");
-    INTERN(S_messagebus, "messagebus");
-    INTERN(S_handle, "handle");
-    INTERN(S_pop, "pop");
-    INTERN(S_uow, "uow");
     INTERN(S__lock, "_lock");
     INTERN(S__events, "_events");
     INTERN(S_values, "values");
