@@ -335,19 +335,25 @@ static void bookkeep(PyObject *helper, PyObject *const *args, Py_ssize_t n) {
     PyErr_Restore(type, value, tb);
 }
 
+/* ``bookkeep`` with ``args[at]`` a float of ``value`` (the call is dropped when there is no memory). */
+static void bookkeep_at(PyObject *helper, PyObject **args, Py_ssize_t n, Py_ssize_t at, double value) {
+    PyObject *number = PyFloat_FromDouble(value);
+    if (number == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    args[at] = number;
+    bookkeep(helper, (PyObject *const *)args, n);
+    Py_DECREF(number);
+}
+
 /* Record a success of ``elapsed`` seconds in the thread's row of ``entry``; when that row is not
  * of the configured layout, ``record(entry, elapsed)`` (the Python twin) does it. */
 static void record_success(RowCache *cache, PyObject *entry, PyObject *local, PyObject *record, double elapsed) {
     PyObject *row = thread_row(cache, entry, local);
     if (row == NULL || observe_row(row, elapsed) != 0) {
-        PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
-        if (elapsed_obj == NULL) {
-            PyErr_Clear();
-        } else {
-            PyObject *args[2] = {entry, elapsed_obj};
-            bookkeep(record, args, 2);
-            Py_DECREF(elapsed_obj);
-        }
+        PyObject *args[2] = {entry, NULL};
+        bookkeep_at(record, args, 2, 1, elapsed);
     }
     Py_XDECREF(row);
 }
@@ -697,14 +703,8 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
             Py_DECREF(error);
             error = take_error();
         } else if (suppressed > 0) { /* as the library's ``with self: return ...`` running off its end */
-            PyObject *start_obj = PyFloat_FromDouble(start);
-            if (start_obj != NULL) {
-                PyObject *raised_args[5] = {breaker, entry, start_obj, error, Py_True};
-                bookkeep(hook->refs[3], raised_args, 5);
-                Py_DECREF(start_obj);
-            } else {
-                PyErr_Clear();
-            }
+            PyObject *raised_args[5] = {breaker, entry, NULL, error, Py_True};
+            bookkeep_at(hook->refs[3], raised_args, 5, 2, start);
             Py_DECREF(error);
             result = Py_NewRef(Py_None);
             goto done;
@@ -719,14 +719,8 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
     record_success(&hook->rows, entry, local, hook->refs[4], now() - start);
     goto done;
 raised: {
-    PyObject *start_obj = PyFloat_FromDouble(start);
-    if (start_obj != NULL) {
-        PyObject *raised_args[5] = {breaker, entry, start_obj, error, Py_True};
-        bookkeep(hook->refs[3], raised_args, 5);
-        Py_DECREF(start_obj);
-    } else {
-        PyErr_Clear();
-    }
+    PyObject *raised_args[5] = {breaker, entry, NULL, error, Py_True};
+    bookkeep_at(hook->refs[3], raised_args, 5, 2, start);
     give_error(error);
 }
 done:
@@ -805,14 +799,8 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
     result = PyObject_VectorcallMethod(S_call, call_args, (size_t)nargs, kwnames);
     if (result == NULL) {
         error = take_error();
-        PyObject *start_obj = PyFloat_FromDouble(start);
-        if (start_obj != NULL) {
-            PyObject *after_args[2] = {breaker, start_obj};
-            bookkeep(hook->refs[3], after_args, 2);
-            Py_DECREF(start_obj);
-        } else {
-            PyErr_Clear();
-        }
+        PyObject *after_args[2] = {breaker, NULL};
+        bookkeep_at(hook->refs[3], after_args, 2, 1, start);
         goto leave;
     }
     if (Py_TYPE(result) == (PyTypeObject *)hook->refs[5]) { /* a generator's outcome comes at its end */
@@ -821,14 +809,8 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
     double elapsed = now() - start;
     PyObject *row = SLOT(binding, hook->slots.a), *hot = SLOT(binding, hook->slots.b);
     if (row == NULL || hot == NULL || !is_fast(hot) || observe_row(row, elapsed) != 0) {
-        PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
-        if (elapsed_obj != NULL) {
-            PyObject *record_args[2] = {binding, elapsed_obj};
-            bookkeep(hook->refs[4], record_args, 2);
-            Py_DECREF(elapsed_obj);
-        } else {
-            PyErr_Clear();
-        }
+        PyObject *record_args[2] = {binding, NULL};
+        bookkeep_at(hook->refs[4], record_args, 2, 1, elapsed);
     }
 leave:
     Py_XDECREF(state);
@@ -1128,15 +1110,8 @@ static void end_event(Hook *hook, PyObject *ev, PyObject *row, double elapsed, P
     if (error == NULL && dispatch == NULL && observe_row(row, elapsed) == 0) {
         return;
     }
-    PyObject *elapsed_obj = PyFloat_FromDouble(elapsed);
-    if (elapsed_obj == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    PyObject *end_args[5] = {ev, row, elapsed_obj, error != NULL ? error : Py_None,
-                             dispatch != NULL ? dispatch : Py_None};
-    bookkeep(hook->refs[7], end_args, 5);
-    Py_DECREF(elapsed_obj);
+    PyObject *end_args[5] = {ev, row, NULL, error != NULL ? error : Py_None, dispatch != NULL ? dispatch : Py_None};
+    bookkeep_at(hook->refs[7], end_args, 5, 2, elapsed);
 }
 
 /* pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` (the shape the Python side

@@ -105,6 +105,27 @@ def _wait(pid: int, read_fd: int, timeout: float) -> tuple[int | None, str]:
     return code, b"".join(chunks).decode(errors="replace")
 
 
+def _fork_each(forks: int, child: Callable[[], str | None], pause: float) -> list[str]:
+    """Fork ``forks`` times (``pause`` apart, varied), each child running ``child``; the failures.
+
+    Stops at the first child that hangs: each costs CHILD_TIMEOUT."""
+    failures: list[str] = []
+    for i in range(forks):
+        time.sleep(pause * (i % 5))
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+            os.close(read_fd)
+            _in_child(child, write_fd)
+        os.close(write_fd)
+        code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
+        if code != OK:
+            failures.append(f"fork {i}: exit {code}: {message}")
+            if code is None:
+                break
+    return failures
+
+
 @pytest.mark.parametrize("path", ["views", "no_views"])
 def test_forked_children_keep_recording_while_parent_threads_call_a_breaker(
     path: str, monkeypatch: pytest.MonkeyPatch
@@ -158,19 +179,7 @@ def test_forked_children_keep_recording_while_parent_threads_call_a_breaker(
         while min(calls) < 100 and time.monotonic() < deadline:
             time.sleep(0.001)
         assert min(calls) >= 100, "calling threads did not start"
-        for i in range(FORKS):
-            time.sleep(0.002 * (i % 5))
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-                os.close(read_fd)
-                _in_child(child, write_fd)
-            os.close(write_fd)
-            code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
-            if code != OK:
-                failures.append(f"fork {i}: exit {code}: {message}")
-                if code is None:
-                    break  # one hang is enough: each costs CHILD_TIMEOUT
+        failures = _fork_each(FORKS, child, pause=0.002)
     finally:
         stop.set()
         for thread in threads:
@@ -329,19 +338,8 @@ def test_forked_children_count_library_calls_while_parent_threads_are_inside_the
         deadline = time.monotonic() + 5
         while min(min(c) for c in calls.values()) < 50 and time.monotonic() < deadline:
             time.sleep(0.001)
-        for i in range(FORKS // 2):
-            time.sleep(0.001 * (i % 5))
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-                os.close(read_fd)
-                _in_child(child, write_fd)
-            os.close(write_fd)
-            code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
-            if code != OK:
-                failures.append(f"fork {i}: exit {code}: {message}")
-                if code is None:
-                    break
+        assert min(min(c) for c in calls.values()) >= 50, "calling threads did not start"
+        failures = _fork_each(FORKS // 2, child, pause=0.001)
     finally:
         stop.set()
         for thread in threads:
