@@ -441,9 +441,10 @@ static PyObject *observe(PyObject *module, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(observe_row(args[0], value) == 0);
 }
 
-/* The value a hook last found in a dict under a key object, and the dict's size then: circuits are
- * only ever added, never replaced, so while the size is unchanged (no circuit added, none removed by
- * uninstrument) the same key object finds the same value. */
+/* The value a hook last found for a key object, and the size of the dict it was found in then:
+ * circuits are only ever added, never replaced, so while the size is unchanged (no circuit added,
+ * none removed by uninstrument) the same key object (held, so no other object takes its address)
+ * leads to the same value. */
 typedef struct {
     PyObject *key;   /* strong */
     PyObject *value; /* strong */
@@ -1039,21 +1040,23 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
         began = PyFloat_AS_DOUBLE(start);
     }
     PyObject *context = PyObject_GetAttr(self, S_context);
-    PyObject *name = context != NULL ? PyObject_GetAttr(context, S_name) : NULL;
-    Py_XDECREF(context);
     PyObject *circuit = NULL; /* borrowed */
-    if (name != NULL && hook->circuit.key == name && hook->circuit.value != NULL &&
+    if (context != NULL && hook->circuit.key == context && hook->circuit.value != NULL &&
         PyDict_GET_SIZE(hook->refs[3]) == hook->circuit.size) {
-        circuit = hook->circuit.value; /* the circuit the last exit found under this very name */
-    } else if (name != NULL) {
-        circuit = PyDict_GetItemWithError(hook->refs[3], name);
+        /* The circuit the last exit found for this very context: purgatory's in-memory repository
+         * keeps one context per circuit, and a context's name is set once, when it is made. */
+        circuit = hook->circuit.value;
+    } else if (context != NULL) {
+        PyObject *name = PyObject_GetAttr(context, S_name);
+        circuit = name != NULL ? PyDict_GetItemWithError(hook->refs[3], name) : NULL;
+        Py_XDECREF(name);
         if (circuit != NULL) {
-            Py_XSETREF(hook->circuit.key, Py_NewRef(name));
+            Py_XSETREF(hook->circuit.key, Py_NewRef(context));
             Py_XSETREF(hook->circuit.value, Py_NewRef(circuit));
             hook->circuit.size = PyDict_GET_SIZE(hook->refs[3]);
         }
     }
-    Py_XDECREF(name);
+    Py_XDECREF(context);
     if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
         Py_XDECREF(key);
         PyErr_Clear();
@@ -1090,10 +1093,14 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     PyObject *result = PyObject_Vectorcall(hook->refs[1], args, 4, NULL); /* the library's own */
     /* Recorded however the library's exit ended, as the Python twin's ``finally`` does. */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
-    PyErr_Restore(type, value, tb);
+    if (result != NULL) {
+        record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
+    } else {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
+        PyErr_Restore(type, value, tb);
+    }
     Py_DECREF(local);
     Py_DECREF(circuit);
     return result;
