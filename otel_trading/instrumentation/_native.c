@@ -1040,15 +1040,15 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
         began = PyFloat_AS_DOUBLE(start);
     }
     PyObject *context = PyObject_GetAttr(self, S_context);
-    PyObject *circuit = NULL; /* borrowed */
+    PyObject *circuit = NULL; /* owned: what follows may run Python code */
     if (context != NULL && hook->circuit.key == context && hook->circuit.value != NULL &&
         PyDict_GET_SIZE(hook->refs[3]) == hook->circuit.size) {
         /* The circuit the last exit found for this very context: purgatory's in-memory repository
          * keeps one context per circuit, and a context's name is set once, when it is made. */
-        circuit = hook->circuit.value;
+        circuit = Py_NewRef(hook->circuit.value);
     } else if (context != NULL) {
         PyObject *name = PyObject_GetAttr(context, S_name);
-        circuit = name != NULL ? PyDict_GetItemWithError(hook->refs[3], name) : NULL;
+        circuit = name != NULL ? Py_XNewRef(PyDict_GetItemWithError(hook->refs[3], name)) : NULL;
         Py_XDECREF(name);
         if (circuit != NULL) {
             Py_XSETREF(hook->circuit.key, Py_NewRef(context));
@@ -1058,16 +1058,17 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     Py_XDECREF(context);
     if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
+        Py_XDECREF(circuit);
         Py_XDECREF(key);
         PyErr_Clear();
         return SLOW(hook);
     }
     PyObject *local = SLOT(circuit, hook->slots.a), *hot = SLOT(circuit, hook->slots.b);
     if (local == NULL || hot == NULL) {
+        Py_DECREF(circuit);
         Py_XDECREF(key);
         return SLOW(hook);
     }
-    Py_INCREF(circuit); /* owned before anything that may run Python code */
     Py_INCREF(local);
     Py_INCREF(hot);
     int fast = is_fast(hot);
@@ -1215,18 +1216,22 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
         PyErr_Clear();
         return SLOW(hook);
     }
-    PyObject *ev = PyDict_GetItemWithError(events, event); /* borrowed; None for pyee's own events */
+    /* The event's hash and equality may be Python code: hold the table while it is searched. */
+    Py_INCREF(events);
+    PyObject *ev = Py_XNewRef(PyDict_GetItemWithError(events, event)); /* None for pyee's own events */
+    Py_DECREF(events);
     if (ev == NULL || ev == Py_None || slots_of(&hook->slots, ev, S_local, S_hot) < 0) {
+        Py_XDECREF(ev);
         PyErr_Clear();
         return SLOW(hook);
     }
     PyObject *local = SLOT(ev, hook->slots.a), *hot = SLOT(ev, hook->slots.b);
     if (local == NULL || hot == NULL) {
+        Py_DECREF(ev);
         return SLOW(hook);
     }
     /* Owned from here: what follows may run Python code (making the thread's row takes a lock) that
      * lets another thread uninstrument and drop them. */
-    Py_INCREF(ev);
     Py_INCREF(local);
     Py_INCREF(hot);
     int fast = is_fast(hot);
