@@ -370,6 +370,30 @@ static int is_fast(PyObject *hot) {
     return fast;
 }
 
+/* The ``local`` slot (a new reference) of one of the twins' entries (``entry``: owned by the caller)
+ * whose ``hot.fast`` is true; NULL, with no exception set, when it is not such an entry or its
+ * series is not bound to its rows. */
+static PyObject *hot_local(Slots *slots, PyObject *entry) {
+    if (slots_of(slots, entry, S_local, S_hot) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *local = SLOT(entry, slots->a), *hot = SLOT(entry, slots->b);
+    if (local == NULL || hot == NULL) {
+        return NULL;
+    }
+    /* Owned while ``fast`` is read: that may run Python code that lets another thread drop them. */
+    Py_INCREF(local);
+    Py_INCREF(hot);
+    int fast = is_fast(hot);
+    Py_DECREF(hot);
+    if (!fast) {
+        Py_DECREF(local);
+        return NULL;
+    }
+    return local;
+}
+
 static PyObject *id_key(PyObject *obj) { return PyLong_FromVoidPtr(obj); }
 
 /* ``table.get(id(obj))`` for the twins' id-keyed tables: a borrowed reference, or NULL with no
@@ -657,27 +681,18 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
         return SLOW(hook);
     }
     PyObject *breaker = args[0], *func = args[1];
-    PyObject *entry = by_id(hook->refs[1], breaker); /* borrowed */
-    if (entry == NULL || slots_of(&hook->slots, entry, S_local, S_hot) < 0) {
-        PyErr_Clear();
+    PyObject *entry = Py_XNewRef(by_id(hook->refs[1], breaker));
+    PyObject *local = entry != NULL ? hot_local(&hook->slots, entry) : NULL;
+    if (local == NULL) {
+        Py_XDECREF(entry);
         return SLOW(hook);
     }
-    PyObject *local = SLOT(entry, hook->slots.a), *hot = SLOT(entry, hook->slots.b);
-    if (local == NULL || hot == NULL) {
-        return SLOW(hook);
-    }
-    /* Owned from here: what follows may run Python code (a property, a finalizer) that lets another
-     * thread uninstrument and drop them. */
-    Py_INCREF(entry);
-    Py_INCREF(local);
-    Py_INCREF(hot);
     PyObject *state = PyObject_GetAttr(breaker, S__state);
     if (state == NULL) {
         PyErr_Clear();
     }
-    int fast = state == hook->refs[2] && is_fast(hot);
+    int fast = state == hook->refs[2];
     Py_XDECREF(state);
-    Py_DECREF(hot);
     PyObject *enter = NULL, *exit = NULL;
     if (fast && specials(&hook->specials, breaker, &enter, &exit) < 0) {
         PyErr_Clear(); /* the twin raises what ``with`` raises */
@@ -1057,26 +1072,11 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
         }
     }
     Py_XDECREF(context);
-    if (circuit == NULL || slots_of(&hook->slots, circuit, S_local, S_hot) < 0) {
+    PyObject *local = circuit != NULL ? hot_local(&hook->slots, circuit) : NULL;
+    if (local == NULL) {
         Py_XDECREF(circuit);
         Py_XDECREF(key);
         PyErr_Clear();
-        return SLOW(hook);
-    }
-    PyObject *local = SLOT(circuit, hook->slots.a), *hot = SLOT(circuit, hook->slots.b);
-    if (local == NULL || hot == NULL) {
-        Py_DECREF(circuit);
-        Py_XDECREF(key);
-        return SLOW(hook);
-    }
-    Py_INCREF(local);
-    Py_INCREF(hot);
-    int fast = is_fast(hot);
-    Py_DECREF(hot);
-    if (!fast) {
-        Py_DECREF(local);
-        Py_DECREF(circuit);
-        Py_XDECREF(key);
         return SLOW(hook);
     }
     /* The block is over whatever follows (the twin reads and forgets its start first too). Found
@@ -1220,23 +1220,13 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
     Py_INCREF(events);
     PyObject *ev = Py_XNewRef(PyDict_GetItemWithError(events, event)); /* None for pyee's own events */
     Py_DECREF(events);
-    if (ev == NULL || ev == Py_None || slots_of(&hook->slots, ev, S_local, S_hot) < 0) {
+    PyObject *local = ev != NULL && ev != Py_None ? hot_local(&hook->slots, ev) : NULL;
+    if (local == NULL) {
         Py_XDECREF(ev);
         PyErr_Clear();
         return SLOW(hook);
     }
-    PyObject *local = SLOT(ev, hook->slots.a), *hot = SLOT(ev, hook->slots.b);
-    if (local == NULL || hot == NULL) {
-        Py_DECREF(ev);
-        return SLOW(hook);
-    }
-    /* Owned from here: what follows may run Python code (making the thread's row takes a lock) that
-     * lets another thread uninstrument and drop them. */
-    Py_INCREF(local);
-    Py_INCREF(hot);
-    int fast = is_fast(hot);
-    Py_DECREF(hot);
-    PyObject *row = fast ? thread_row(&hook->rows, ev, local) : NULL;
+    PyObject *row = thread_row(&hook->rows, ev, local);
     Py_DECREF(local);
     if (row == NULL || !PyList_CheckExact(row) || PyList_GET_SIZE(row) <= 0) {
         Py_XDECREF(row);
