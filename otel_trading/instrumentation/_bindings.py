@@ -11,14 +11,23 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._support import WeakIdentityMap, report
-from otel_trading.recording import MetricsRegistry, Row, ThreadRows
+from otel_trading.recording import MetricsRegistry, Row, Series, ThreadRows, observe
 from otel_trading.recording.rows import C0, CountedRow, fork_safe
 
-__all__ = ["STATE_LABELS", "UNNAMED", "BreakerBinding", "bind_weakly", "breaker_label"]
+__all__ = [
+    "STATE_LABELS",
+    "UNNAMED",
+    "UNTIMED",
+    "BreakerBinding",
+    "Timed",
+    "bind_weakly",
+    "breaker_label",
+    "record_timed",
+]
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
 
@@ -29,11 +38,30 @@ class _Untimed:
     fast = False
 
 
-_UNTIMED = _Untimed()
+UNTIMED = _Untimed()
 #: State code -> the ``from_state``/``to_state`` label value (as our own breaker reports it).
 STATE_LABELS: tuple[str, ...] = ("closed", "open", "half_open")
 #: Label of breakers that have no name (pybreaker's default ``name=None``).
 UNNAMED = "unnamed"
+
+
+class Timed(Protocol):
+    """What ``record_timed`` reads: a ``BreakerBinding``, or pyee's record of one event type."""
+
+    hot: Any
+    timed: bool
+    series: Series
+
+
+def record_timed(owner: Timed, row: Row, elapsed: float, implied: int) -> None:
+    """A timed outcome on a row whose ``implied`` column counts only the outcomes not in its histogram
+    (a ``CountedRow``/``CountedThreadRows`` row): one histogram update when ``owner``'s series is bound
+    to the rows, else the series' own way, and the explicit count when that did not time it.
+    (Hot paths inline the first branch.)"""
+    if owner.hot.fast:
+        observe(row, elapsed)
+    elif not owner.timed or not owner.series.observe_slow(row, elapsed):
+        row[implied] += 1
 
 
 def breaker_label(name: object) -> str:
@@ -81,7 +109,7 @@ class BreakerBinding:
         self.rows = ThreadRows()
         self.timed = registry.enabled(mc.BREAKER_LATENCY.key)
         #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
-        self.hot: Any = self.series if self.timed else _UNTIMED
+        self.hot: Any = self.series if self.timed else UNTIMED
         self._read_state = read_state
         self._polled = polled
         self._lock = threading.Lock()

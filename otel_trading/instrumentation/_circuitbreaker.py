@@ -34,18 +34,25 @@ from __future__ import annotations
 
 import threading
 import types
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
+from otel_trading.instrumentation._bindings import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerBinding,
+    bind_weakly,
+    breaker_label,
+    record_timed,
+)
 from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
 from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import report, warn_once
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
+from otel_trading.instrumentation._support import keep_by_id, report, warn_once
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows
 
 __all__ = ["CircuitbreakerBreakers"]
@@ -95,20 +102,9 @@ class _Entry:
 def _record_success(entry: _Entry, elapsed: float) -> None:
     """A fast-path success, recorded the Python way (for the compiled path's rare misses)."""
     try:
-        row = entry.counted.row()
-        if entry.hot.fast:
-            observe(row, elapsed)
-        else:
-            _untimed_success(entry, row, elapsed)
+        record_timed(entry.binding, entry.counted.row(), elapsed, C0)
     except Exception as exc:
         report("recording a circuitbreaker call", exc)
-
-
-def _untimed_success(entry: _Entry, row: Row, elapsed: float) -> None:
-    """A fast-path success on a series not bound to its rows (pending, direct, or latency off)."""
-    binding = entry.binding
-    if not binding.timed or not binding.series.observe_slow(row, elapsed):
-        row[C0] += 1  # not in the row's histogram, so count it explicitly
 
 
 class CircuitbreakerBreakers:
@@ -194,10 +190,7 @@ class CircuitbreakerBreakers:
         counted = CountedThreadRows(C0)
         binding.series.attach(binding, counted)
         entry = _Entry(binding, counted)
-        key = id(breaker)
-        if key not in self._by_id:
-            weakref.finalize(breaker, self._by_id.pop, key, None)
-        self._by_id[key] = entry
+        keep_by_id(self._by_id, breaker, entry)
         return entry
 
     def _guarded_bind(self, breaker: Any) -> _Entry | None:
@@ -324,7 +317,6 @@ class CircuitbreakerBreakers:
         bounds = BOUNDS
         target = self.target
         closed = self._closed
-        untimed = _untimed_success
 
         def call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
             entry = by_id_get(id(self))
@@ -370,7 +362,7 @@ class CircuitbreakerBreakers:
                         row[MAX] = elapsed
                     row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
                 else:
-                    untimed(entry, row, elapsed)  # type: ignore[arg-type]
+                    record_timed(entry.binding, row, elapsed, C0)  # type: ignore[union-attr]
             except Exception as exc:  # pragma: no cover - defensive
                 report(f"recording a {target} call", exc)
             return result

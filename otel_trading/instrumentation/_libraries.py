@@ -41,11 +41,19 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, bind_weakly, breaker_label
+from otel_trading.instrumentation._bindings import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerBinding,
+    bind_weakly,
+    breaker_label,
+    record_timed,
+)
 from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import kwarg_or_arg, report
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
+from otel_trading.instrumentation._support import keep_by_id, kwarg_or_arg, report
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 
 __all__ = ["AIOBREAKER", "PYBREAKER", "Classes", "Family", "LibraryBreakers"]
 
@@ -232,13 +240,8 @@ class LibraryBreakers:
             lambda b: state_code(b.current_state),
             raw_name=name,
         )
-        key = id(breaker)
-        by_id = self._by_id
-        if key not in by_id:
-            weakref.finalize(breaker, by_id.pop, key, None)
-            if self._locked:
-                weakref.finalize(breaker, self._by_lock.pop, breaker._lock, None)
-        by_id[key] = binding
+        if keep_by_id(self._by_id, breaker, binding) and self._locked:
+            weakref.finalize(breaker, self._by_lock.pop, breaker._lock, None)
         if self._locked:
             binding.exclusive_row()
             self._by_lock[breaker._lock] = binding
@@ -402,8 +405,8 @@ class LibraryBreakers:
                         if elapsed > row[MAX]:
                             row[MAX] = elapsed
                         row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                    elif not binding.timed or not binding.series.observe_slow(row, elapsed):
-                        row[C0] += 1  # not in the row's histogram, so count it explicitly
+                    else:
+                        record_timed(binding, row, elapsed, C0)
                 except Exception as exc:  # pragma: no cover - defensive
                     report(f"recording a {target} call", exc)
                 return result
@@ -419,11 +422,7 @@ class LibraryBreakers:
     def _record_exclusive(self, binding: BreakerBinding, elapsed: float) -> None:
         """A success of the compiled ``call`` on a series not bound to its rows (or a row it could not update)."""
         try:
-            row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
-            if binding.hot.fast:
-                observe(row, elapsed)
-            elif not binding.timed or not binding.series.observe_slow(row, elapsed):
-                row[C0] += 1
+            record_timed(binding, binding.exclusive, elapsed, C0)  # type: ignore[arg-type]  # set by _bind
         except Exception as exc:
             report(f"recording a {self.family.target} call", exc)
 

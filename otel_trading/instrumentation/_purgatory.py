@@ -37,12 +37,12 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label
+from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label, record_timed
 from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, observe
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
 __all__ = ["PurgatoryBreakers"]
@@ -230,21 +230,7 @@ class PurgatoryBreakers:
                 return
             elapsed = end - start
             if exc is None:
-                try:
-                    row: Row = circuit.local.row
-                except AttributeError:
-                    row = circuit.counted.row()
-                binding = circuit.binding
-                if circuit.hot.fast:
-                    # A CountedThreadRows row: a timed success is its histogram count.
-                    row[SUM] += elapsed
-                    if elapsed < row[MIN]:
-                        row[MIN] = elapsed
-                    if elapsed > row[MAX]:
-                        row[MAX] = elapsed
-                    row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
-                elif not binding.timed or not binding.series.observe_slow(row, elapsed):
-                    row[C0] += 1
+                record_timed(circuit.binding, circuit.counted.row(), elapsed, C0)
                 return
             failed = _FAILURES.pop((id(context), id(exc)), None) is exc
             circuit.binding.count(C1 if failed else C0, elapsed)
@@ -307,12 +293,7 @@ class PurgatoryBreakers:
         """Off the inline path: a success on a series that is not bound to its rows (or, from the
         compiled path, on a row it could not update)."""
         try:
-            binding = circuit.binding
-            row = circuit.counted.row()
-            if circuit.hot.fast:
-                observe(row, elapsed)
-            elif not binding.timed or not binding.series.observe_slow(row, elapsed):
-                row[C0] += 1
+            record_timed(circuit.binding, circuit.counted.row(), elapsed, C0)
         except Exception as exc:
             report("recording a purgatory call", exc)
 

@@ -46,10 +46,11 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
+from otel_trading.instrumentation._bindings import UNTIMED, record_timed
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
 from otel_trading.instrumentation._native_loader import named_as, native
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import label_of, report, warn_once
+from otel_trading.instrumentation._support import keep_by_id, label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -89,15 +90,6 @@ _EXECUTOR_EMIT_RUN_SHAPES = (
 )
 
 
-class _Untimed:
-    """Stands in for the series on the hot path when the duration histogram is disabled."""
-
-    fast = False
-
-
-_UNTIMED = _Untimed()
-
-
 class _Event:
     """One ``event_type`` label: its series and the per-thread rows every emitter counts it in.
 
@@ -113,7 +105,7 @@ class _Event:
         self.local = self.counted.local
         self.timed = timed
         #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
-        self.hot: Any = series if timed else _UNTIMED
+        self.hot: Any = series if timed else UNTIMED
         series.attach(owner, self.counted)
 
     def row(self) -> Row:
@@ -132,8 +124,8 @@ class _Event:
             if elapsed > row[MAX]:
                 row[MAX] = elapsed
             row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
-        elif not self.timed or not self.series.observe_slow(row, elapsed):
-            row[C1] += 1  # not in the row's histogram, so count it explicitly
+        else:
+            record_timed(self, row, elapsed, C1)
 
     def error(self) -> None:
         self.row()[C2] += 1
@@ -367,10 +359,7 @@ class PyeeEmitters:
         binding = EmitterBinding(
             emitter, mode, _TWISTED_OWN_EVENTS if twisted else OWN_EVENTS, run in self._queued_runs
         )
-        key = id(emitter)
-        if key not in self._by_id:
-            weakref.finalize(emitter, self._by_id.pop, key, None)
-        self._by_id[key] = binding
+        keep_by_id(self._by_id, emitter, binding)
         session.buses.set(emitter, binding)
         self._registry.add_bus(binding)
         return binding

@@ -36,6 +36,7 @@ __all__ = [
     "V",
     "WeakIdentityMap",
     "Wrapper",
+    "keep_by_id",
     "kwarg_or_arg",
     "label_of",
     "read_path",
@@ -163,6 +164,17 @@ class Patcher:
                 setattr(patch.owner, patch.name, patch.previous)
             else:
                 delattr(patch.owner, patch.name)
+
+
+def keep_by_id(table: dict[int, Any], obj: Any, value: Any) -> bool:
+    """``table[id(obj)] = value`` until ``obj`` is collected (hot paths look instances up by ``id``
+    without holding them); True when ``obj`` was not in ``table`` yet."""
+    key = id(obj)
+    new = key not in table
+    if new:
+        weakref.finalize(obj, table.pop, key, None)
+    table[key] = value
+    return new
 
 
 # -- import watching --------------------------------------------------------------------------------
