@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.util._once import Once
 
 from otel_trading import recording, views
+from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import Binding, sdk_binding
 
 #: The histogram paths every data-path test runs on (the ``metrics`` fixture's params):
@@ -29,6 +30,7 @@ from otel_trading.recording import Binding, sdk_binding
 #: - "direct_fallback": the fast path refused (as on an SDK the self-test rejects), so every duration
 #:   is recorded through the SDK Histogram (Binding.DIRECT).
 HISTOGRAM_PATHS = ("views", "no_views", "direct_fallback")
+_N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 EXPECTED_BINDING = {"views": Binding.ROWS, "no_views": Binding.ROWS, "direct_fallback": Binding.DIRECT}
 
 
@@ -63,6 +65,52 @@ def run_in_threads(count: int, worker: Callable[[], object]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+# -- helpers of the library instrumentation tests ---------------------------------------------------
+
+
+def assert_uninstrument_restores_classes(classes: list[type], instrumentor: Any, provider: Any) -> None:
+    """Instrumenting changes ``classes``' attributes; uninstrumenting puts back every one, the very
+    same objects."""
+
+    def attributes() -> dict[type, dict[str, Any]]:
+        return {cls: dict(vars(cls)) for cls in classes}
+
+    def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> bool:
+        return a.keys() == b.keys() and all(
+            a[cls].keys() == b[cls].keys() and all(a[cls][k] is v for k, v in b[cls].items()) for cls in a
+        )
+
+    before = attributes()
+    instrumentor.instrument(meter_provider=provider, config={})
+    assert not identical(attributes(), before)
+    instrumentor.uninstrument()
+    assert identical(attributes(), before)
+
+
+def breaker_counts(m: Metrics, name: str) -> tuple[Any, Any, Any]:
+    """(successes, failures, rejected) of breaker ``name``."""
+    return (
+        m.value(_N["breaker_successes"], name=name),
+        m.value(_N["breaker_failures"], name=name),
+        m.value(_N["breaker_rejected"], name=name),
+    )
+
+
+def breaker_latency(m: Metrics, name: str) -> tuple[int, float]:
+    """(count, sum) of breaker ``name``'s latency histogram; (0, 0.0) when it has none."""
+    point = m.histogram(_N["breaker_latency"], name=name)
+    return (point.count, point.sum) if point is not None else (0, 0.0)
+
+
+def breaker_transitions(m: Metrics, name: str) -> dict[tuple[str, str], float]:
+    """{(from_state, to_state): count} of breaker ``name``."""
+    return {
+        (p.attributes["from_state"], p.attributes["to_state"]): p.value
+        for p in m.points(_N["breaker_transitions"])
+        if p.attributes["name"] == name
+    }
 
 
 def reset_metrics_globals() -> None:

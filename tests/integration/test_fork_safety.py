@@ -105,6 +105,17 @@ def _wait(pid: int, read_fd: int, timeout: float) -> tuple[int | None, str]:
     return code, b"".join(chunks).decode(errors="replace")
 
 
+def _fork_once(child: Callable[[], str | None]) -> tuple[int | None, str]:
+    """Fork a child that runs ``child``: its exit status (None when it hung and was killed), message."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+        os.close(read_fd)
+        _in_child(child, write_fd)
+    os.close(write_fd)
+    return _wait(pid, read_fd, CHILD_TIMEOUT)
+
+
 def _fork_each(forks: int, child: Callable[[], str | None], pause: float) -> list[str]:
     """Fork ``forks`` times (``pause`` apart, varied), each child running ``child``; the failures.
 
@@ -112,13 +123,7 @@ def _fork_each(forks: int, child: Callable[[], str | None], pause: float) -> lis
     failures: list[str] = []
     for i in range(forks):
         time.sleep(pause * (i % 5))
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-            os.close(read_fd)
-            _in_child(child, write_fd)
-        os.close(write_fd)
-        code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
+        code, message = _fork_once(child)
         if code != OK:
             failures.append(f"fork {i}: exit {code}: {message}")
             if code is None:
@@ -223,13 +228,7 @@ def test_a_forked_child_can_use_a_breaker_whose_lock_was_held_at_fork(monkeypatc
         return None
 
     try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_fd)
-            _in_child(child, write_fd)
-        os.close(write_fd)
-        code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
+        code, message = _fork_once(child)
     finally:
         release.set()
         holder.join(timeout=10)
@@ -268,13 +267,7 @@ def test_a_forked_child_can_collect_while_a_recording_lock_was_held_at_fork() ->
         return None if totals == (3, 0, 3) else f"totals {totals}"
 
     try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_fd)
-            _in_child(child, write_fd)
-        os.close(write_fd)
-        code, message = _wait(pid, read_fd, CHILD_TIMEOUT)
+        code, message = _fork_once(child)
     finally:
         release.set()
         holder.join(timeout=10)

@@ -29,6 +29,7 @@ from otel_trading.instrumentation.config import parse_config
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics
+from ..conftest import breaker_counts as counts
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 PURGATORY_STATES = {"closed": "closed", "open": "opened", "half_open": "half-opened"}
@@ -48,14 +49,6 @@ def _builtin_targets_off(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     CircuitBreakerMonitor.circuit_breakers = {}
     gc.collect()  # wrapper objects of earlier tests would be bound by instrument(), as they should
-
-
-def counts(m: Metrics, name: str) -> tuple[Any, Any, Any]:
-    return (
-        m.value(N["breaker_successes"], name=name),
-        m.value(N["breaker_failures"], name=name),
-        m.value(N["breaker_rejected"], name=name),
-    )
 
 
 def purgatory_entry(cls: str, enter: str, exit_: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import gc
 import inspect
 import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +30,10 @@ from otel_trading.instrumentation import PurgatoryInstrumentor, TradingInstrumen
 from otel_trading.instrumentation._bindings import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from ..conftest import Metrics, make_metrics
+from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads
+from ..conftest import breaker_counts as counts
+from ..conftest import breaker_latency as latency
+from ..conftest import breaker_transitions as transitions
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 CLASSES = [
@@ -57,37 +59,6 @@ class Rejected(Exception):
     def __init__(self, retryable: bool = False) -> None:
         super().__init__("rejected")
         self.retryable = retryable
-
-
-def class_dicts() -> dict[type, dict[str, Any]]:
-    return {cls: dict(vars(cls)) for cls in CLASSES}
-
-
-def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[cls].keys() == b[cls].keys() and all(a[cls][k] is v for k, v in b[cls].items()) for cls in a
-    )
-
-
-def counts(m: Metrics, name: str) -> tuple[Any, Any, Any]:
-    return (
-        m.value(N["breaker_successes"], name=name),
-        m.value(N["breaker_failures"], name=name),
-        m.value(N["breaker_rejected"], name=name),
-    )
-
-
-def latency(m: Metrics, name: str) -> tuple[int, float]:
-    point = m.histogram(N["breaker_latency"], name=name)
-    return (point.count, point.sum) if point is not None else (0, 0.0)
-
-
-def transitions(m: Metrics, name: str) -> dict[tuple[str, str], float]:
-    return {
-        (p.attributes["from_state"], p.attributes["to_state"]): p.value
-        for p in m.points(N["breaker_transitions"])
-        if p.attributes["name"] == name
-    }
 
 
 def expire(factory: Any, name: str) -> None:
@@ -269,11 +240,7 @@ def test_concurrent_calls_from_threads_are_counted_exactly(instrumented: Metrics
         for _ in range(300):
             order()
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(8, worker)
     assert counts(instrumented, "binance") == (2400, 0, 0)
     assert latency(instrumented, "binance")[0] == 2400
 
@@ -295,11 +262,7 @@ def test_works_under_its_own_instrumentor_too(metrics: Metrics) -> None:
 def test_uninstrument_restores_every_class_attribute_exactly(
     metrics: Metrics, instrumentor: TradingInstrumentor
 ) -> None:
-    before = class_dicts()
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    assert not identical(class_dicts(), before)
-    instrumentor.uninstrument()
-    assert identical(class_dicts(), before)
+    assert_uninstrument_restores_classes(CLASSES, instrumentor, metrics.provider)
 
 
 def test_signatures_names_docs_and_function_kinds_are_unchanged(

@@ -26,7 +26,7 @@ from otel_trading.instrumentation import PybreakerInstrumentor, TradingInstrumen
 from otel_trading.instrumentation._bindings import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from ..conftest import Metrics, make_metrics, run_in_threads
+from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 PYBREAKER_CLASSES = [
@@ -47,18 +47,6 @@ class Excluded(Exception):
 
 def boom() -> None:
     raise Boom("venue down")
-
-
-def class_dicts() -> dict[type, dict[str, Any]]:
-    return {cls: dict(vars(cls)) for cls in PYBREAKER_CLASSES}
-
-
-def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> bool:
-    """Same classes, same attribute names, and each attribute the very same object (a wrapt proxy
-    compares equal to what it wraps, so ``==`` cannot tell)."""
-    return a.keys() == b.keys() and all(
-        a[cls].keys() == b[cls].keys() and all(a[cls][k] is v for k, v in b[cls].items()) for cls in a
-    )
 
 
 def trip(breaker: pybreaker.CircuitBreaker, failures: int) -> None:
@@ -230,11 +218,7 @@ def test_uses_the_global_meter_provider_when_none_is_given(
 def test_uninstrument_restores_every_pybreaker_class_attribute_exactly(
     metrics: Metrics, instrumentor: TradingInstrumentor
 ) -> None:
-    before = class_dicts()
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    assert not identical(class_dicts(), before)
-    instrumentor.uninstrument()
-    assert identical(class_dicts(), before)
+    assert_uninstrument_restores_classes(PYBREAKER_CLASSES, instrumentor, metrics.provider)
 
 
 def test_breaker_stops_recording_after_uninstrument(

@@ -31,7 +31,7 @@ from otel_trading.instrumentation import PyeeInstrumentor, TradingInstrumentor
 from otel_trading.instrumentation import _pyee as pyee_target
 from otel_trading.metric_contract import METRICS_BY_KEY
 
-from ..conftest import Metrics, make_metrics, run_in_threads
+from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 CLASSES = [pyee.EventEmitter, AsyncIOEventEmitter, ExecutorEventEmitter]
@@ -49,16 +49,6 @@ def _no_emitters_of_earlier_tests() -> None:
     # Emitters in reference cycles (``once`` handlers, pending tasks) outlive their test until a GC
     # pass; instrument() rightly binds every live emitter, so collect them first.
     gc.collect()
-
-
-def class_dicts() -> dict[type, dict[str, Any]]:
-    return {cls: dict(vars(cls)) for cls in CLASSES}
-
-
-def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> bool:
-    return a.keys() == b.keys() and all(
-        a[cls].keys() == b[cls].keys() and all(a[cls][k] is v for k, v in b[cls].items()) for cls in a
-    )
 
 
 def bus(m: Metrics, event: str) -> tuple[Any, Any, Any]:
@@ -348,11 +338,7 @@ def test_works_under_its_own_instrumentor_too(metrics: Metrics) -> None:
 def test_uninstrument_restores_every_class_attribute_exactly(
     metrics: Metrics, instrumentor: TradingInstrumentor
 ) -> None:
-    before = class_dicts()
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    assert not identical(class_dicts(), before)
-    instrumentor.uninstrument()
-    assert identical(class_dicts(), before)
+    assert_uninstrument_restores_classes(CLASSES, instrumentor, metrics.provider)
 
 
 def test_signatures_names_docs_and_pickling_are_unchanged(metrics: Metrics, instrumentor: TradingInstrumentor) -> None:

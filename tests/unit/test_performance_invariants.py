@@ -25,7 +25,7 @@ from otel_trading.metric_contract import METRICS_BY_KEY, MetricGroup
 from otel_trading.recording import C0, ThreadRows, registry_for, sample_gaps
 from otel_trading.settings import OTEL_TRADING_DISABLED_METRICS
 
-from ..conftest import Metrics, assert_binding, make_metrics
+from ..conftest import Metrics, assert_binding, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
@@ -78,11 +78,7 @@ def test_breaker_counts_exactly_160000_successes_from_8_interleaving_threads(fas
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(THREADS, worker)
     finally:
         sys.setswitchinterval(interval)
     assert fast.value(N["breaker_successes"], name="exact") == TOTAL
@@ -102,11 +98,7 @@ def test_each_thread_records_into_a_row_of_its_own() -> None:
         seen.append(id(row))
         barrier.wait()  # all alive together: no row can be reused by a later thread
 
-    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(THREADS, worker)
     assert len(set(seen)) == THREADS
     assert sum(row[C0] for row in rows.rows()) == THREADS
 
