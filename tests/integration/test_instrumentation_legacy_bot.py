@@ -10,10 +10,7 @@ the bot's own summary must equal that of a plain ``python bot.py`` run.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,95 +18,35 @@ import pytest
 
 from otel_trading.metric_contract import documented_metrics
 
-from ..realprocs import REPO, free_port, missing, running, samples, scrape, spawn, wait_until
+from ..realprocs import REPO
+from .example_bots import BotRun, opentelemetry_instrument, run_instrumented, run_plain
 
 BOT_DIR = REPO / "examples" / "legacy_bot"
-OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 TRADING_PREFIXES = ("circuit_breaker_", "event_bus_", "otel_trading_")
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-@dataclass
-class BotRun:
-    summary: dict[str, Any]
-    samples: Samples
-    log: str
-
-    def value(self, sample_name: str, /, **labels: str) -> float | None:
-        for (sample, sample_labels), value in self.samples.items():
-            got = {k: v for k, v in sample_labels if not k.startswith("otel_scope_")}
-            if sample == sample_name and got == labels:
-                return value
-        return None
-
-
-def _summary(output: str) -> dict[str, Any]:
-    lines = [line for line in output.splitlines() if line.startswith("SUMMARY ")]
-    assert len(lines) == 1, output[-3000:]
-    return json.loads(lines[0].removeprefix("SUMMARY "))  # type: ignore[no-any-return]
-
-
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_instrumented(workdir: Path, disabled: bool, config: str = "") -> BotRun:
-    if not OTEL_INSTRUMENT.exists():
-        missing(f"opentelemetry-instrument next to {sys.executable}")
-    port = free_port()
+def run_legacy_bot(workdir: Path, disabled: bool, config: str = "") -> BotRun:
+    argv = [str(opentelemetry_instrument()), sys.executable, "bot.py"]
     env = {
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
         "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "otel_trading" if disabled else "",
         "OTEL_TRADING_INSTRUMENT": config,  # empty: the bot's pyproject.toml section applies
-        "PYTHONUNBUFFERED": "1",
     }
-    argv = [str(OTEL_INSTRUMENT), sys.executable, "bot.py"]
-    proc = spawn("legacy-bot-disabled" if disabled else "legacy-bot", argv, workdir, env=env, cwd=BOT_DIR)
-    with running(proc):
-
-        def ready() -> bool:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"the bot exited early:\n{proc.log_tail()}")
-            return "READY" in proc.log_path.read_text(errors="replace")
-
-        try:
-            wait_until(ready, timeout=60, what="the legacy bot to finish its scenario")
-        except (TimeoutError, RuntimeError) as exc:
-            raise AssertionError(f"{exc}\n{proc.log_tail()}") from exc
-        scraped = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
-    log = proc.log_path.read_text(errors="replace")
-    return BotRun(_summary(log), scraped, log)
+    return run_instrumented("legacy-bot-disabled" if disabled else "legacy-bot", BOT_DIR, argv, workdir, env)
 
 
 @pytest.fixture(scope="module")
 def plain_summary() -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "bot.py", "--once"],
-        cwd=BOT_DIR,
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return _summary(done.stdout)
+    return run_plain(BOT_DIR)
 
 
 @pytest.fixture(scope="module")
 def instrumented(tmp_path_factory: pytest.TempPathFactory) -> BotRun:
-    return run_instrumented(tmp_path_factory.mktemp("legacy-bot"), disabled=False)
+    return run_legacy_bot(tmp_path_factory.mktemp("legacy-bot"), disabled=False)
 
 
 @pytest.fixture(scope="module")
 def disabled(tmp_path_factory: pytest.TempPathFactory) -> BotRun:
-    return run_instrumented(tmp_path_factory.mktemp("legacy-bot-disabled"), disabled=True)
+    return run_legacy_bot(tmp_path_factory.mktemp("legacy-bot-disabled"), disabled=True)
 
 
 # -- instrumented ----------------------------------------------------------------------------------
@@ -203,7 +140,7 @@ def test_bad_entries_are_reported_once_and_the_rest_is_instrumented(
             {"class": "tinybuss:Guard", "call": "call", "state": "state", "states": {"closed": "c", "open": "o"}}
         ],
     }
-    run = run_instrumented(tmp_path, disabled=False, config=json.dumps(config))
+    run = run_legacy_bot(tmp_path, disabled=False, config=json.dumps(config))
     # The one traceback is the bot's own (its recorder handler's deliberate bug on tick 7).
     assert run.log.count("Traceback") == 1 and "bug in the recorder" in run.log, run.log
     assert run.log.count("unknown key 'publsh'") == 1, run.log

@@ -10,19 +10,15 @@ that of a plain ``python bot.py --once``; with the library's entry point named i
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..realprocs import REPO, free_port, missing, running, samples, scrape, spawn, wait_until
+from ..realprocs import REPO
+from .example_bots import BotRun, opentelemetry_instrument, run_instrumented, run_plain
 
-OTEL_INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 BOTS = ("circuitbreaker", "purgatory", "pyee")
 # The third runs the pure-Python hot paths (as a build without a C compiler would), the others the
 # compiled ones the test command builds.
@@ -35,90 +31,26 @@ INSTRUMENT_BOT = (
     "sys.argv = ['bot.py']; runpy.run_path('bot.py', run_name='__main__')"
 )
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@dataclass
-class BotRun:
-    summary: dict[str, Any]
-    samples: Samples
-    log: str
-
-    def value(self, sample_name: str, /, **labels: str) -> float | None:
-        for (sample, sample_labels), value in self.samples.items():
-            got = {k: v for k, v in sample_labels if not k.startswith("otel_scope_")}
-            if sample == sample_name and got == labels:
-                return value
-        return None
-
-    def label_values(self, prefix: str, label: str) -> set[str]:
-        return {
-            v for (name, labels), _ in self.samples.items() if name.startswith(prefix) for k, v in labels if k == label
-        }
-
-
-def _summary(output: str) -> dict[str, Any]:
-    lines = [line for line in output.splitlines() if line.startswith("SUMMARY ")]
-    assert len(lines) == 1, output[-3000:]
-    return json.loads(lines[0].removeprefix("SUMMARY "))  # type: ignore[no-any-return]
-
-
 def _bot_dir(bot: str) -> Path:
     return REPO / "examples" / f"{bot}_bot"
 
 
 def run_bot(bot: str, launcher: str, workdir: Path, disabled: str = "") -> BotRun:
-    if not OTEL_INSTRUMENT.exists():
-        missing(f"opentelemetry-instrument next to {sys.executable}")
-    port = free_port()
-    env = {
-        "OTEL_METRICS_EXPORTER": "prometheus",
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-        "OTEL_EXPORTER_PROMETHEUS_PORT": str(port),
-        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled,
-        "OTEL_TRADING_INSTRUMENT": "",
-        "PYTHONUNBUFFERED": "1",
-        "OTEL_TRADING_PURE_PYTHON": "true" if launcher == PURE_PYTHON else "false",
-    }
     if launcher in ("opentelemetry-instrument", PURE_PYTHON):
-        argv = [str(OTEL_INSTRUMENT), sys.executable, "bot.py"]
+        argv = [str(opentelemetry_instrument()), sys.executable, "bot.py"]
     else:
         argv = [sys.executable, "-c", INSTRUMENT_BOT]
-    proc = spawn(f"{bot}-bot-{launcher}", argv, workdir, env=env, cwd=_bot_dir(bot))
-    with running(proc):
-
-        def ready() -> bool:
-            if proc.popen.poll() is not None:
-                raise RuntimeError(f"the bot exited early:\n{proc.log_tail()}")
-            return "READY" in proc.log_path.read_text(errors="replace")
-
-        try:
-            wait_until(ready, timeout=60, what=f"the {bot} bot to finish its scenario")
-        except (TimeoutError, RuntimeError) as exc:
-            raise AssertionError(f"{exc}\n{proc.log_tail()}") from exc
-        scraped = samples(scrape(f"http://127.0.0.1:{port}/metrics"))
-    log = proc.log_path.read_text(errors="replace")
-    return BotRun(_summary(log), scraped, log)
+    env = {
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": disabled,
+        "OTEL_TRADING_INSTRUMENT": "",
+        "OTEL_TRADING_PURE_PYTHON": "true" if launcher == PURE_PYTHON else "false",
+    }
+    return run_instrumented(f"{bot}-bot-{launcher}", _bot_dir(bot), argv, workdir, env)
 
 
 @pytest.fixture(scope="module")
 def plain() -> dict[str, dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    out = {}
-    for bot in BOTS:
-        done = subprocess.run(
-            [sys.executable, "bot.py", "--once"],
-            cwd=_bot_dir(bot),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        out[bot] = _summary(done.stdout)
-    return out
+    return {bot: run_plain(_bot_dir(bot)) for bot in BOTS}
 
 
 class _LazyRuns(dict[tuple[str, str], BotRun]):
