@@ -361,17 +361,13 @@ def _noop() -> None:
 def _pure_python() -> Iterator[None]:
     """Instrumentations installed inside run on the pure-Python hot paths (as a build without a C
     compiler, or OTEL_TRADING_PURE_PYTHON=true, would), whatever is built."""
-    from otel_trading.instrumentation import _circuitbreaker, _libraries, _purgatory, _pyee
+    from otel_trading.instrumentation import _native_loader
 
-    modules = (_circuitbreaker, _libraries, _purgatory, _pyee)
-    saved = [m.native for m in modules]
-    for m in modules:
-        m.native = None
+    saved, _native_loader.native = _native_loader.native, None
     try:
         yield
     finally:
-        for m, native in zip(modules, saved, strict=True):
-            m.native = native
+        _native_loader.native = saved
 
 
 def _ns_per_call(call: Callable[[], object], calls: int) -> float:

@@ -229,12 +229,11 @@ HOT_PATHS = ("compiled", "python")
 
 def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make instrumentations installed from now on use ``path`` (one of HOT_PATHS)."""
-    from otel_trading.instrumentation import _circuitbreaker, _libraries, _native_loader, _purgatory, _pyee
+    from otel_trading.instrumentation import _native_loader
 
     assert path in HOT_PATHS, path
     if path == "python":
-        for module in (_circuitbreaker, _libraries, _purgatory, _pyee):
-            monkeypatch.setattr(module, "native", None)
+        monkeypatch.setattr(_native_loader, "native", None)
     elif _native_loader.native is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("the compiled hot paths (_native) are not built; CI installs them with `pip install -e .`")

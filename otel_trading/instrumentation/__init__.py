@@ -49,6 +49,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading.exporting import ConfigurationError, MetricsHandle, configure_metrics
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._components import OwnComponents
 from otel_trading.instrumentation._custom import CustomClasses, missing_modules, without_unresolvable
 from otel_trading.instrumentation._instrumentors import (
@@ -60,7 +61,6 @@ from otel_trading.instrumentation._instrumentors import (
     PybreakerInstrumentor,
     PyeeInstrumentor,
 )
-from otel_trading.instrumentation._native_loader import native as _native_module
 from otel_trading.instrumentation._session import Session, one_scan
 from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
 from otel_trading.recording import global_provider_is_set
@@ -289,4 +289,4 @@ def instrument_bot(
 def compiled_hot_paths() -> bool:
     """True when the circuitbreaker, purgatory and pyee instrumentations run on their compiled hot
     paths; False when on the pure-Python ones (not built, or ``OTEL_TRADING_PURE_PYTHON=true``)."""
-    return _native_module is not None
+    return _native_loader.native is not None

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import (
     CLOSED,
     HALF_OPEN,
@@ -49,7 +50,7 @@ from otel_trading.instrumentation._bindings import (
     record_timed,
 )
 from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
-from otel_trading.instrumentation._native_loader import named_as, native
+from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import keep_by_id, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -367,6 +368,7 @@ class CircuitbreakerBreakers:
                 report(f"recording a {target} call", exc)
             return result
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path; it hands every other call to ``call`` above.
             fast_call: Callable[..., Any] = native.guarded_call(

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import (
     CLOSED,
     HALF_OPEN,
@@ -50,7 +51,7 @@ from otel_trading.instrumentation._bindings import (
     breaker_label,
     record_timed,
 )
-from otel_trading.instrumentation._native_loader import named_as, native
+from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import keep_by_id, kwarg_or_arg, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -411,6 +412,7 @@ class LibraryBreakers:
                     report(f"recording a {target} call", exc)
                 return result
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
             fast: Callable[..., Any] = native.locked_call(

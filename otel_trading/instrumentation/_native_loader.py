@@ -34,7 +34,8 @@ def _load() -> types.ModuleType | None:
 
 
 #: The ``_native`` module, or None when the pure-Python hot paths are in use
-#: (not built, or ``OTEL_TRADING_PURE_PYTHON=true``).
+#: (not built, or ``OTEL_TRADING_PURE_PYTHON=true``). Read when an instrumentation patches, so that
+#: setting it to None (as the tests and the bench do) puts later patches on the pure-Python paths.
 native: types.ModuleType | None = _load()
 
 

@@ -37,9 +37,10 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label, record_timed
 from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
-from otel_trading.instrumentation._native_loader import named_as, native
+from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -105,6 +106,7 @@ class PurgatoryBreakers:
         fork_safe(self)
         # The compiled __enter__ keeps most starts here instead (with a reference to the wrapper);
         # the exits, compiled or not, look here first. None on the pure-Python path.
+        native = _native_loader.native
         self._blocks: Any = native.OpenBlocks() if native is not None else None
         if self._blocks is not None:
             session.on_stop.append(self._blocks.clear)
@@ -313,6 +315,7 @@ class PurgatoryBreakers:
                 nested(id(self), start)
             return self
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
             fast_enter: Callable[..., Any] = native.paired_enter(
@@ -375,6 +378,7 @@ class PurgatoryBreakers:
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
             fast_exit: Callable[..., Any] = native.paired_exit(

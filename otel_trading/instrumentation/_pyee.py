@@ -46,9 +46,10 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import UNTIMED, record_timed
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
-from otel_trading.instrumentation._native_loader import named_as, native
+from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
 from otel_trading.instrumentation._support import keep_by_id, label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
@@ -513,6 +514,7 @@ class PyeeEmitters:
                     dispatch.finish()
             return bool(outcome)
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path (a known emitter, an app event, a hot series); the rest goes to
             # ``_call_handlers`` above.
@@ -533,6 +535,7 @@ class PyeeEmitters:
                 return
             orig(self, _handler(f, dispatch, None), args, kwargs)
 
+        native = _native_loader.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled path: while an event is recorded the handler runs there first (see _native.c).
             fast: Callable[..., Any] = native.emit_run(
