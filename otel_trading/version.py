@@ -1,4 +1,4 @@
-"""The package version, read by hatchling and reported as the instrumentation scope version."""
+"""The package version, read by the build (setuptools) and reported as the instrumentation scope version."""
 
 __all__ = ["__version__"]
 

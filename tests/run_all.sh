@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*" >&2; }
 
 log "Debian packages: prometheus, promtool, alertmanager, amtool, tmux (drives otel-trading top in its test), gcc"
-# gcc and python3-dev compile otel_trading/instrumentation/_native.c at `pip install` (hatch_build.py);
-# a python3 built elsewhere (pyenv) brings its own headers.
+# gcc and python3-dev compile otel_trading/instrumentation/_native.c at `pip install` (setup.py, a
+# setuptools Extension with optional=True); a python3 built elsewhere (pyenv) brings its own headers.
 if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
   || ! command -v tmux >/dev/null || ! command -v gcc >/dev/null \
   || ! "${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then
@@ -29,7 +29,8 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # Eager: the main environment runs on the newest OpenTelemetry the ranges in pyproject.toml allow.
-.venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+# OTEL_TRADING_WERROR=1: the compiled hot paths must build warning-free (setup.py adds -Werror).
+OTEL_TRADING_WERROR=1 .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
 .venv/bin/python -m pip list 2>/dev/null | grep -E '^opentelemetry-(api|sdk) '
 # The build goes on without a compiler (pure Python); here the compiled hot paths must be built.
 .venv/bin/python -c "from otel_trading.instrumentation import compiled_hot_paths as c; assert c(), 'compiled hot paths not built'; print('compiled hot paths: built')"
@@ -65,6 +66,45 @@ promtool test rules deploy/prometheus/rules/tests/*.yml
 
 log "pint (offline checks) on the alert rules"
 "$PINT_BINARY" --offline --no-color lint deploy/prometheus/rules/*.yml
+
+log "release artifacts: the sdist, and from it a manylinux wheel per CPython 3.10-3.13 with -Wall -Werror"
+OTEL_TRADING_WERROR=1 bash tools/build_dists.sh >/dev/null
+# tests/integration/test_wheel_install.py installs these instead of building its own.
+OTEL_TRADING_WHEELHOUSE="$PWD/dist/wheelhouse"
+export OTEL_TRADING_WHEELHOUSE
+
+log "interpreter and library-release matrix (noxfile.py): CPython 3.10-3.13, each library's oldest and newest release"
+# The main interpreter runs the whole suite below; nox runs the others, and the oldest releases.
+MAIN_VERSION="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+SESSIONS=()
+for version in 3.10 3.11 3.12 3.13; do
+  [ "$version" = "$MAIN_VERSION" ] || SESSIONS+=("tests-$version")
+done
+SESSIONS+=(oldest)
+# Installs one after another (each builds the compiled hot paths in place for its interpreter); with
+# CI=true nox fails on a missing interpreter.
+.venv/bin/nox --install-only -s "${SESSIONS[@]}"
+# The tests mostly wait (sleeps, subprocesses, timeouts): the sessions run side by side.
+MATRIX_LOGS="$(mktemp -d "${TMPDIR:-/tmp}/otel-trading-matrix.XXXXXX")"
+PIDS=()
+for session in "${SESSIONS[@]}"; do
+  .venv/bin/nox -R -s "$session" >"$MATRIX_LOGS/$session.log" 2>&1 &
+  PIDS+=("$!")
+done
+FAILED=()
+for i in "${!SESSIONS[@]}"; do
+  wait "${PIDS[$i]}" || FAILED+=("${SESSIONS[$i]}")
+done
+for session in "${SESSIONS[@]}"; do
+  printf '%s: %s\n' "$session" "$(grep -E '^[0-9]+ (passed|failed)|(passed|failed).* in [0-9.]+s' "$MATRIX_LOGS/$session.log" | tr '\n' ' ')" >&2
+done
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  for session in "${FAILED[@]}"; do
+    printf '\n== nox session %s failed; its log:\n' "$session" >&2
+    cat "$MATRIX_LOGS/$session.log" >&2
+  done
+  exit 1
+fi
 
 # The tests that prove what reaches readers: run again on the oldest supported SDK below.
 DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \

@@ -44,6 +44,16 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+try:
+    import opentelemetry.instrumentation.instrumentor  # noqa: F401
+    import wrapt  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        f"otel_trading.instrumentation needs the 'instrumentation' extra ({exc.name} is not installed): "
+        "pip install 'otel-trading[instrumentation]'",
+        name=exc.name,
+    ) from exc
+
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import MeterProvider
@@ -86,6 +96,7 @@ __all__ = [
     "disabled_targets",
     "instrument_bot",
     "load_config",
+    "pure_python_reason",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -287,6 +298,12 @@ def instrument_bot(
 
 
 def compiled_hot_paths() -> bool:
-    """True when the circuitbreaker, purgatory and pyee instrumentations run on their compiled hot
-    paths; False when on the pure-Python ones (not built, or ``OTEL_TRADING_PURE_PYTHON=true``)."""
+    """True when the library instrumentations run on their compiled hot paths; False when on the
+    pure-Python ones (not built, ``OTEL_TRADING_PURE_PYTHON=true``, or a free-threaded interpreter:
+    ``pure_python_reason()`` says which)."""
     return _native_loader.native is not None
+
+
+def pure_python_reason() -> str | None:
+    """Why the library instrumentations run on their pure-Python hot paths; None when compiled."""
+    return _native_loader.pure_python_reason()

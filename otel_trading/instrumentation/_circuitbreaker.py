@@ -19,11 +19,11 @@ failed``                                    through the entry method is a failur
                                             an unnamed breaker after the function)
 ==========================================  ======================================================
 
-Each replacement is installed only over a method of the shape it was written for (``_code_shape``);
-a method of another shape is left unpatched, with one warning. The state gauge reads the library's ``state``
-property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open state being the library's
-own timer-based reading); transitions are the changes between successive readings, taken before
-and after every call that does not start closed, after every failure and rejection, and at every
+The replacements are installed only over methods of the shapes they were written for
+(``_code_shape``); otherwise circuitbreaker is left out whole, with one warning. The state gauge
+reads the library's ``state`` property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open
+state being the library's own timer-based reading); transitions are the changes between successive readings, taken
+before and after every call that does not start closed, after every failure and rejection, and at every
 collection. Breakers are found when the library is imported, created or decorated later
 (``CircuitBreakerMonitor`` is left as it is), or on their first call. Calls served by a
 ``fallback_function`` while the breaker is open raise nothing and are not counted; a bare
@@ -49,10 +49,18 @@ from otel_trading.instrumentation._bindings import (
     breaker_label,
     record_timed,
 )
-from otel_trading.instrumentation._code_shape import ASYNC_GENERATOR, COROUTINE, FUNCTION, GENERATOR, Shape, has_shape
+from otel_trading.instrumentation._code_shape import (
+    ASYNC_GENERATOR,
+    COROUTINE,
+    FUNCTION,
+    GENERATOR,
+    Shape,
+    library_matches,
+    version_of,
+)
 from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, report, warn_once
+from otel_trading.instrumentation._support import keep_by_id, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows
 
@@ -61,15 +69,20 @@ __all__ = ["CircuitbreakerBreakers"]
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
 
-# The shapes (see ``_code_shape``) of the library's entry methods our replacements stand in for:
-# each only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
-# referring to no other name. Checked against circuitbreaker 2.0.0 .. 2.1.3.
+# The shapes (see ``_code_shape``) of the library's methods our replacements rely on: each entry
+# method only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
+# referring to no other name; ``__exit__`` hands the failure to ``__call_failed`` after storing it in
+# ``_last_failure`` (the verdict reads it there). Checked against circuitbreaker 2.1.0 .. 2.1.3.
 _ENTRY_PARAMS = ("self", "func", "args", "kwargs")
+_EXIT_PARAMS = ("self", "exc_type", "exc_value", "_traceback")
 _SHAPES = {
     "call": (Shape(2, _ENTRY_PARAMS, (), FUNCTION),),
     "call_generator": (Shape(2, _ENTRY_PARAMS, (), GENERATOR),),
     "call_async": (Shape(2, _ENTRY_PARAMS, (), COROUTINE),),
     "call_async_generator": (Shape(2, _ENTRY_PARAMS, (), ASYNC_GENERATOR),),
+    "__exit__": (
+        Shape(4, _EXIT_PARAMS, ("_CircuitBreaker__call_failed", "_last_failure", "is_failure", "reset"), FUNCTION),
+    ),
 }
 
 
@@ -142,10 +155,13 @@ class CircuitbreakerBreakers:
             if not isinstance(vars(owner).get(name), types.FunctionType)
         ]
         if missing:
-            version = getattr(module, "__version__", "?")
+            version = version_of("circuitbreaker")
             raise RuntimeError(
                 f"circuitbreaker {version} does not have {', '.join(missing)}; it is left uninstrumented"
             )
+        checks = [(f"CircuitBreaker.{name}", vars(cls).get(name), shapes) for name, shapes in _SHAPES.items()]
+        if not library_matches("circuitbreaker", "circuitbreaker", checks):
+            return
         patcher = self.session.patcher
         patcher.replace(cls, "__init__", self._init)
         patcher.replace(cls, "decorate", self._decorate)
@@ -158,16 +174,7 @@ class CircuitbreakerBreakers:
             "call_async_generator": self._call_async_generator,
         }
         for name, factory in replacements.items():
-            if has_shape(vars(cls).get(name), _SHAPES[name]):
-                patcher.replace(cls, name, factory)
-            else:
-                warn_once(
-                    f"circuitbreaker-shape:{name}",
-                    "otel-trading instrumentation: circuitbreaker %s: CircuitBreaker.%s is not the code "
-                    "otel-trading knows; calls through it are not counted",
-                    getattr(module, "__version__", "?"),
-                    name,
-                )
+            patcher.replace(cls, name, factory)
         if existed:
             for breaker in existing_instances(cls):
                 if getattr(breaker, "_name", None) is not None:

@@ -32,12 +32,14 @@ from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISA
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import MeterProvider
 
+from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._circuitbreaker import CircuitbreakerBreakers
 from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
 from otel_trading.instrumentation._purgatory import PurgatoryBreakers
 from otel_trading.instrumentation._pyee import PyeeEmitters
 from otel_trading.instrumentation._session import Session, one_scan
 from otel_trading.instrumentation._support import report
+from otel_trading.instrumentation._supported import LIBRARIES
 
 __all__ = [
     "LIBRARY_INSTRUMENTORS",
@@ -76,7 +78,7 @@ class LibraryInstrumentor(BaseInstrumentor):
 
     #: The library's name, as in ``otel_trading.<target>`` and the entry point ``otel_trading_<target>``.
     target: ClassVar[str]
-    #: Its supported versions (requirement specifiers), e.g. ``("circuitbreaker >= 2.0, < 3",)``.
+    #: Its supported versions (requirement specifiers, from ``_supported.LIBRARIES``).
     _instruments: ClassVar[tuple[str, ...]]
     _session: Session | None = None
 
@@ -124,6 +126,7 @@ class LibraryInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         meter_provider: MeterProvider | None = kwargs.get("meter_provider")
+        _native_loader.announce()
         session = Session(meter_provider)
         try:
             with one_scan():
@@ -149,7 +152,7 @@ class PybreakerInstrumentor(LibraryInstrumentor):
     """``pybreaker.CircuitBreaker`` (see ``_libraries``)."""
 
     target = "pybreaker"
-    _instruments = ("pybreaker >= 1.0, < 2",)
+    _instruments = (LIBRARIES["pybreaker"].requirement(),)
 
     def _targets(self, session: Session) -> list[Any]:
         return [LibraryBreakers(session, PYBREAKER)]
@@ -159,7 +162,7 @@ class AiobreakerInstrumentor(LibraryInstrumentor):
     """``aiobreaker.CircuitBreaker`` (see ``_libraries``)."""
 
     target = "aiobreaker"
-    _instruments = ("aiobreaker >= 1.1, < 2",)
+    _instruments = (LIBRARIES["aiobreaker"].requirement(),)
 
     def _targets(self, session: Session) -> list[Any]:
         return [LibraryBreakers(session, AIOBREAKER)]
@@ -169,7 +172,7 @@ class CircuitbreakerInstrumentor(LibraryInstrumentor):
     """``circuitbreaker.CircuitBreaker`` and its decorators (see ``_circuitbreaker``)."""
 
     target = "circuitbreaker"
-    _instruments = ("circuitbreaker >= 2.0, < 3",)
+    _instruments = (LIBRARIES["circuitbreaker"].requirement(),)
 
     def _targets(self, session: Session) -> list[Any]:
         return [CircuitbreakerBreakers(session)]
@@ -179,7 +182,7 @@ class PurgatoryInstrumentor(LibraryInstrumentor):
     """purgatory's sync and async circuit breakers (see ``_purgatory``)."""
 
     target = "purgatory"
-    _instruments = ("purgatory >= 3.0, < 4",)
+    _instruments = (LIBRARIES["purgatory"].requirement(),)
 
     def _targets(self, session: Session) -> list[Any]:
         return [PurgatoryBreakers(session)]
@@ -189,7 +192,7 @@ class PyeeInstrumentor(LibraryInstrumentor):
     """pyee's event emitters (see ``_pyee``)."""
 
     target = "pyee"
-    _instruments = ("pyee >= 12, < 14",)
+    _instruments = (LIBRARIES["pyee"].requirement(),)
 
     def _targets(self, session: Session) -> list[Any]:
         return [PyeeEmitters(session)]

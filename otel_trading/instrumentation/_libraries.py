@@ -31,6 +31,7 @@ trial there is not counted as a failure).
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import types
@@ -51,9 +52,10 @@ from otel_trading.instrumentation._bindings import (
     breaker_label,
     record_timed,
 )
+from otel_trading.instrumentation._code_shape import FUNCTION, Shape, interpreter, shape_differences, version_of
 from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, kwarg_or_arg, report
+from otel_trading.instrumentation._support import keep_by_id, kwarg_or_arg, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 
 __all__ = ["AIOBREAKER", "PYBREAKER", "Classes", "Family", "LibraryBreakers"]
@@ -81,10 +83,11 @@ class Family:
     state_code: Callable[[Any], int | None]
     #: a state object (``prev_state``, the result of ``_create_new_state``) -> 0/1/2
     state_object_code: Callable[[Any], int | None]
-    #: The names the library's ``CircuitBreaker.call`` uses when it is exactly "under ``_lock``,
-    #: return ``self.state.call(...)``": then that method is replaced by one doing the same plus
-    #: the recording (no extra frame on the hot path). Otherwise the state's ``call`` is wrapped.
-    locked_call_names: tuple[str, ...] | None = None
+    #: The shape (see ``_code_shape``) of the library's ``CircuitBreaker.call`` when it is exactly
+    #: "under ``_lock``, return ``self.state.call(...)``": then that method is replaced by one doing
+    #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
+    #: is wrapped.
+    locked_call: Shape | None = None
 
 
 def _pybreaker_classes(module: types.ModuleType) -> Classes:
@@ -118,7 +121,7 @@ PYBREAKER = Family(
     classes=_pybreaker_classes,
     state_code=_py_code,
     state_object_code=lambda state: _py_code(getattr(state, "name", None)),
-    locked_call_names=("_lock", "state", "call"),
+    locked_call=Shape(2, ("self", "func", "args", "kwargs"), ("_lock", "call", "state"), FUNCTION),
 )
 AIOBREAKER = Family(
     target="aiobreaker",
@@ -180,15 +183,26 @@ class LibraryBreakers:
             (c.base_state, "_handle_error", self._handle_error),
             (c.open_state, "before_call", self._open_before_call),
         ]
-        names = self.family.locked_call_names
+        locked_call = self.family.locked_call
         breaker_call = inspect.getattr_static(c.breaker, "call", None)
         name_property = inspect.getattr_static(c.breaker, "name", None)
+        differs = locked_call and shape_differences(breaker_call, (locked_call,), "CircuitBreaker.call")
         self._locked = (
-            names is not None
-            and getattr(getattr(breaker_call, "__code__", None), "co_names", None) == names
+            locked_call is not None
+            and differs is None
             and isinstance(name_property, property)
             and name_property.fset is not None
         )
+        if locked_call is not None and not self._locked:
+            warn_once(
+                f"pure-python:{self.family.target}",
+                "otel-trading instrumentation: %s %s on %s: %s; its calls take the pure-Python hot path",
+                self.family.target,
+                version_of(self.family.target),
+                interpreter(),
+                differs or "CircuitBreaker.name has no setter",
+                level=logging.INFO,
+            )
         if self._locked:
             self._open_state = c.open_state
             replace.append((c.breaker, "call", self._locked_call))
@@ -206,7 +220,7 @@ class LibraryBreakers:
             if not isinstance(inspect.getattr_static(owner, name, None), types.FunctionType)
         ]
         if missing:
-            version = getattr(module, "__version__", "?")
+            version = version_of(self.family.target)
             raise RuntimeError(
                 f"{self.family.target} {version} does not have {', '.join(missing)}; "
                 f"{self.family.target} is left uninstrumented"

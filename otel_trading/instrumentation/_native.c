@@ -10,10 +10,16 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <stddef.h>
 #include <string.h>
 #include <time.h>
+
+/* Python.h has the Py_-prefixed member flags since 3.12, which deprecates structmember.h's. */
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
 
 /* -- row layout, set once by configure() from otel_trading.recording.rows ----------------------- */
 static Py_ssize_t I_SUM = -1, I_MIN, I_MAX, I_B0, N_BOUNDS;
@@ -143,7 +149,7 @@ static Py_ssize_t member_offset(PyTypeObject *type, PyObject *name) {
     Py_ssize_t offset = -1;
     if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type == T_OBJECT_EX && !(member->flags & READONLY)) {
+        if (member->type == Py_T_OBJECT_EX && !(member->flags & Py_READONLY)) {
             offset = member->offset;
         }
     }
@@ -169,18 +175,34 @@ static int slots_of(Slots *slots, PyObject *obj, PyObject *name_a, PyObject *nam
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
+/* ``name`` found through ``type``'s MRO, descriptors not invoked: 1 with a new reference in
+ * ``*found``, 0 when missing, -1 with an exception set. A public PyType_Lookup with that contract
+ * was proposed for 3.15 (gh-139847) but its pull request was closed unmerged, so a bare version
+ * check would not compile: a build opts in with -DNATIVE_HAVE_PYTYPE_LOOKUP once a release has it.
+ * Until then the private _PyType_Lookup (3.10 to 3.14, and 3.15's development headers) stands in. */
+#if PY_VERSION_HEX >= 0x030F0000 && defined(NATIVE_HAVE_PYTYPE_LOOKUP)
+static int type_lookup(PyTypeObject *type, PyObject *name, PyObject **found) {
+    return PyType_Lookup(type, name, found);
+}
+#else
+static int type_lookup(PyTypeObject *type, PyObject *name, PyObject **found) {
+    /* Borrowed, so owned before any Python code can run. It sets no exception (it clears its own):
+     * NULL with one set means the caller's was pending, which goes on rather than a TypeError. */
+    *found = Py_XNewRef(_PyType_Lookup(type, name));
+    return *found != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+#endif
+
 /* ``type(obj).<name>`` found as the interpreter finds a special method: on the type only, through
  * its MRO (never on the metaclass). A new reference; TypeError as ``with`` raises when missing. */
 static PyObject *special(PyObject *obj, PyObject *name) {
-    PyObject *found = _PyType_Lookup(Py_TYPE(obj), name); /* borrowed */
-    if (found == NULL) {
-        if (!PyErr_Occurred()) {
-            PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
-                         Py_TYPE(obj)->tp_name);
-        }
-        return NULL;
+    PyObject *found;
+    int status = type_lookup(Py_TYPE(obj), name, &found);
+    if (status == 0) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object does not support the context manager protocol",
+                     Py_TYPE(obj)->tp_name);
     }
-    return Py_NewRef(found);
+    return status > 0 ? found : NULL;
 }
 
 /* Call a special method found by ``special`` on ``obj`` with ``n`` (at most 3) more arguments,
@@ -241,39 +263,59 @@ static int specials(SpecialCache *cache, PyObject *obj, PyObject **enter, PyObje
  * being handled: sys.exc_info() returns it, a bare ``raise`` re-raises it, and an exception raised
  * meanwhile gets it as __context__ (the interpreter chains it, breaking cycles). C code has no frame
  * of its own to hold it, so it is set in the current exception-state item and put back after, as
- * the interpreter's own handlers (and Cython's) do. */
+ * the interpreter's own handlers do.
+ *
+ * The public getters (PyErr_GetHandledException; PyErr_GetExcInfo before 3.11) look through an
+ * empty item (a generator's, resumed inside an outer ``except``) to the outer exception, while the
+ * setters write the current item: putting the outer exception back there would leave it in the
+ * generator, to show again when it is resumed elsewhere. Clearing the item tells whose it was: it
+ * held the exception only if that drops a reference to it (nothing else runs meanwhile, and the
+ * getter's reference keeps it alive). */
 typedef struct {
-    PyObject *value;
+    PyObject *value; /* the current item's own, owned; NULL for none */
 #if PY_VERSION_HEX < 0x030B0000
     PyObject *type, *traceback;
 #endif
 } Handled;
 
+#if PY_VERSION_HEX >= 0x030B0000
 static void handling_begin(Handled *saved, PyObject *error) {
-    _PyErr_StackItem *item = PyThreadState_Get()->exc_info;
-    saved->value = item->exc_value;
-    item->exc_value = Py_NewRef(error);
-#if PY_VERSION_HEX < 0x030B0000
-    saved->type = item->exc_type;
-    saved->traceback = item->exc_traceback;
-    item->exc_type = Py_NewRef((PyObject *)Py_TYPE(error));
-    item->exc_traceback = PyException_GetTraceback(error);
-#endif
+    PyObject *handled = PyErr_GetHandledException(); /* new reference, or NULL */
+    Py_ssize_t count = handled != NULL ? Py_REFCNT(handled) : 0;
+    PyErr_SetHandledException(NULL);
+    if (handled != NULL && Py_REFCNT(handled) == count) {
+        Py_CLEAR(handled); /* an outer item's */
+    }
+    saved->value = handled;
+    PyErr_SetHandledException(error); /* not stolen */
 }
 
 static void handling_end(Handled *saved) {
-    _PyErr_StackItem *item = PyThreadState_Get()->exc_info;
-    PyObject *value = item->exc_value;
-    item->exc_value = saved->value;
-    Py_XDECREF(value);
-#if PY_VERSION_HEX < 0x030B0000
-    PyObject *type = item->exc_type, *traceback = item->exc_traceback;
-    item->exc_type = saved->type;
-    item->exc_traceback = saved->traceback;
-    Py_XDECREF(type);
-    Py_XDECREF(traceback);
-#endif
+    PyErr_SetHandledException(saved->value);
+    Py_XDECREF(saved->value);
 }
+#else
+static void handling_begin(Handled *saved, PyObject *error) {
+    PyObject *type, *value, *traceback;
+    PyErr_GetExcInfo(&type, &value, &traceback); /* new references, any of them NULL */
+    Py_ssize_t count = value != NULL ? Py_REFCNT(value) : 0;
+    PyErr_SetExcInfo(NULL, NULL, NULL);
+    if (value != NULL && Py_REFCNT(value) == count) { /* an outer item's */
+        Py_CLEAR(type);
+        Py_CLEAR(value);
+        Py_CLEAR(traceback);
+    }
+    saved->type = type;
+    saved->value = value;
+    saved->traceback = traceback;
+    /* PyErr_SetExcInfo steals all three */
+    PyErr_SetExcInfo(Py_NewRef((PyObject *)Py_TYPE(error)), Py_NewRef(error), PyException_GetTraceback(error));
+}
+
+static void handling_end(Handled *saved) {
+    PyErr_SetExcInfo(saved->type, saved->value, saved->traceback); /* stolen */
+}
+#endif
 
 /* ``exit(obj, type(error), error, traceback)`` for a block that raised ``error``, as ``with`` calls
  * it: 1 when it returned true (the exception is suppressed), 0 when not (the caller re-raises
@@ -302,8 +344,15 @@ static int exit_normally(PyObject *exit, PyObject *obj) {
     return 0;
 }
 
+/* -- the exception being raised ----------------------------------------------------------------------
+ * 3.12 keeps it as one normalized object with its traceback attached (PyErr_GetRaisedException);
+ * before, it is PyErr_Fetch's three parts, which 3.12 deprecates. */
+
 /* The exception being raised, normalized, with its traceback attached; the error indicator is clear. */
 static PyObject *take_error(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
@@ -313,26 +362,67 @@ static PyObject *take_error(void) {
     Py_XDECREF(type);
     Py_XDECREF(tb);
     return value;
+#endif
 }
 
 /* Raise ``value`` (a reference taken from take_error) again. */
 static void give_error(PyObject *value) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(value);
+#else
     PyObject *tb = PyException_GetTraceback(value);
     PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(value)), value, tb);
+#endif
+}
+
+/* An exception being raised (or none), set aside as it is while other code runs. */
+typedef struct {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc;
+#else
+    PyObject *type, *value, *tb;
+#endif
+} Pending;
+
+static Pending pending_take(void) {
+    Pending pending;
+#if PY_VERSION_HEX >= 0x030C0000
+    pending.exc = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&pending.type, &pending.value, &pending.tb);
+#endif
+    return pending;
+}
+
+static void pending_restore(Pending pending) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(pending.exc);
+#else
+    PyErr_Restore(pending.type, pending.value, pending.tb);
+#endif
+}
+
+static void pending_drop(Pending pending) {
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_XDECREF(pending.exc);
+#else
+    Py_XDECREF(pending.type);
+    Py_XDECREF(pending.value);
+    Py_XDECREF(pending.tb);
+#endif
 }
 
 /* Call a Python twin's bookkeeping helper; its result and errors are dropped (the helpers report
  * their own errors), and an exception being raised, if any, is kept. */
 static void bookkeep(PyObject *helper, PyObject *const *args, Py_ssize_t n) {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    Pending pending = pending_take();
     PyObject *result = PyObject_Vectorcall(helper, args, n, NULL);
     if (result == NULL) {
         PyErr_Clear();
     } else {
         Py_DECREF(result);
     }
-    PyErr_Restore(type, value, tb);
+    pending_restore(pending);
 }
 
 /* ``bookkeep`` with ``args[at]`` a float of ``value`` (the call is dropped when there is no memory). */
@@ -604,22 +694,17 @@ static PyObject *hook_getattro(PyObject *op, PyObject *name) {
     if (value != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
         return value;
     }
-    PyObject *type, *error, *tb;
-    PyErr_Fetch(&type, &error, &tb); /* kept while __wrapped__ is looked up */
+    Pending error = pending_take(); /* kept while __wrapped__ is looked up */
     PyObject *wrapped = hook_wrapped(op);
     if (wrapped == NULL) {
         if (PyErr_Occurred()) {
-            Py_XDECREF(type);
-            Py_XDECREF(error);
-            Py_XDECREF(tb);
+            pending_drop(error);
         } else {
-            PyErr_Restore(type, error, tb); /* the AttributeError stands */
+            pending_restore(error); /* the AttributeError stands */
         }
         return NULL;
     }
-    Py_XDECREF(type);
-    Py_XDECREF(error);
-    Py_XDECREF(tb);
+    pending_drop(error);
     if (Py_EnterRecursiveCall(" reading an attribute through a hook's __wrapped__") == 0) {
         value = PyObject_GetAttr(wrapped, name);
         Py_LeaveRecursiveCall();
@@ -1097,10 +1182,9 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     if (result != NULL) {
         record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
     } else {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        Pending error = pending_take();
         record_success(&hook->rows, circuit, local, hook->refs[4], end - began);
-        PyErr_Restore(type, value, tb);
+        pending_restore(error);
     }
     Py_DECREF(local);
     Py_DECREF(circuit);
@@ -1479,17 +1563,13 @@ static PyMethodDef native_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef native_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "_native",
-    .m_doc = "Compiled hot paths of the library instrumentations.",
-    .m_size = -1,
-    .m_methods = native_methods,
-};
-
-PyMODINIT_FUNC PyInit__native(void) {
+/* Multi-phase initialisation (PEP 489). The module keeps process-wide state in statics (the row
+ * layout, interned names, static types), so it is not for subinterpreters; and its exec may run more
+ * than once (importlib.reload, or an import after its sys.modules entry went): whatever is already
+ * made is kept, never made again over a reference still held. */
+static int native_exec(PyObject *module) {
 #define INTERN(var, text)                                                                            \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL;
+    if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL) return -1;
     INTERN(S_row, "row");
     INTERN(S_local, "local");
     INTERN(S_counted, "counted");
@@ -1516,18 +1596,30 @@ PyMODINIT_FUNC PyInit__native(void) {
     INTERN(S_self, "self");
     INTERN(S_func, "func");
 #undef INTERN
-    if (PyType_Ready(&HookType) < 0 || PyType_Ready(&StandInType) < 0 || PyType_Ready(&OpenBlocksType) < 0) {
-        return NULL;
+    /* PyModule_AddType readies a type only once, and names it after the last part of tp_name. */
+    if (PyModule_AddType(module, &HookType) < 0 || PyModule_AddType(module, &StandInType) < 0 ||
+        PyModule_AddType(module, &OpenBlocksType) < 0) {
+        return -1;
     }
-    PyObject *module = PyModule_Create(&native_module);
-    if (module == NULL) {
-        return NULL;
-    }
-    if (PyModule_AddObjectRef(module, "Hook", (PyObject *)&HookType) < 0 ||
-        PyModule_AddObjectRef(module, "StandIn", (PyObject *)&StandInType) < 0 ||
-        PyModule_AddObjectRef(module, "OpenBlocks", (PyObject *)&OpenBlocksType) < 0) {
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return 0;
 }
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+    /* No Py_mod_gil: the statics and the rows are only safe under the GIL. */
+    {0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_native",
+    .m_doc = "Compiled hot paths of the library instrumentations.",
+    .m_size = 0, /* no per-module state (multi-phase initialisation needs it non-negative) */
+    .m_methods = native_methods,
+    .m_slots = native_slots,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModuleDef_Init(&native_module); }

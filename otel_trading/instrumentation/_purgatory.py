@@ -23,9 +23,9 @@ patched, and what each patch records:
 Series are per circuit name: breakers of one name share them, whatever wrapper object or
 ``Context`` carries the call; the state gauge reports the last state this process saw for that
 name (with Redis, changes made by other processes show up at this process's next call). A block
-entered before instrumentation is not counted. Each patch is installed only over a method of the
-shape it was written for (``_code_shape``); otherwise that pair of methods is left unpatched, with
-one warning.
+entered before instrumentation is not counted. The patches are installed only over methods of the
+shapes they were written for (``_code_shape``); otherwise purgatory is left out whole, with one
+warning.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from typing import Any
 
 from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label, record_timed
-from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, has_shape
+from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, library_matches, version_of
 from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import report, warn_once
+from otel_trading.instrumentation._support import report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -131,32 +131,24 @@ class PurgatoryBreakers:
             if not isinstance(vars(owner).get(name), types.FunctionType)
         ]
         if missing:
-            version = getattr(module, "__version__", "?")
+            version = version_of("purgatory")
             raise RuntimeError(f"purgatory {version} does not have {', '.join(missing)}; it is left uninstrumented")
-        patcher = self.session.patcher
-        patcher.replace(model.Context, "__init__", self._init)
-        patcher.replace(model.Context, "set_state", self._set_state)
-        for state in states:
-            patcher.replace(state, "handle_exception", self._handle_exception)
         patches: list[tuple[type, str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
             (sync_cls, "__enter__", "SyncCircuitBreaker.__enter__", self._enter),
             (sync_cls, "__exit__", "SyncCircuitBreaker.__exit__", self._exit),
             (async_cls, "__aenter__", "AsyncCircuitBreaker.__aenter__", self._aenter),
             (async_cls, "__aexit__", "AsyncCircuitBreaker.__aexit__", self._aexit),
         ]
-        known = {(owner, name): has_shape(vars(owner).get(name), _SHAPES[name]) for owner, name, _, _ in patches}
-        for owner, name, path, factory in patches:
-            pair = ("__enter__", "__exit__") if owner is sync_cls else ("__aenter__", "__aexit__")
-            if all(known[(owner, n)] for n in pair):
-                patcher.replace(owner, name, factory)
-            else:
-                warn_once(
-                    f"purgatory-shape:{path}",
-                    "otel-trading instrumentation: purgatory %s: %s is not the code otel-trading knows; "
-                    "blocks guarded through it are not counted",
-                    getattr(module, "__version__", "?"),
-                    path,
-                )
+        checks = [(path, vars(owner).get(name), _SHAPES[name]) for owner, name, path, _ in patches]
+        if not library_matches("purgatory", "purgatory", checks):
+            return
+        patcher = self.session.patcher
+        patcher.replace(model.Context, "__init__", self._init)
+        patcher.replace(model.Context, "set_state", self._set_state)
+        for state in states:
+            patcher.replace(state, "handle_exception", self._handle_exception)
+        for owner, name, _, factory in patches:
+            patcher.replace(owner, name, factory)
         if existed:
             for context in existing_instances(model.Context):
                 self._note(context, _code(getattr(context, "_state", None)))

@@ -1,4 +1,4 @@
-"""pyee (12.x, 13.x): event-bus metrics for its emitters, with the event name as ``event_type``.
+"""pyee (12.1 .. 16.1): event-bus metrics for its emitters, with the event name as ``event_type``.
 
 Every pyee emitter's ``emit`` runs ``EventEmitter._call_handlers(event, args, kwargs)``, which hands
 each handler to the emitter class's ``_emit_run``: the base ``EventEmitter`` runs it inline,
@@ -27,13 +27,13 @@ not 0); the other emitters have no queue and report none. Emitters whose ``_emit
 one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count published events
 and subscribers only: their handlers run where otel-trading cannot see them complete. Under
 ``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
-that has handlers for it. Each wrapper is installed only over a function of the shape it was
-written for (``_code_shape``); otherwise pyee is left uninstrumented (or that emitter class counts
-published events only), with one warning.
+that has handlers for it. The wrappers are installed only over functions of the shapes they were
+written for (``_code_shape``); otherwise pyee is left out whole, with one warning.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 import types
@@ -48,10 +48,10 @@ from typing import Any
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation import _native_loader
 from otel_trading.instrumentation._bindings import UNTIMED, record_timed
-from otel_trading.instrumentation._code_shape import FUNCTION, Shape, has_shape
+from otel_trading.instrumentation._code_shape import FUNCTION, Shape, library_matches
 from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, label_of, report, warn_once
+from otel_trading.instrumentation._support import keep_by_id, label_of, report
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -64,30 +64,40 @@ _FIRST_BOUND = BOUNDS[0]
 
 # The shapes (see ``_code_shape``) of the pyee functions the patches below were written for:
 # ``_call_handlers`` hands every handler of the event to ``self._emit_run``; the asyncio
-# ``_emit_run`` calls the handler and schedules a coroutine it returns (or watches a future);
-# the executor ``_emit_run`` submits the handler to ``self._executor``. Checked against pyee 12.x
-# and 13.0.x (the same shapes in both).
+# ``_emit_run`` calls the handler and schedules a coroutine it returns (or watches a future), and
+# its done-callback forgets the task and emits pyee's ``error`` for a failure; the executor
+# ``_emit_run`` submits the handler to ``self._executor``. Checked against pyee 12.1 .. 16.1: 16.0
+# made the executor callback return early for a cancelled future; 14-16 otherwise changed type
+# hints only.
 _CALL_HANDLERS_SHAPES = (
     Shape(
         4,
         ("self", "event", "args", "kwargs"),
-        ("_lock", "list", "_events", "get", "OrderedDict", "values", "_emit_run"),
+        ("OrderedDict", "_emit_run", "_events", "_lock", "get", "list", "values"),
         FUNCTION,
     ),
 )
+_RUN_PARAMS = ("self", "f", "args", "kwargs")
 _ASYNCIO_EMIT_RUN_SHAPES = (
     Shape(
         4,
-        ("self", "f", "args", "kwargs"),
+        _RUN_PARAMS,
         (
-            "iscoroutine", "_loop", "ensure_future", "cast", "Any", "isinstance", "Future",
-            "add_done_callback", "_waiting", "add", "Exception", "emit",
+            "Any", "Exception", "Future", "_loop", "_waiting", "add", "add_done_callback", "cancelled", "cast",
+            "discard", "emit", "ensure_future", "exception", "iscoroutine", "isinstance",
         ),
         FUNCTION,
     ),
-)
+)  # fmt: skip
+_EXECUTOR_RUN_NAMES = ("Exception", "_executor", "add_done_callback", "emit", "exception", "isinstance", "submit")
 _EXECUTOR_EMIT_RUN_SHAPES = (
-    Shape(4, ("self", "f", "args", "kwargs"), ("_executor", "submit", "add_done_callback", "Future"), FUNCTION),
+    Shape(4, _RUN_PARAMS, _EXECUTOR_RUN_NAMES, FUNCTION),
+    Shape(4, _RUN_PARAMS, tuple(sorted((*_EXECUTOR_RUN_NAMES, "cancelled"))), FUNCTION),  # 16.0
+)
+#: The emitter classes whose ``_emit_run`` is patched: (module, class, shapes).
+_RUNS = (
+    ("pyee.asyncio", "AsyncIOEventEmitter", _ASYNCIO_EMIT_RUN_SHAPES),
+    ("pyee.executor", "ExecutorEventEmitter", _EXECUTOR_EMIT_RUN_SHAPES),
 )
 
 
@@ -273,6 +283,7 @@ class PyeeEmitters:
         self._base: type | None = None
         self._known_runs: dict[Any, str] = {}
         self._queued_runs: set[Any] = set()
+        self._runs_patched: set[type] = set()
         self._uplift: list[Any] = [None]
 
     def start(self) -> None:
@@ -282,17 +293,10 @@ class PyeeEmitters:
         self.session.on_import("pyee.uplift", self._watch_uplift, "pyee.uplift")
 
     # -- patching -----------------------------------------------------------------------------------
-    def _version(self) -> str:
-        module = sys.modules.get("pyee")
-        return str(getattr(module, "__version__", "?"))
-
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         base = module.EventEmitter
-        if not has_shape(vars(base).get("_call_handlers"), _CALL_HANDLERS_SHAPES):
-            raise RuntimeError(
-                "pyee's EventEmitter._call_handlers is not the code otel-trading knows (pyee 12 and 13); "
-                "pyee is left uninstrumented"
-            )
+        if not library_matches("pyee", "pyee", self._checks(base)):
+            return
         if not isinstance(vars(base).get("__init__"), types.FunctionType):
             raise RuntimeError("pyee's EventEmitter has no __init__ function; pyee is left uninstrumented")
         self._base = base
@@ -303,19 +307,32 @@ class PyeeEmitters:
         if existed:
             for emitter in existing_instances(base):
                 self._guarded_bind(emitter)
+        # The check imported the emitter modules: their import hooks ran before the base was patched.
+        if "pyee.asyncio" in sys.modules:
+            self._patch_asyncio(sys.modules["pyee.asyncio"], True)
+        if "pyee.executor" in sys.modules:
+            self._patch_executor(sys.modules["pyee.executor"], True)
 
-    def _patch_run(self, cls: type, shapes: tuple[Shape, ...], path: str, factory: Any, queued: bool) -> None:
-        if self._base is None:
-            return  # the base class was left uninstrumented
-        if not has_shape(vars(cls).get("_emit_run"), shapes):
-            warn_once(
-                f"pyee-shape:{path}",
-                "otel-trading instrumentation: pyee %s: %s is not the code otel-trading knows; events of "
-                "these emitters are counted as published only",
-                self._version(),
-                path,
-            )
-            return
+    @staticmethod
+    def _checks(base: type) -> list[tuple[str, Any, tuple[Shape, ...]]]:
+        """Every pyee function a patch relies on. The emitter modules are imported here (they need
+        only the standard library) so that pyee is instrumented whole or left out whole: counting
+        the events of an emitter whose handlers cannot be seen as processed would show them stuck."""
+        checks: list[tuple[str, Any, tuple[Shape, ...]]] = [
+            ("EventEmitter._call_handlers", vars(base).get("_call_handlers"), _CALL_HANDLERS_SHAPES)
+        ]
+        for module_name, class_name, shapes in _RUNS:
+            try:
+                cls = getattr(importlib.import_module(module_name), class_name)
+            except ImportError:
+                continue  # a pyee without it: no such emitter can exist
+            checks.append((f"{class_name}._emit_run", vars(cls).get("_emit_run"), shapes))
+        return checks
+
+    def _patch_run(self, cls: type, path: str, factory: Any, queued: bool) -> None:
+        if self._base is None or cls in self._runs_patched:
+            return  # the base class was left uninstrumented (or is not patched yet), or done already
+        self._runs_patched.add(cls)
         self.session.patcher.replace(cls, "_emit_run", factory)
         run = vars(cls)["_emit_run"]
         self._known_runs[run] = SCHEDULED
@@ -328,7 +345,6 @@ class PyeeEmitters:
     def _patch_asyncio(self, module: types.ModuleType, existed: bool) -> None:
         self._patch_run(
             module.AsyncIOEventEmitter,
-            _ASYNCIO_EMIT_RUN_SHAPES,
             "AsyncIOEventEmitter._emit_run",
             self._asyncio_emit_run,
             queued=True,
@@ -337,7 +353,6 @@ class PyeeEmitters:
     def _patch_executor(self, module: types.ModuleType, existed: bool) -> None:
         self._patch_run(
             module.ExecutorEventEmitter,
-            _EXECUTOR_EMIT_RUN_SHAPES,
             "ExecutorEventEmitter._emit_run",
             self._executor_emit_run,
             queued=False,

@@ -78,13 +78,13 @@ def reset_reports() -> None:
         _reported.clear()
 
 
-def warn_once(key: str, message: str, *args: Any) -> None:
-    """A configuration-level warning, logged once per ``key``."""
+def warn_once(key: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+    """A configuration-level warning (or note, at another ``level``), logged once per ``key``."""
     with _reported_lock:
         if key in _reported:
             return
         _reported.add(key)
-    _logger.warning(message, *args)
+    _logger.log(level, message, *args)
 
 
 # -- patching ---------------------------------------------------------------------------------------

@@ -284,6 +284,7 @@ def test_cli_json_lists_every_check_with_status_detail_and_fix(
         "alertmanager",
         "cardinality",
         "event_loop",
+        "hot_paths",
     ]
     assert all(set(c) >= {"name", "status", "detail", "fix"} for c in payload["checks"])
     assert payload["healthy"] is (payload["exit_status"] == 0)

@@ -541,3 +541,35 @@ def test_circuitbreaker_behaves_identically_and_metrics_match_its_own_observable
     assert observed == expected_metrics(facts, breaker.state)
     assert breaker.name == name
     assert circuitbreaker.CircuitBreakerMonitor.get(name) is breaker
+
+
+def test_a_release_that_renames_what_the_verdict_reads_leaves_circuitbreaker_out_with_one_warning(
+    metrics: Metrics,
+    instrumentor: TradingInstrumentor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What a release renaming ``_last_failure`` would install: the same exit, another attribute.
+    def __exit__(self: Any, exc_type: Any, exc_value: Any, _traceback: Any) -> bool:
+        if exc_type and self.is_failure(exc_type, exc_value):
+            self._last_error = exc_value
+            self._CircuitBreaker__call_failed()
+        else:
+            self.reset()
+        return False
+
+    monkeypatch.setattr(CircuitBreaker, "__exit__", __exit__)
+    with caplog.at_level(logging.WARNING, logger="otel_trading.instrumentation"):
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+
+    @circuit(failure_threshold=5, name="kraken")
+    def order() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        order()
+    assert not any(owner is CircuitBreaker for owner, _ in instrumentor.patched)
+    assert counts(metrics, "kraken") == (None, None, None)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "circuitbreaker 2.1" in warning and "is left out" in warning
+    assert "CircuitBreaker.__exit__: names +_last_error, -_last_failure" in warning

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import inspect
 import logging
 import math
 import os
 import sys
+import sysconfig
 import threading
 import types
 import weakref
@@ -30,7 +32,7 @@ from hypothesis import strategies as st
 from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 from pyee.asyncio import AsyncIOEventEmitter
 
-from otel_trading.instrumentation import _native_loader, compiled_hot_paths
+from otel_trading.instrumentation import TradingInstrumentor, _native_loader, compiled_hot_paths, pure_python_reason
 from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import BOUNDS, new_row, observe
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
@@ -88,6 +90,59 @@ def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
     with caplog.at_level(logging.WARNING, logger="otel_trading"):
         assert _native_loader._load() is not None
     assert [r.getMessage() for r in caplog.records if OTEL_TRADING_PURE_PYTHON in r.getMessage()]
+
+
+def test_why_the_pure_python_paths_run_is_said_once_at_instrument_time(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_native_loader, "native", None)
+    monkeypatch.setattr(_native_loader, "_why", _native_loader.TURNED_OFF)
+    monkeypatch.setattr(_native_loader, "_announced", threading.Event())
+    assert pure_python_reason() == _native_loader.TURNED_OFF
+    with caplog.at_level(logging.INFO, logger="otel_trading"):
+        for _ in range(2):
+            instrumentor = TradingInstrumentor()
+            instrumentor.instrument(meter_provider=metrics.provider, config={})
+            instrumentor.uninstrument()
+    said = [r.getMessage() for r in caplog.records if "pure-Python hot paths" in r.getMessage()]
+    assert said == [said[0]] and f"{OTEL_TRADING_PURE_PYTHON}=true turned them off" in said[0]
+
+
+def test_nothing_is_said_when_the_compiled_paths_run(
+    metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled()
+    monkeypatch.setattr(_native_loader, "_announced", threading.Event())
+    assert pure_python_reason() is None
+    with caplog.at_level(logging.INFO, logger="otel_trading"):
+        instrumentor = TradingInstrumentor()
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+        instrumentor.uninstrument()
+    assert not [r for r in caplog.records if "pure-Python hot paths" in r.getMessage()]
+
+
+def test_a_module_that_is_not_built_is_the_reason_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(OTEL_TRADING_PURE_PYTHON, raising=False)
+    monkeypatch.setitem(sys.modules, "otel_trading.instrumentation._native", None)  # import fails
+    monkeypatch.delattr(sys.modules["otel_trading.instrumentation"], "_native", raising=False)
+    module, why = _native_loader._decide()
+    assert module is None and why is not None and why.startswith(_native_loader.NOT_BUILT)
+
+
+def test_a_free_threaded_interpreter_gets_the_pure_python_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = sysconfig.get_config_var
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
+    assert _native_loader._decide() == (None, _native_loader.FREE_THREADED)
+
+
+def test_importing_the_instrumentation_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    package = "otel_trading.instrumentation"
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.instrumentor", None)
+    with pytest.raises(ImportError, match=r"pip install 'otel-trading\[instrumentation\]'") as raised:
+        importlib.import_module("otel_trading.instrumentation")
+    assert raised.value.name == "opentelemetry.instrumentation.instrumentor"
 
 
 # -- invisible to introspection -----------------------------------------------------------------------

@@ -33,20 +33,12 @@ from otel_trading.instrumentation import (
     disabled_targets,
 )
 from otel_trading.instrumentation._instrumentors import LIBRARY_INSTRUMENTORS
+from otel_trading.instrumentation._supported import LIBRARIES
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
-EXPECTED_RANGES = {
-    "pybreaker": "pybreaker >= 1.0, < 2",
-    "aiobreaker": "aiobreaker >= 1.1, < 2",
-    "circuitbreaker": "circuitbreaker >= 2.0, < 3",
-    "purgatory": "purgatory >= 3.0, < 4",
-    "pyee": "pyee >= 12, < 14",
-}
-
-
 @pytest.fixture(autouse=True)
 def _every_instrumentor_undone() -> Iterator[None]:
     yield
@@ -69,7 +61,7 @@ def test_every_library_has_its_own_entry_point_and_range() -> None:
     assert sorted(found) == sorted(["otel_trading", *(f"otel_trading_{t}" for t in LIBRARY_TARGETS)])
     for cls in LIBRARY_INSTRUMENTORS:
         assert found[cls.entry_point_name()].load() is cls
-        assert cls().instrumentation_dependencies() == (EXPECTED_RANGES[cls.target],)
+        assert cls().instrumentation_dependencies() == (LIBRARIES[cls.target].requirement(),)
     assert (*LIBRARY_TARGETS, "components", "custom") == TARGETS
 
 

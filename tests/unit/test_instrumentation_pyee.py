@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import inspect
 import itertools
 import logging
 import pickle
+import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -359,7 +361,7 @@ def test_signatures_names_docs_and_pickling_are_unchanged(metrics: Metrics, inst
     assert describe() == plain
 
 
-def test_wrappers_are_only_installed_over_functions_of_the_known_shape(
+def test_an_emitter_run_of_an_unknown_shape_leaves_pyee_out_whole_with_one_warning(
     metrics: Metrics,
     instrumentor: TradingInstrumentor,
     monkeypatch: pytest.MonkeyPatch,
@@ -372,7 +374,15 @@ def test_wrappers_are_only_installed_over_functions_of_the_known_shape(
     with caplog.at_level(logging.WARNING, logger="otel_trading.instrumentation"):
         instrumentor.instrument(meter_provider=metrics.provider, config={})
     assert vars(AsyncIOEventEmitter)["_emit_run"] is _emit_run
-    assert any("AsyncIOEventEmitter._emit_run is not the code" in r.getMessage() for r in caplog.records)
+    assert "_call_handlers" not in {name for _, name in instrumentor.patched}
+    emitter = pyee.EventEmitter()
+    emitter.on("tick", lambda seq: None)
+    emitter.emit("tick", 1)
+    assert metrics.value("event_bus_events_published_total", event_type="tick") is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"pyee {importlib.metadata.version('pyee')} on CPython {platform.python_version()}" in warnings[0]
+    assert "AsyncIOEventEmitter._emit_run: names -Any" in warnings[0]
 
 
 def test_error_inside_instrumentation_is_logged_once_and_never_reaches_the_bot(

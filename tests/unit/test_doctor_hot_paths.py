@@ -1,0 +1,48 @@
+"""The doctor's hot_paths check: which hot paths the library instrumentations installed here run on, and why."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from otel_trading.instrumentation import _native_loader
+from otel_trading.tooling.doctor.checks import CHECKS, check_hot_paths
+from otel_trading.tooling.doctor.context import Context, DoctorOptions
+from otel_trading.tooling.doctor.results import Status
+
+
+def _context() -> Context:
+    return Context(DoctorOptions(metrics_url="http://127.0.0.1:8000/metrics"))
+
+
+def test_the_check_is_part_of_the_pipeline() -> None:
+    assert check_hot_paths in CHECKS
+
+
+def test_compiled_hot_paths_are_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native_loader, "native", sys.modules[__name__])  # any module: "loaded"
+    result = check_hot_paths(_context())
+    assert result.status is Status.OK and "run compiled here" in result.detail
+
+
+def test_pure_python_hot_paths_warn_with_the_reason_and_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native_loader, "native", None)
+    monkeypatch.setattr(_native_loader, "_why", _native_loader.NOT_BUILT)
+    result = check_hot_paths(_context())
+    assert result.status is Status.WARN
+    assert _native_loader.NOT_BUILT in result.detail and sys.executable in result.detail
+    assert "wheel" in result.fix and "python3-dev" in result.fix
+    assert result.data == {"compiled": False, "reason": _native_loader.NOT_BUILT}
+
+
+def test_without_the_instrumentation_extra_the_check_is_skipped_and_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    package = "otel_trading.instrumentation"
+    for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "wrapt", None)
+    result = check_hot_paths(_context())
+    assert result.status is Status.SKIP
+    assert "otel-trading[instrumentation]" in result.fix and "wrapt" in result.detail
