@@ -19,10 +19,11 @@ import contextlib
 import inspect
 import logging
 import math
+import sys
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar
@@ -84,13 +85,31 @@ def _check_event(event: object) -> None:
         raise TypeError("event must be an object to deliver, got None")
 
 
+class _WorkerTask(asyncio.Task):  # type: ignore[type-arg]
+    """The worker's task on Python 3.10, which has no ``Task.cancelling()``: counts the requests to
+    cancel it, so that a handler raising CancelledError on its own is told apart there too."""
+
+    cancel_requests = 0
+
+    def cancel(self, *args: Any, **kwargs: Any) -> bool:
+        self.cancel_requests += 1
+        return super().cancel(*args, **kwargs)
+
+
+def _worker_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    if sys.version_info >= (3, 11):
+        return asyncio.create_task(coro, name=name)
+    return _WorkerTask(coro, name=name)
+
+
 def _worker_cancelled() -> bool:
     """Whether the worker task itself is being cancelled, as opposed to a handler raising
-    CancelledError on its own (e.g. from a cancelled inner request). Python 3.10 cannot tell the
-    two apart, so there the cancellation always propagates."""
+    CancelledError on its own (e.g. from a cancelled inner request)."""
     task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
+    if sys.version_info >= (3, 11):
+        return task is None or task.cancelling() > 0
+    requests = getattr(task, "cancel_requests", None)
+    return requests is None or requests > 0
 
 
 class Subscription:
@@ -237,7 +256,7 @@ class EventBus:
         self._loop = asyncio.get_running_loop()
         self._stopped = False
         self._ensure_queue()
-        self._worker = asyncio.create_task(self._run(), name=f"otel-trading-event-bus-{self.name}")
+        self._worker = _worker_task(self._run(), name=f"otel-trading-event-bus-{self.name}")
         self._watch_loop()
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -108,8 +108,10 @@ find_python() {
 }
 
 # --- the tools venv -----------------------------------------------------------------------------
-TOOLS="${TOOLS_ROOT}/tools"
-ensure_venv "${TOOLS}" "${PYTHON:-python3}" "${TOOLS_PINS[@]}"
+# One per interpreter that runs the script (runs from several interpreters may overlap).
+TOOLS_PYTHON="${PYTHON:-python3}"
+TOOLS="${TOOLS_ROOT}/tools-$("${TOOLS_PYTHON}" -c 'import hashlib, sys; print(hashlib.sha256(sys.executable.encode()).hexdigest()[:12])')"
+ensure_venv "${TOOLS}" "${TOOLS_PYTHON}" "${TOOLS_PINS[@]}"
 TOOLS_PY="${TOOLS}/bin/python"
 # Whether wheel $1 holds the compiled module.
 has_native() {

@@ -112,3 +112,12 @@ def test_the_newest_release_is_tested_on_some_interpreter() -> None:
 def test_a_release_for_older_interpreters_is_in_the_range() -> None:
     lib = SupportedLibrary("x", ">= 1, < 3", oldest="1.0", newest="2.5", newest_before=(("3.10", "1.9"),))
     assert (lib.newest_for("3.10"), lib.newest_for("3.12")) == ("1.9", "2.5")
+
+
+def test_the_classifiers_name_exactly_the_interpreters_the_matrix_runs(nox_env: None) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    prefix = "Programming Language :: Python :: 3."
+    claimed = sorted(
+        c.removeprefix("Programming Language :: Python :: ") for c in project["classifiers"] if c.startswith(prefix)
+    )
+    assert claimed == _noxfile().PYTHONS
