@@ -63,6 +63,12 @@ class Installed:
     probe: dict[str, Any]
 
 
+def _run(
+    argv: list[str], timeout: float, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=cwd)
+
+
 def _build_wheel(out: Path) -> Path:
     """The repaired wheel for this interpreter, from ``tools/build_dists.sh`` or ``OTEL_TRADING_WHEELHOUSE``."""
     wheelhouse = os.environ.get("OTEL_TRADING_WHEELHOUSE")
@@ -75,13 +81,8 @@ def _build_wheel(out: Path) -> Path:
     cc = os.environ.get("CC") or str(sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(cc) is None:
         missing(f"a C compiler ({cc}) to build the wheel")
-    done = subprocess.run(
-        [bash, str(REPO / "tools" / "build_dists.sh"), "--outdir", str(out), sys.executable],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-        cwd=REPO,
+    done = _run(
+        [bash, str(REPO / "tools" / "build_dists.sh"), "--outdir", str(out), sys.executable], BUILD_TIMEOUT, REPO
     )
     assert done.returncode == 0, f"tools/build_dists.sh failed:\n{done.stderr[-6000:]}"
     wheels = [Path(line) for line in done.stdout.splitlines() if line.endswith(".whl")]
@@ -113,26 +114,12 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Installe
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=PROBE_TIMEOUT)
     env = _compiler_free_env(tmp, venv)
     # The instrumentation extra: compiled_hot_paths() lives in otel_trading.instrumentation.
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", f"{wheel}[instrumentation]"],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT,
-        check=False,
-        env=env,
-        cwd=tmp,
+    done = _run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", f"{wheel}[instrumentation]"], INSTALL_TIMEOUT, tmp, env
     )
     assert done.returncode == 0, f"pip install {wheel.name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     # Outside the checkout, so that `import otel_trading` cannot find the source tree.
-    probe = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT,
-        check=False,
-        env=env,
-        cwd=tmp,
-    )
+    probe = _run([str(venv / "bin" / "python"), "-c", _PROBE], PROBE_TIMEOUT, tmp, env)
     assert probe.returncode == 0, probe.stderr
     return Installed(venv=venv, path=env["PATH"], env=env, probe=json.loads(probe.stdout.strip().splitlines()[-1]))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,7 +299,6 @@ async def test_the_bus_keeps_delivering_after_a_handler_raises() -> None:
     assert seen == [2.0]
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling(): cancellation propagates")
 async def test_a_handler_raising_cancelled_error_does_not_stop_the_bus() -> None:
     seen: list[float] = []
 
@@ -314,4 +312,25 @@ async def test_a_handler_raising_cancelled_error_does_not_stop_the_bus() -> None
     await bus.publish(Fill(1.0))
     await asyncio.sleep(0.05)
     assert seen == [1.0] and bus.running
+    await asyncio.wait_for(bus.stop(), 2)
+
+
+async def test_cancelling_the_bus_worker_from_outside_still_ends_it() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(_: Fill) -> None:
+        started.set()
+        await release.wait()
+
+    bus = EventBus(metrics_enabled=False)
+    bus.subscribe(Fill, slow)
+    await bus.start()
+    await bus.publish(Fill(1.0))
+    await asyncio.wait_for(started.wait(), 2)
+    worker = next(t for t in asyncio.all_tasks() if t.get_name() == "otel-trading-event-bus-default")
+    worker.cancel()  # as a loop shutting down cancels every task
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(worker, 2)
+    assert not bus.running
     await asyncio.wait_for(bus.stop(), 2)
