@@ -24,8 +24,9 @@ event whose handler raised, not as an ``error`` event. ``event_bus_subscribers_g
 emitter's handler table at collection. ``event_bus_queue_size{bus="AsyncIOEventEmitter"}`` is the
 number of handler tasks still pending (the emitter's ``complete`` property is false while it is
 not 0); the other emitters have no queue and report none. Emitters whose ``_emit_run`` is another
-one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count published events
-and subscribers only: their handlers run where otel-trading cannot see them complete. Under
+one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count subscribers only,
+with one warning per class: their handlers run where otel-trading cannot see them complete, and
+events published but never processed would read as stuck. Under
 ``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
 that has handlers for it. The wrappers are installed only over functions of the shapes they were
 written for (``_code_shape``); otherwise pyee is left out whole, with one warning.
@@ -51,7 +52,7 @@ from otel_trading.instrumentation._bindings import UNTIMED, record_timed
 from otel_trading.instrumentation._code_shape import FUNCTION, Shape, library_matches
 from otel_trading.instrumentation._native_loader import named_as
 from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, label_of, report
+from otel_trading.instrumentation._support import keep_by_id, label_of, report, warn_once
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -371,6 +372,14 @@ class PyeeEmitters:
         cls = type(emitter)
         run = getattr(cls, "_emit_run", None)
         mode = self._known_runs.get(run, UNKNOWN)
+        if mode is UNKNOWN:
+            warn_once(
+                f"pyee-unknown-run:{cls.__module__}.{cls.__qualname__}",
+                "otel-trading instrumentation: pyee: %s.%s runs its handlers with an _emit_run otel-trading does "
+                "not know, where it cannot see them complete: its events are not counted (its subscribers are)",
+                cls.__module__,
+                cls.__qualname__,
+            )
         twisted = any(c.__name__ == "TwistedEventEmitter" and c.__module__ == "pyee.twisted" for c in cls.__mro__)
         binding = EmitterBinding(
             emitter, mode, _TWISTED_OWN_EVENTS if twisted else OWN_EVENTS, run in self._queued_runs
@@ -435,7 +444,7 @@ class PyeeEmitters:
             if binding is None and session.active:
                 binding = bind(self)
             ev: _Event | None = None
-            if binding is not None:
+            if binding is not None and binding.mode is not UNKNOWN:
                 try:
                     ev = binding.events[event]
                 except KeyError:
@@ -443,7 +452,9 @@ class PyeeEmitters:
                 except Exception:  # an unhashable event: pyee itself finds no handler for it
                     ev = None
             if ev is None or binding is None:
-                # Not recording, or one of pyee's own events: its handlers belong to no app event.
+                # Not recording, one of pyee's own events (its handlers belong to no app event), or
+                # an emitter whose handlers run where their end cannot be seen: published without
+                # ever being processed would read as stuck events, so it is not counted at all.
                 dispatch = current.dispatch
                 if dispatch is None:
                     result: bool = orig(self, event, args, kwargs)
