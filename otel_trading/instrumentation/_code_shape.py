@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from typing import Any, NamedTuple
 
+from otel_trading.instrumentation._support import warn_once
+
 __all__ = [
     "ASYNC_GENERATOR",
     "COROUTINE",
@@ -189,8 +191,6 @@ def library_matches(library: str, distribution: str, checks: Iterable[tuple[str,
     its methods but not others would export known-wrong values): one WARNING names the library,
     its release, the interpreter and every difference.
     """
-    from otel_trading.instrumentation._support import warn_once
-
     found = [d for where, installed, shapes in checks if (d := shape_differences(installed, shapes, where)) is not None]
     if not found:
         return True
