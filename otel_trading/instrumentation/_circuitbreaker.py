@@ -32,6 +32,7 @@ collection. Breakers are found when the library is imported, created or decorate
 
 from __future__ import annotations
 
+import sys
 import threading
 import types
 from bisect import bisect_left
@@ -71,8 +72,9 @@ _FIRST_BOUND = BOUNDS[0]
 
 # The shapes (see ``_code_shape``) of the library's methods our replacements rely on: each entry
 # method only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
-# referring to no other name; ``__exit__`` hands the failure to ``__call_failed`` after storing it in
-# ``_last_failure`` (the verdict reads it there). Checked against circuitbreaker 2.1.0 .. 2.1.3.
+# referring to no other name; ``__exit__`` hands a failure to ``__call_failed`` while the block's
+# exception is being handled (the verdict reads it there: ``sys.exc_info()``), and nothing else.
+# Checked against circuitbreaker 2.1.0 .. 2.1.3.
 _ENTRY_PARAMS = ("self", "func", "args", "kwargs")
 _EXIT_PARAMS = ("self", "exc_type", "exc_value", "_traceback")
 _SHAPES = {
@@ -286,8 +288,11 @@ class CircuitbreakerBreakers:
         def _CircuitBreaker__call_failed(breaker: Any, *args: Any, **kwargs: Any) -> Any:
             verdict = _VERDICT
             verdict.breaker = id(breaker)
-            # __exit__ stores the exception as _last_failure right before counting the failure.
-            verdict.exc = getattr(breaker, "_last_failure", None)
+            # __exit__ counts a failure while the block's exception is being handled in this
+            # thread: that is the exception it judged. The breaker's _last_failure is shared, and
+            # other threads' calls overwrite or clear it between __exit__'s two statements.
+            handled = sys.exc_info()[1]
+            verdict.exc = handled if handled is not None else getattr(breaker, "_last_failure", None)
             return orig(breaker, *args, **kwargs)
 
         return _CircuitBreaker__call_failed

@@ -123,6 +123,17 @@ def test_cumulative_counts_keep_growing_across_collections(metrics: Metrics) -> 
     assert point is not None and point.count == 5
 
 
+@pytest.mark.parametrize("sample_rate", [1.0, 0.0], ids=["timed", "untimed"])
+async def test_an_event_is_processed_only_once_its_handlers_have_run(metrics: Metrics, sample_rate: float) -> None:
+    seen_while_handling: list[float | None] = []
+
+    async with EventBus(meter_provider=metrics.provider, sample_rate=sample_rate) as bus:
+        bus.subscribe(Tick, lambda e: seen_while_handling.append(metrics.value(N["bus_processed"], event_type="Tick")))
+        await bus.publish(Tick(1.0))
+    assert seen_while_handling in ([0], [None])
+    assert metrics.value(N["bus_processed"], event_type="Tick") == 1
+
+
 async def test_bus_counts_published_and_processed_per_event_type(metrics: Metrics) -> None:
     async with EventBus(meter_provider=metrics.provider) as bus:
         bus.subscribe(Tick, lambda e: None)

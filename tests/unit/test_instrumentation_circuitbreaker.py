@@ -9,10 +9,12 @@ metrics derived from circuitbreaker's own observables only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import itertools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -283,6 +285,44 @@ def test_concurrent_calls_from_threads_are_counted_exactly(instrumented: Metrics
     run_in_threads(8, worker)
     assert counts(instrumented, "binance") == (4000, 0, 0)
     assert latency(instrumented, "binance")[0] == 4000
+
+
+def test_mixed_outcomes_from_threads_on_one_breaker_are_counted_exactly(instrumented: Metrics) -> None:
+    # A thread switch after nearly every bytecode: between circuitbreaker's ``_last_failure = exc``
+    # and its failure count, other threads' successes clear that shared attribute and their
+    # failures overwrite it; the outcome must come from what the calling thread itself raised.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    @circuit(failure_threshold=10**9, name="kraken")
+    def order(fail: bool) -> None:
+        if fail:
+            raise ConnectionError("down")
+
+    def worker() -> None:
+        for i in range(1_500):
+            with contextlib.suppress(ConnectionError):
+                order(i % 2 == 1)
+
+    try:
+        for _ in range(4):
+            run_in_threads(8, worker)
+    finally:
+        sys.setswitchinterval(previous)
+    assert counts(instrumented, "kraken") == (24_000, 24_000, 0)
+
+
+def test_a_failure_counted_by_a_bare_with_block_is_not_taken_for_a_later_calls_error(instrumented: Metrics) -> None:
+    breaker = CircuitBreaker(failure_threshold=100, expected_exception=ConnectionError, name="kraken")
+
+    def rejected_order() -> None:
+        raise ValueError("insufficient funds")  # not a failure for this breaker
+
+    with pytest.raises(ConnectionError), breaker:  # the library counts it; not a call(): not exported
+        raise ConnectionError("down")
+    with pytest.raises(ValueError):
+        breaker.call(rejected_order)
+    assert counts(instrumented, "kraken")[:2] == (1, 0)
 
 
 def test_works_under_its_own_instrumentor_too(metrics: Metrics) -> None:
