@@ -305,14 +305,15 @@ class PyeeEmitters:
         patcher = self.session.patcher
         patcher.replace(base, "__init__", self._init)
         patcher.replace(base, "_call_handlers", self._call_handlers)
-        if existed:
-            for emitter in existing_instances(base):
-                self._guarded_bind(emitter)
         # The check imported the emitter modules: their import hooks ran before the base was patched.
+        # Patched before existing emitters are bound, so that each is bound with its class's mode.
         if "pyee.asyncio" in sys.modules:
             self._patch_asyncio(sys.modules["pyee.asyncio"], True)
         if "pyee.executor" in sys.modules:
             self._patch_executor(sys.modules["pyee.executor"], True)
+        if existed:
+            for emitter in existing_instances(base):
+                self._guarded_bind(emitter)
 
     @staticmethod
     def _checks(base: type) -> list[tuple[str, Any, tuple[Shape, ...]]]:
