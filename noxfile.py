@@ -23,7 +23,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -60,7 +59,6 @@ def _supported() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_supported", ROOT / "otel_trading/instrumentation/_supported.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("_supported", module)
     spec.loader.exec_module(module)
     return module
 

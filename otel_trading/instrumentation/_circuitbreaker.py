@@ -22,12 +22,12 @@ failed``                                    through the entry method is a failur
 The replacements are installed only over methods of the shapes they were written for
 (``_code_shape``); otherwise circuitbreaker is left out whole, with one warning. The state gauge
 reads the library's ``state`` property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open
-state being the library's own timer-based reading); transitions are the changes between successive readings, taken
-before and after every call that does not start closed, after every failure and rejection, and at every
-collection. Breakers are found when the library is imported, created or decorated later
-(``CircuitBreakerMonitor`` is left as it is), or on their first call. Calls served by a
-``fallback_function`` while the breaker is open raise nothing and are not counted; a bare
-``with breaker:`` block outside the entry methods is not counted either.
+state being the library's own timer-based reading); transitions are the changes between
+successive readings, taken before and after every call that does not start closed, after every
+failure and rejection, and at every collection. Breakers are found when the library is imported,
+created or decorated later (``CircuitBreakerMonitor`` is left as it is), or on their first call.
+Calls served by a ``fallback_function`` while the breaker is open raise nothing and are not
+counted; a bare ``with breaker:`` block outside the entry methods is not counted either.
 """
 
 from __future__ import annotations

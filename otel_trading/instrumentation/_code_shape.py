@@ -125,9 +125,9 @@ def shape_of(function: Any) -> Shape | None:
 
     Raises ``ShapeMismatch`` when its source cannot be read (a build without ``.py`` files).
     """
-    code = getattr(function, "__code__", None)
-    if not isinstance(code, types.CodeType) or not isinstance(function, types.FunctionType):
+    if not isinstance(function, types.FunctionType):
         return None
+    code = function.__code__
     try:
         source = textwrap.dedent(inspect.getsource(function))
         tree = ast.parse(source)

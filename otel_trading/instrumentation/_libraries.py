@@ -186,7 +186,9 @@ class LibraryBreakers:
         locked_call = self.family.locked_call
         breaker_call = inspect.getattr_static(c.breaker, "call", None)
         name_property = inspect.getattr_static(c.breaker, "name", None)
-        differs = locked_call and shape_differences(breaker_call, (locked_call,), "CircuitBreaker.call")
+        differs = None
+        if locked_call is not None:
+            differs = shape_differences(breaker_call, (locked_call,), "CircuitBreaker.call")
         self._locked = (
             locked_call is not None
             and differs is None

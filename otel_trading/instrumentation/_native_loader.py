@@ -42,10 +42,6 @@ def _decide() -> tuple[types.ModuleType | None, str | None]:
     return _native, None
 
 
-def _load() -> types.ModuleType | None:
-    return _decide()[0]
-
-
 native: types.ModuleType | None
 _why: str | None
 #: The ``_native`` module, or None when the pure-Python hot paths are in use. Read when an

@@ -284,7 +284,6 @@ class PyeeEmitters:
         self._base: type | None = None
         self._known_runs: dict[Any, str] = {}
         self._queued_runs: set[Any] = set()
-        self._runs_patched: set[type] = set()
         self._uplift: list[Any] = [None]
 
     def start(self) -> None:
@@ -307,10 +306,9 @@ class PyeeEmitters:
         patcher.replace(base, "_call_handlers", self._call_handlers)
         # The check imported the emitter modules: their import hooks ran before the base was patched.
         # Patched before existing emitters are bound, so that each is bound with its class's mode.
-        if "pyee.asyncio" in sys.modules:
-            self._patch_asyncio(sys.modules["pyee.asyncio"], True)
-        if "pyee.executor" in sys.modules:
-            self._patch_executor(sys.modules["pyee.executor"], True)
+        for module_name, patch in (("pyee.asyncio", self._patch_asyncio), ("pyee.executor", self._patch_executor)):
+            if module_name in sys.modules:
+                patch(sys.modules[module_name], True)
         if existed:
             for emitter in existing_instances(base):
                 self._guarded_bind(emitter)
@@ -331,10 +329,9 @@ class PyeeEmitters:
             checks.append((f"{class_name}._emit_run", vars(cls).get("_emit_run"), shapes))
         return checks
 
-    def _patch_run(self, cls: type, path: str, factory: Any, queued: bool) -> None:
-        if self._base is None or cls in self._runs_patched:
+    def _patch_run(self, cls: type, factory: Any, queued: bool) -> None:
+        if self._base is None or vars(cls).get("_emit_run") in self._known_runs:
             return  # the base class was left uninstrumented (or is not patched yet), or done already
-        self._runs_patched.add(cls)
         self.session.patcher.replace(cls, "_emit_run", factory)
         run = vars(cls)["_emit_run"]
         self._known_runs[run] = SCHEDULED
@@ -345,20 +342,10 @@ class PyeeEmitters:
             self._guarded_bind(emitter)
 
     def _patch_asyncio(self, module: types.ModuleType, existed: bool) -> None:
-        self._patch_run(
-            module.AsyncIOEventEmitter,
-            "AsyncIOEventEmitter._emit_run",
-            self._asyncio_emit_run,
-            queued=True,
-        )
+        self._patch_run(module.AsyncIOEventEmitter, self._asyncio_emit_run, queued=True)
 
     def _patch_executor(self, module: types.ModuleType, existed: bool) -> None:
-        self._patch_run(
-            module.ExecutorEventEmitter,
-            "ExecutorEventEmitter._emit_run",
-            self._executor_emit_run,
-            queued=False,
-        )
+        self._patch_run(module.ExecutorEventEmitter, self._executor_emit_run, queued=False)
 
     def _watch_uplift(self, module: types.ModuleType, existed: bool) -> None:
         wrappers = getattr(module, "EMIT_WRAPPERS", None)

@@ -77,9 +77,9 @@ def test_each_replaced_method_is_the_hot_path_chosen(hot_path: str, instrumented
 def test_pure_python_variable_turns_the_compiled_paths_off(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "true")
-    assert _native_loader._load() is None
+    assert _native_loader._decide()[0] is None
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "false")
-    assert _native_loader._load() is not None
+    assert _native_loader._decide()[0] is not None
 
 
 def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
@@ -88,7 +88,7 @@ def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "maybe")
     with caplog.at_level(logging.WARNING, logger="otel_trading"):
-        assert _native_loader._load() is not None
+        assert _native_loader._decide()[0] is not None
     assert [r.getMessage() for r in caplog.records if OTEL_TRADING_PURE_PYTHON in r.getMessage()]
 
 
