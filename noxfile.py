@@ -11,20 +11,20 @@
 - ``bench-3.10`` .. ``bench-3.13`` (by hand, not in the test command): the full benchmark, written
   to ``bench/results/bench-<python>.json``.
 
-The releases come from ``otel_trading/instrumentation/_supported.py``. Interpreters are looked up
-on ``PATH`` and under ``pyenv root``; a missing one fails the run with ``CI=true`` (nox's default
-there) and is skipped otherwise. The whole suite (integration tests, deploy, collector) runs once,
-on the test command's main interpreter.
+The releases come from each library home's ``package.py`` (``otel_trading/instrumentation/<library>/``).
+Interpreters are looked up on ``PATH`` and under ``pyenv root``; a missing one fails the run with
+``CI=true`` (nox's default there) and is skipped otherwise. The whole suite (integration tests,
+deploy, collector) runs once, on the test command's main interpreter.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import runpy
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
+from typing import NamedTuple
 
 import nox
 
@@ -54,16 +54,29 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "oldest"]
 
 
-def _supported() -> ModuleType:
-    """``_supported.py`` read by path: it imports nothing, so the package need not be installed here."""
-    spec = importlib.util.spec_from_file_location("_supported", ROOT / "otel_trading/instrumentation/_supported.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+class Library(NamedTuple):
+    distribution: str
+    oldest: str
+    newest: str
+    newest_before: dict[str, str]
+
+    def newest_for(self, python: str) -> str:
+        return self.newest_before.get(python, self.newest)
 
 
-LIBRARIES = _supported().LIBRARIES
+def _libraries() -> dict[str, Library]:
+    """The one list (``libraries.py``) and each home's ``package.py``, read by path: they import
+    nothing, so the package need not be installed here."""
+    home = ROOT / "otel_trading" / "instrumentation"
+    found = {}
+    for name in runpy.run_path(str(home / "libraries.py"))["LIBRARIES"]:
+        package = runpy.run_path(str(home / name / "package.py"))
+        distribution = package["_instruments"][0].split()[0]
+        found[name] = Library(distribution, package["OLDEST"], package["NEWEST"], package["NEWEST_BEFORE"])
+    return found
+
+
+LIBRARIES = _libraries()
 
 
 def _pyenv_paths() -> list[str]:

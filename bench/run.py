@@ -361,13 +361,13 @@ def _noop() -> None:
 def _pure_python() -> Iterator[None]:
     """Instrumentations installed inside run on the pure-Python hot paths (as a build without a C
     compiler, or OTEL_TRADING_PURE_PYTHON=true, would), whatever is built."""
-    from otel_trading.instrumentation import _native_loader
+    from otel_trading.instrumentation._core import hot_path
 
-    saved, _native_loader.native = _native_loader.native, None
+    saved, hot_path.native = hot_path.native, None
     try:
         yield
     finally:
-        _native_loader.native = saved
+        hot_path.native = saved
 
 
 def _ns_per_call(call: Callable[[], object], calls: int) -> float:
@@ -400,9 +400,9 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
     # pybreaker hand-instrumented with prometheus_client, label children bound once (its fast path).
     prom = prometheus_client.CollectorRegistry()
     prom_ok = prometheus_client.Counter("cb_successes", "", ["name"], registry=prom).labels("pb")
-    prom_lat = prometheus_client.Histogram(
-        "cb_latency_seconds", "", ["name"], registry=prom, buckets=BOUNDS
-    ).labels("pb")
+    prom_lat = prometheus_client.Histogram("cb_latency_seconds", "", ["name"], registry=prom, buckets=BOUNDS).labels(
+        "pb"
+    )
     pb_prom = pybreaker.CircuitBreaker()
 
     def prom_call() -> None:
@@ -497,9 +497,7 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
         "ratio_prometheus_client_vs_pybreaker": _paired_ratio(
             samples, "pybreaker + prometheus_client", "pybreaker bare"
         ),
-        "ratio_naive_otel_vs_pybreaker": _paired_ratio(
-            samples, "pybreaker + naive OTel SDK", "pybreaker bare"
-        ),
+        "ratio_naive_otel_vs_pybreaker": _paired_ratio(samples, "pybreaker + naive OTel SDK", "pybreaker bare"),
         "ratio_instrumented_configurator_vs_pybreaker": _paired_ratio(
             samples, INSTRUMENTED_CONFIGURATOR, "pybreaker bare"
         ),
@@ -604,9 +602,7 @@ def check_exactness_and_otel(threads: int, per_thread: int) -> dict[str, Any]:
         ConsoleMetricExporter(out=console_out, formatter=lambda m: m.to_json(indent=None) + "\n"),
         export_interval_millis=3_600_000,
     )
-    provider = MeterProvider(
-        metric_readers=[memory, prometheus_reader(prom_registry), console], views=list(views())
-    )
+    provider = MeterProvider(metric_readers=[memory, prometheus_reader(prom_registry), console], views=list(views()))
     checks: dict[str, bool] = {}
 
     # Threads: one breaker, `threads` threads calling it concurrently.
@@ -677,8 +673,7 @@ def check_exactness_and_otel(threads: int, per_thread: int) -> dict[str, Any]:
     )
     checks["prometheus: latency _count and +Inf bucket exact"] = (
         _prometheus_value(text, "circuit_breaker_latency_seconds_count", name=name) == expected
-        and _prometheus_value(text, "circuit_breaker_latency_seconds_bucket", name=name, le="+Inf")
-        == expected
+        and _prometheus_value(text, "circuit_breaker_latency_seconds_bucket", name=name, le="+Inf") == expected
     )
 
     request = encode_metrics(data)
@@ -705,9 +700,7 @@ def check_exactness_and_otel(threads: int, per_thread: int) -> dict[str, Any]:
                         for dp in m["data"]["data_points"]:
                             if dp["attributes"].get("name") == "exact-threads":
                                 console_counts.append(dp["count"])
-    checks["console exporter: histogram count exact"] = (
-        bool(console_counts) and console_counts[-1] == expected
-    )
+    checks["console exporter: histogram count exact"] = bool(console_counts) and console_counts[-1] == expected
     provider.shutdown()
     return {"threads": threads, "per_thread": per_thread, "expected": expected, "got": got, "checks": checks}
 
@@ -1108,13 +1101,9 @@ def _print_table(results: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="tiny workloads (CI smoke run; ratios are noisy)"
-    )
+    parser.add_argument("--quick", action="store_true", help="tiny workloads (CI smoke run; ratios are noisy)")
     parser.add_argument("--json", type=Path, help="write all results to this file")
-    parser.add_argument(
-        "--repeat", type=int, help="repetitions of the bus/breaker variants (default 31, quick 2)"
-    )
+    parser.add_argument("--repeat", type=int, help="repetitions of the bus/breaker variants (default 31, quick 2)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed")
     parser.add_argument("--only", help="comma list of sections to run (bus, breaker, ...); no table/targets")
     args = parser.parse_args(argv)

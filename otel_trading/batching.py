@@ -118,9 +118,7 @@ class BatchedMetrics:
     instruments.
     """
 
-    def __init__(
-        self, meter_provider: MeterProvider | None = None, *, max_pending: int = DEFAULT_MAX_PENDING
-    ) -> None:
+    def __init__(self, meter_provider: MeterProvider | None = None, *, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending must be an integer >= 1, got {max_pending!r}")
         self.max_pending = max_pending
@@ -243,9 +241,7 @@ class BatchedMetrics:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"BatchedMetrics(pending={self.pending}, dropped={self.dropped}, max_pending={self.max_pending})"
-        )
+        return f"BatchedMetrics(pending={self.pending}, dropped={self.dropped}, max_pending={self.max_pending})"
 
 
 _live: weakref.WeakSet[BatchedMetrics] = weakref.WeakSet()

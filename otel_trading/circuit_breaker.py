@@ -420,7 +420,5 @@ def _split_exclusions(
         elif callable(rule) and not isinstance(rule, type):
             predicates.append(rule)
         else:
-            raise TypeError(
-                f"excluded_exceptions entries must be exception types or predicates, got {rule!r}"
-            )
+            raise TypeError(f"excluded_exceptions entries must be exception types or predicates, got {rule!r}")
     return tuple(types), tuple(predicates)

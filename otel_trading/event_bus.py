@@ -78,9 +78,7 @@ def _check_event(event: object) -> None:
     """A class or None is a mistake (``publish(Fill)`` for ``publish(Fill(...))``): it would reach
     no subscriber of the intended type and be labelled ``type``/``NoneType``."""
     if isinstance(event, type):
-        raise TypeError(
-            f"event must be an instance, got the class {event.__qualname__}: publish {event.__name__}(...)"
-        )
+        raise TypeError(f"event must be an instance, got the class {event.__qualname__}: publish {event.__name__}(...)")
     if event is None:
         raise TypeError("event must be an object to deliver, got None")
 
@@ -328,8 +326,7 @@ class EventBus:
             left = self._discard(queue)
             if cancelled or left:
                 _logger.error(
-                    "event bus %r: stop() %s; %d undelivered event(s) dropped (%s), counted in the bus's "
-                    "`dropped`%s",
+                    "event bus %r: stop() %s; %d undelivered event(s) dropped (%s), counted in the bus's `dropped`%s",
                     self.name,
                     f"gave up after {limit:g} s of draining" if timed_out else "was cancelled while draining",
                     sum(left.values()),

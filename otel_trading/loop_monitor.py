@@ -118,9 +118,7 @@ class LoopMonitor:
 
     __slots__ = ("_probe", "interval", "loop", "name")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, name: str, interval: float, probe: _Probe | None
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str, interval: float, probe: _Probe | None) -> None:
         self.loop = loop
         self.name = name
         self.interval = interval

@@ -238,13 +238,9 @@ def trading_env_problems() -> list[str]:
     for name in sorted(os.environ):
         if not name.startswith(prefix) or name in known:
             continue
-        close = difflib.get_close_matches(
-            name[len(prefix) :], [k[len(prefix) :] for k in known], n=1, cutoff=0.75
-        )
+        close = difflib.get_close_matches(name[len(prefix) :], [k[len(prefix) :] for k in known], n=1, cutoff=0.75)
         if close:
-            problems.append(
-                f"{name}: unknown variable (did you mean {prefix}{close[0]}?); known: {', '.join(known)}"
-            )
+            problems.append(f"{name}: unknown variable (did you mean {prefix}{close[0]}?); known: {', '.join(known)}")
         else:
             _logger.warning("otel-trading: ignoring unknown variable %s (known: %s)", name, ", ".join(known))
     return problems
@@ -277,8 +273,9 @@ def _known_otel_names() -> frozenset[str]:
         except ImportError:
             continue
         names.update(
-            value for key, value in vars(module).items() if key.isupper() and isinstance(value, str)
-            and value.startswith("OTEL_")
+            value
+            for key, value in vars(module).items()
+            if key.isupper() and isinstance(value, str) and value.startswith("OTEL_")
         )
     return frozenset(names)
 

@@ -229,12 +229,12 @@ HOT_PATHS = ("compiled", "python")
 
 def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make instrumentations installed from now on use ``path`` (one of HOT_PATHS)."""
-    from otel_trading.instrumentation import _native_loader
+    from otel_trading.instrumentation._core import hot_path
 
     assert path in HOT_PATHS, path
     if path == "python":
-        monkeypatch.setattr(_native_loader, "native", None)
-    elif _native_loader.native is None:
+        monkeypatch.setattr(hot_path, "native", None)
+    elif hot_path.native is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("the compiled hot paths (_native) are not built; CI installs them with `pip install -e .`")
         pytest.skip("the compiled hot paths (_native) are not built here")

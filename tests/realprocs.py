@@ -164,9 +164,7 @@ def spawn(
     full_env = dict(os.environ)
     full_env.update(env or {})
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it until it exits
-    popen = subprocess.Popen(
-        list(argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd or REPO)
-    )
+    popen = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd or REPO))
     log.close()
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 

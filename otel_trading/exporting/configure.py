@@ -80,8 +80,10 @@ def _parse_exporters(raw: str) -> tuple[list[str], list[str]]:
 def _otlp_settings() -> tuple[str, list[str]]:
     """Validate the OTLP protocol and endpoint variables; the exporter itself reads them."""
     problems: list[str] = []
-    protocol_var = OTEL_EXPORTER_OTLP_METRICS_PROTOCOL if os.environ.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL) else (
-        OTEL_EXPORTER_OTLP_PROTOCOL
+    protocol_var = (
+        OTEL_EXPORTER_OTLP_METRICS_PROTOCOL
+        if os.environ.get(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL)
+        else (OTEL_EXPORTER_OTLP_PROTOCOL)
     )
     protocol = (os.environ.get(protocol_var) or "grpc").strip()
     if protocol not in _PROTOCOLS:

@@ -34,9 +34,7 @@ def _check_file(arg: str, value: Any) -> str:
     return str(path)
 
 
-def tls_options(
-    certfile: Any, keyfile: Any, client_cafile: Any, client_auth_required: Any
-) -> dict[str, Any]:
+def tls_options(certfile: Any, keyfile: Any, client_cafile: Any, client_auth_required: Any) -> dict[str, Any]:
     """Validated keyword arguments for prometheus_client's TLS server ({} for plain HTTP)."""
     check_bool("client_auth_required", client_auth_required)
     if (certfile is None) != (keyfile is None):

@@ -11,16 +11,13 @@ set. Targets, each can be switched off by naming it in ``OTEL_PYTHON_DISABLED_IN
 (``otel_trading`` switches off all of them):
 
 ================================  ================================================================
-``otel_trading.pybreaker``        ``pybreaker.CircuitBreaker`` (see ``_libraries``)
-``otel_trading.aiobreaker``       ``aiobreaker.CircuitBreaker``
-``otel_trading.circuitbreaker``   ``circuitbreaker.CircuitBreaker`` and its decorators
-``otel_trading.purgatory``        purgatory's sync and async breakers (see ``_purgatory``)
-``otel_trading.pyee``             pyee's event emitters (see ``_pyee``)
+``otel_trading.<library>``        each library of ``libraries.LIBRARIES``: its home package
+                                  ``otel_trading.instrumentation.<library>``
 ``otel_trading.components``       otel-trading's own ``CircuitBreaker`` and ``EventBus``
 ``otel_trading.custom``           the bot's own classes named by configuration (see ``config``)
 ================================  ================================================================
 
-Each library target is also an instrumentor of its own, the contrib way (``_instrumentors``): its
+Each library target is also an instrumentor of its own, the contrib way (in its home): its
 own entry point (``otel_trading_pybreaker``, ``otel_trading_circuitbreaker``, ...; that name in
 ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` switches it off too) and its own supported version range,
 checked before anything is patched. ``TradingInstrumentor`` delegates to them and undoes what it
@@ -59,20 +56,12 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading.exporting import ConfigurationError, MetricsHandle, configure_metrics
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._components import OwnComponents
-from otel_trading.instrumentation._custom import CustomClasses, missing_modules, without_unresolvable
-from otel_trading.instrumentation._instrumentors import (
-    LIBRARY_INSTRUMENTORS,
-    AiobreakerInstrumentor,
-    CircuitbreakerInstrumentor,
-    LibraryInstrumentor,
-    PurgatoryInstrumentor,
-    PybreakerInstrumentor,
-    PyeeInstrumentor,
-)
-from otel_trading.instrumentation._session import Session, one_scan
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.instrumentor import LibraryInstrumentor, disabled_names, library_instrumentors
+from otel_trading.instrumentation._core.session import Session, one_scan
+from otel_trading.instrumentation.components import OwnComponents
 from otel_trading.instrumentation.config import InstrumentConfig, InstrumentConfigurationError, load_config
+from otel_trading.instrumentation.custom import CustomClasses, missing_modules, without_unresolvable
 from otel_trading.recording import global_provider_is_set
 from otel_trading.settings import near_miss, warn_about_otel_env
 
@@ -80,16 +69,11 @@ __all__ = [
     "ENTRY_POINT_NAME",
     "LIBRARY_TARGETS",
     "TARGETS",
-    "AiobreakerInstrumentor",
     "BotInstrumentation",
-    "CircuitbreakerInstrumentor",
     "ConfigurationError",
     "InstrumentConfig",
     "InstrumentConfigurationError",
     "LibraryInstrumentor",
-    "PurgatoryInstrumentor",
-    "PybreakerInstrumentor",
-    "PyeeInstrumentor",
     "TradingInstrumentor",
     "compiled_hot_paths",
     "disabled_target_warnings",
@@ -103,6 +87,8 @@ _logger = logging.getLogger(__name__)
 
 #: The entry point name, as ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` knows it.
 ENTRY_POINT_NAME = "otel_trading"
+#: Every library home's instrumentor (see ``libraries``), in the order the umbrella delegates to them.
+LIBRARY_INSTRUMENTORS: tuple[type[LibraryInstrumentor], ...] = library_instrumentors()
 #: The library targets, each also an instrumentor with its own entry point ``otel_trading_<target>``.
 LIBRARY_TARGETS: tuple[str, ...] = tuple(cls.target for cls in LIBRARY_INSTRUMENTORS)
 TARGETS: tuple[str, ...] = (*LIBRARY_TARGETS, "components", "custom")
@@ -111,8 +97,7 @@ TARGETS: tuple[str, ...] = (*LIBRARY_TARGETS, "components", "custom")
 def disabled_targets(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """Targets off by ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` (all for ``otel_trading`` or ``*``;
     a library target by ``otel_trading.<target>`` or by its entry point ``otel_trading_<target>``)."""
-    env = os.environ if environ is None else environ
-    names = {n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()}
+    names = set(disabled_names(environ))
     if ENTRY_POINT_NAME in names or "*" in names:
         return frozenset(TARGETS)
     return frozenset(
@@ -124,8 +109,7 @@ def disabled_targets(environ: Mapping[str, str] | None = None) -> frozenset[str]
 
 def disabled_target_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
     """``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS`` entries meant for otel-trading that name nothing."""
-    env = os.environ if environ is None else environ
-    names = [n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()]
+    names = disabled_names(environ)
     known = [
         ENTRY_POINT_NAME,
         *(f"{ENTRY_POINT_NAME}.{t}" for t in TARGETS),
@@ -297,13 +281,21 @@ def instrument_bot(
     return BotInstrumentation(instrumentor, handle)
 
 
+def __getattr__(name: str) -> type[LibraryInstrumentor]:
+    # The library instrumentors by class name (``PybreakerInstrumentor``), as before their homes.
+    for cls in LIBRARY_INSTRUMENTORS:
+        if cls.__name__ == name:
+            return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def compiled_hot_paths() -> bool:
     """True when the library instrumentations run on their compiled hot paths; False when on the
     pure-Python ones (not built, ``OTEL_TRADING_PURE_PYTHON=true``, or a free-threaded interpreter:
     ``pure_python_reason()`` says which)."""
-    return _native_loader.native is not None
+    return hot_path.native is not None
 
 
 def pure_python_reason() -> str | None:
     """Why the library instrumentations run on their pure-Python hot paths; None when compiled."""
-    return _native_loader.pure_python_reason()
+    return hot_path.pure_python_reason()

@@ -59,12 +59,14 @@ def emit_run(
     after: Callable[[Any, Any], Any],
     /,
 ) -> Hook: ...
+
 class OpenBlocks:
     """The starts of purgatory wrappers' blocks entered and not yet left."""
 
     def take(self, wrapper: object, /) -> float | None: ...
     def clear(self) -> None: ...
     def open(self) -> int: ...
+
 def locked_call(
     slow: Callable[..., Any],
     bindings: dict[Any, Any],

@@ -227,9 +227,7 @@ def _from_file(path: Path, source: str) -> InstrumentConfig:
             raise _Invalid([f"{source}: invalid JSON: {exc}"]) from None
     doc = _toml_loads(text, source)
     if "tool" in doc:
-        section = (
-            doc["tool"].get("otel-trading", {}).get("instrument") if isinstance(doc["tool"], dict) else None
-        )
+        section = doc["tool"].get("otel-trading", {}).get("instrument") if isinstance(doc["tool"], dict) else None
         if section is None:
             raise _Invalid([f"{source}: has a [tool] table but no {PYPROJECT_SECTION} section"])
         return _parse(section, f"{source} {PYPROJECT_SECTION}")
@@ -323,9 +321,7 @@ def _class_ref(value: Any, what: str, where: str, problems: list[str]) -> ClassR
         return None
     module, qualname = value.split(":")
     if not _dotted(module) or not _dotted(qualname):
-        problems.append(
-            f"{where}: {what} {value!r} is not 'module.path:ClassName' made of Python identifiers"
-        )
+        problems.append(f"{where}: {what} {value!r} is not 'module.path:ClassName' made of Python identifiers")
         return None
     return ClassRef(module, qualname)
 
@@ -334,23 +330,15 @@ def _dotted(value: str) -> bool:
     return bool(value) and all(part.isidentifier() for part in value.split("."))
 
 
-def _methods(
-    entry: Mapping[str, Any], key: str, where: str, problems: list[str], required: bool
-) -> tuple[str, ...]:
+def _methods(entry: Mapping[str, Any], key: str, where: str, problems: list[str], required: bool) -> tuple[str, ...]:
     value = entry.get(key)
     if value is None:
         if required:
             problems.append(f"{where}: {key!r} is required (a method name or a list of method names)")
         return ()
     names = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(names, list)
-        or not names
-        or not all(isinstance(n, str) and n.isidentifier() for n in names)
-    ):
-        problems.append(
-            f"{where}: {key!r} must be a method name or a non-empty list of method names, got {value!r}"
-        )
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        problems.append(f"{where}: {key!r} must be a method name or a non-empty list of method names, got {value!r}")
         return ()
     if len(set(names)) != len(names):
         problems.append(f"{where}: {key!r} lists a method twice: {value!r}")
@@ -364,16 +352,12 @@ def _path(
     if value is None:
         return None
     if not isinstance(value, str) or not _dotted(value):
-        problems.append(
-            f"{where}: {key!r} must be an attribute name or dotted path like 'queue.qsize', got {value!r}"
-        )
+        problems.append(f"{where}: {key!r} must be an attribute name or dotted path like 'queue.qsize', got {value!r}")
         return None
     return tuple(value.split("."))
 
 
-def _exception_refs(
-    entry: Mapping[str, Any], key: str, where: str, problems: list[str]
-) -> tuple[ClassRef, ...]:
+def _exception_refs(entry: Mapping[str, Any], key: str, where: str, problems: list[str]) -> tuple[ClassRef, ...]:
     value = entry.get(key, [])
     if isinstance(value, str):
         value = [value]
@@ -454,9 +438,7 @@ def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | 
     excluded = _exception_refs(entry, "excluded_exceptions", where, problems)
     if len(problems) > before or cls is None or name is None or state is None:
         return None
-    return BreakerClassSpec(
-        where, cls, calls, name, state, states, rejected, excluded, enters, exits, per_call is True
-    )
+    return BreakerClassSpec(where, cls, calls, name, state, states, rejected, excluded, enters, exits, per_call is True)
 
 
 def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | None:
@@ -476,12 +458,10 @@ def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | Non
     _check_roles(roles, where, problems)
     event_arg = entry.get("event_arg", 0)
     if isinstance(event_arg, bool) or not (
-        (isinstance(event_arg, int) and event_arg >= 0)
-        or (isinstance(event_arg, str) and event_arg.isidentifier())
+        (isinstance(event_arg, int) and event_arg >= 0) or (isinstance(event_arg, str) and event_arg.isidentifier())
     ):
         problems.append(
-            f"{where}: 'event_arg' must be an argument index (0 = first after self) or name, "
-            f"got {event_arg!r}"
+            f"{where}: 'event_arg' must be an argument index (0 = first after self) or name, got {event_arg!r}"
         )
     name = _path(entry, "name", where, problems, default="name")
     queue_size = _path(entry, "queue_size", where, problems)

@@ -121,9 +121,7 @@ def test_default_bind_address_is_loopback(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.fixture
 def tls_server(pki: Pki) -> Iterator[MetricsServer]:
-    with start_metrics_server(
-        port=0, addr="127.0.0.1", certfile=pki.server_cert, keyfile=pki.server_key
-    ) as srv:
+    with start_metrics_server(port=0, addr="127.0.0.1", certfile=pki.server_cert, keyfile=pki.server_key) as srv:
         yield srv
 
 
@@ -163,9 +161,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(mtls_server: MetricsS
         get(mtls_server.url, cafile=pki.ca)
 
 
-def test_mutual_tls_serves_a_client_certificate_signed_by_the_ca(
-    mtls_server: MetricsServer, pki: Pki
-) -> None:
+def test_mutual_tls_serves_a_client_certificate_signed_by_the_ca(mtls_server: MetricsServer, pki: Pki) -> None:
     status, _, _ = get(mtls_server.url, cafile=pki.ca, client=(pki.client_cert, pki.client_key))
     assert status == 200
 
@@ -199,9 +195,7 @@ def test_basic_auth_refuses_a_wrong_user(auth_server: MetricsServer, password: s
     assert get(auth_server.url, auth=("admin", password))[0] == 401
 
 
-def test_basic_auth_serves_metrics_with_the_configured_credentials(
-    auth_server: MetricsServer, password: str
-) -> None:
+def test_basic_auth_serves_metrics_with_the_configured_credentials(auth_server: MetricsServer, password: str) -> None:
     breaker = _with_a_breaker()
     status, body, _ = get(auth_server.url, auth=(USER, password))
     assert status == 200 and b"circuit_breaker_successes_total" in body
@@ -321,11 +315,7 @@ scrape_configs:
         def denied() -> str:
             targets = prom.api("/api/v1/targets")["activeTargets"]
             return next(
-                (
-                    t["lastError"]
-                    for t in targets
-                    if t["labels"]["job"] == "no-credentials" and t["lastError"]
-                ),
+                (t["lastError"] for t in targets if t["labels"]["job"] == "no-credentials" and t["lastError"]),
                 "",
             )
 

@@ -168,7 +168,7 @@ def test_the_same_bot_switches_backend_by_environment_only(tmp_path: Path, expor
             def pushed(bot: ManagedProcess, log: str) -> None:
                 def twelve() -> bool:
                     text = scrape(collector.prometheus_url)
-                    return 'circuit_breaker_successes_total{' in text and any(
+                    return "circuit_breaker_successes_total{" in text and any(
                         n == "circuit_breaker_successes_total" and dict(lb).get("name") == "venue-good" and v == 12
                         for (n, lb), v in samples(text).items()
                     )
@@ -226,7 +226,8 @@ def test_collector_down_killed_and_restarted_never_reaches_the_bot(tmp_path: Pat
         with start_collector(tmp_path / "otelcol-2", env=env) as collector:
             # 3. Restarted: cumulative totals continue from where they were, not from zero.
             second = wait_until(
-                lambda: (v := _collector_total(collector.prometheus_url)) and v > first and v, 30,
+                lambda: (v := _collector_total(collector.prometheus_url)) and v > first and v,
+                30,
                 what="delivery after restart",
             )
             assert second > first

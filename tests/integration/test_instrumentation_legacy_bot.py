@@ -63,9 +63,7 @@ def test_pybreaker_breakers_export_state_and_transition(instrumented: BotRun) ->
     assert instrumented.value("circuit_breaker_state", name="binance") == 0
     assert instrumented.value("circuit_breaker_state", name="kraken") == 1
     assert (
-        instrumented.value(
-            "circuit_breaker_transitions_total", name="kraken", from_state="closed", to_state="open"
-        )
+        instrumented.value("circuit_breaker_transitions_total", name="kraken", from_state="closed", to_state="open")
         == 1
     )
 
@@ -97,9 +95,7 @@ def test_every_metric_name_of_the_guide_is_exported(instrumented: BotRun) -> Non
     assert expected - exported == set()
 
 
-def test_instrumented_bot_behaves_exactly_as_the_plain_bot(
-    instrumented: BotRun, plain_summary: dict[str, Any]
-) -> None:
+def test_instrumented_bot_behaves_exactly_as_the_plain_bot(instrumented: BotRun, plain_summary: dict[str, Any]) -> None:
     assert instrumented.summary == plain_summary
 
 

@@ -31,6 +31,7 @@ INSTRUMENT_BOT = (
     "sys.argv = ['bot.py']; runpy.run_path('bot.py', run_name='__main__')"
 )
 
+
 def _bot_dir(bot: str) -> Path:
     return REPO / "examples" / f"{bot}_bot"
 

@@ -26,9 +26,7 @@ def _tooling_modules_loaded_by(statement: str) -> list[str]:
         f"{statement}\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('otel_trading.tooling'))))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     loaded: list[str] = json.loads(proc.stdout.strip().splitlines()[-1])
     return loaded

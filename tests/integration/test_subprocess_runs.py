@@ -49,9 +49,7 @@ for _ in range(1234):
 def test_batched_values_are_exported_at_interpreter_exit(setup: str, disabled: str) -> None:
     script = "import sys\n" + setup + _EXIT_RECORD
     env = {**os.environ, OTEL_TRADING_DISABLED_METRICS: disabled}
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
-    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     values = [
         p["value"]

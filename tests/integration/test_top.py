@@ -132,6 +132,7 @@ def test_the_demo_points_at_top_which_shows_every_breaker_event_type_and_loop_li
     for event_type in EVENT_TYPES:
         assert re.search(rf"^\s*{event_type}\s", first, re.M), first
     assert "Traceback" not in first
+
     # Rates fill in from the second read, and move as the bot trades.
     def with_rates() -> str | None:
         screen = terminal.screen("top")

@@ -119,9 +119,7 @@ def test_fold_counter_counts_folded_values_by_label(flooded: tuple[Samples, Even
 # --- the bound, on both histogram paths (with and without otel-trading's views) -----------------
 
 
-def test_histogram_totals_survive_folding_on_both_paths(
-    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_histogram_totals_survive_folding_on_both_paths(metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRADING_MAX_LABEL_VALUES", "10")
     bus = EventBus(meter_provider=metrics.provider)
     asyncio.run(_publish(bus, event_types(50)))
@@ -160,9 +158,7 @@ def test_breaker_names_fold_and_keep_exact_totals(metrics: Metrics, monkeypatch:
     assert metrics.value("otel_trading.label_values.folded", label="name") == 15
 
 
-def test_collections_do_not_count_folded_subscriptions_again(
-    metrics: Metrics, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_collections_do_not_count_folded_subscriptions_again(metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
     # The subscriber gauge resolves labels on every collection; before the fix each one re-folded
     # (and re-counted) every subscribed type beyond the limit.
     monkeypatch.setenv("OTEL_TRADING_MAX_LABEL_VALUES", "3")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from otel_trading.instrumentation import _code_shape
-from otel_trading.instrumentation._code_shape import (
+from otel_trading.instrumentation._core import reliance as _code_shape
+from otel_trading.instrumentation._core.reliance import (
     COROUTINE,
     FUNCTION,
     Shape,
@@ -18,7 +18,7 @@ from otel_trading.instrumentation._code_shape import (
     shape_differences,
     shape_of,
 )
-from otel_trading.instrumentation._support import reset_reports
+from otel_trading.instrumentation._core.reporting import reset_reports
 
 
 def _run(self: Any, f: Any, args: Any, kwargs: Any) -> None:

@@ -266,9 +266,7 @@ def test_bots_pushing_every_15_seconds_and_scraped_bots_are_fine(http: FakeHttp)
     assert result(options(prometheus_url=PROM), "push_interval").status is Status.OK
 
 
-def test_this_environment_pushing_every_minute_is_warned_about(
-    http: FakeHttp, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_this_environment_pushing_every_minute_is_warned_about(http: FakeHttp, monkeypatch: pytest.MonkeyPatch) -> None:
     http.answers[BOT] = Response(200, exposition().encode())
     monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")

@@ -49,7 +49,7 @@ def test_a_stall_beyond_the_last_bucket_stays_valid_json() -> None:
 
 
 def test_no_lag_series_is_skipped_with_a_hint() -> None:
-    bus = "# TYPE event_bus_queue_size gauge\nevent_bus_queue_size{bus=\"main\"} 0\n"
+    bus = '# TYPE event_bus_queue_size gauge\nevent_bus_queue_size{bus="main"} 0\n'
     result = check_event_loop(_context(bus))
     assert result.status is Status.SKIP
     assert "event_loop" in result.detail and "monitor_event_loop()" in result.fix

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from otel_trading.instrumentation import _native_loader
+from otel_trading.instrumentation._core import hot_path
 from otel_trading.tooling.doctor.checks import CHECKS, check_hot_paths
 from otel_trading.tooling.doctor.context import Context, DoctorOptions
 from otel_trading.tooling.doctor.results import Status
@@ -21,19 +21,19 @@ def test_the_check_is_part_of_the_pipeline() -> None:
 
 
 def test_compiled_hot_paths_are_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_native_loader, "native", sys.modules[__name__])  # any module: "loaded"
+    monkeypatch.setattr(hot_path, "native", sys.modules[__name__])  # any module: "loaded"
     result = check_hot_paths(_context())
     assert result.status is Status.OK and "run compiled here" in result.detail
 
 
 def test_pure_python_hot_paths_warn_with_the_reason_and_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_native_loader, "native", None)
-    monkeypatch.setattr(_native_loader, "_why", _native_loader.NOT_BUILT)
+    monkeypatch.setattr(hot_path, "native", None)
+    monkeypatch.setattr(hot_path, "_why", hot_path.NOT_BUILT)
     result = check_hot_paths(_context())
     assert result.status is Status.WARN
-    assert _native_loader.NOT_BUILT in result.detail and sys.executable in result.detail
+    assert hot_path.NOT_BUILT in result.detail and sys.executable in result.detail
     assert "wheel" in result.fix and "python3-dev" in result.fix
-    assert result.data == {"compiled": False, "reason": _native_loader.NOT_BUILT}
+    assert result.data == {"compiled": False, "reason": hot_path.NOT_BUILT}
 
 
 def test_without_the_instrumentation_extra_the_check_is_skipped_and_names_the_extra(

@@ -95,8 +95,7 @@ def test_the_package_has_no_import_cycle() -> None:
     # A package's __init__ importing its own submodules is how packages expose names, not a cycle
     # of jobs: leave those edges out.
     graph = {
-        m: {d for d in deps if not (m.count(".") < d.count(".") and _is_within(d, m))}
-        for m, deps in _graph().items()
+        m: {d for d in deps if not (m.count(".") < d.count(".") and _is_within(d, m))} for m, deps in _graph().items()
     }
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 

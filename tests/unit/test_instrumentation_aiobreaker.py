@@ -74,9 +74,7 @@ async def test_open_breaker_rejections_state_and_transition_are_reported(instrum
             await breaker.call_async(ok)
     assert instrumented.value(N["breaker_rejected"], name="kraken") == 3
     assert instrumented.value(N["breaker_state"], name="kraken") == 1
-    assert (
-        instrumented.value(N["breaker_transitions"], name="kraken", from_state="closed", to_state="open") == 1
-    )
+    assert instrumented.value(N["breaker_transitions"], name="kraken", from_state="closed", to_state="open") == 1
 
 
 async def test_decorated_coroutine_is_counted_once(instrumented: Metrics) -> None:
@@ -108,9 +106,7 @@ def test_uninstrument_restores_every_aiobreaker_class_attribute_exactly(
         assert all(vars(cls)[k] is v for k, v in before[cls].items()), cls
 
 
-def test_call_async_is_still_a_coroutine_function(
-    metrics: Metrics, instrumentor: TradingInstrumentor
-) -> None:
+def test_call_async_is_still_a_coroutine_function(metrics: Metrics, instrumentor: TradingInstrumentor) -> None:
     def describe() -> tuple[Any, ...]:
         method = aiobreaker.state.CircuitBreakerBaseState.call_async
         return (
@@ -148,13 +144,9 @@ OPS: dict[str, Callable[[aiobreaker.CircuitBreaker], Awaitable[Any]]] = {
 }
 
 
-async def run_ops(
-    ops: list[str], fail_max: int, timeout: timedelta, name: str
-) -> tuple[list[Any], Recorder, Any]:
+async def run_ops(ops: list[str], fail_max: int, timeout: timedelta, name: str) -> tuple[list[Any], Recorder, Any]:
     recorder = Recorder()
-    b = aiobreaker.CircuitBreaker(
-        fail_max=fail_max, timeout_duration=timeout, listeners=[recorder], name=name
-    )
+    b = aiobreaker.CircuitBreaker(fail_max=fail_max, timeout_duration=timeout, listeners=[recorder], name=name)
     trace: list[Any] = []
     for op in ops:
         start = len(recorder.events)
@@ -163,9 +155,7 @@ async def run_ops(
         except BaseException as exc:
             # CircuitBreakerError's str() holds a timestamp; its message is the stable part.
             outcome = ("raised", type(exc).__name__, getattr(exc, "message", str(exc)))
-        trace.append(
-            (op, outcome, b.current_state.name, b.fail_counter, sorted(vars(b)), recorder.events[start:])
-        )
+        trace.append((op, outcome, b.current_state.name, b.fail_counter, sorted(vars(b)), recorder.events[start:]))
     return trace, recorder, b
 
 
@@ -197,7 +187,5 @@ def test_aiobreaker_behaves_identically_and_counts_match_its_callbacks(
     assert traced == plain
     assert successes == recorder.events.count(("success",))
     assert failures == sum(1 for e in recorder.events if e[0] == "failure")
-    assert rejected == sum(
-        1 for _, outcome, *_, events in traced if outcome[1] == "CircuitBreakerError" and not events
-    )
+    assert rejected == sum(1 for _, outcome, *_, events in traced if outcome[1] == "CircuitBreakerError" and not events)
     assert breaker.name == name

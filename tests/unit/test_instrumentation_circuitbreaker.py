@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from otel_trading.instrumentation import CircuitbreakerInstrumentor, TradingInstrumentor
-from otel_trading.instrumentation._bindings import BreakerBinding
+from otel_trading.instrumentation._core.binding import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads

@@ -54,9 +54,7 @@ def test_explicit_meter_provider_is_respected(instrumented: Metrics) -> None:
         own.provider.shutdown()
 
 
-def test_uninstrument_restores_the_constructors_exactly(
-    metrics: Metrics, instrumentor: TradingInstrumentor
-) -> None:
+def test_uninstrument_restores_the_constructors_exactly(metrics: Metrics, instrumentor: TradingInstrumentor) -> None:
     inits = (vars(CircuitBreaker)["__init__"], vars(EventBus)["__init__"])
     instrumentor.instrument(meter_provider=metrics.provider, config={})
     assert vars(CircuitBreaker)["__init__"] is not inits[0]

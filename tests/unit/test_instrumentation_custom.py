@@ -23,8 +23,8 @@ import pytest
 
 from otel_trading.exporting import ConfigurationError
 from otel_trading.instrumentation import TradingInstrumentor
-from otel_trading.instrumentation._custom import resolve
 from otel_trading.instrumentation.config import load_config, parse_config
+from otel_trading.instrumentation.custom import resolve
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics
@@ -216,9 +216,7 @@ def guard_module(
 
 
 @pytest.fixture
-def bus_module(
-    write_module: Callable[[str], str], instrumentor: TradingInstrumentor, metrics: Metrics
-) -> Any:
+def bus_module(write_module: Callable[[str], str], instrumentor: TradingInstrumentor, metrics: Metrics) -> Any:
     name = write_module(BUS_SOURCE)
     config = {"event_buses": [inline_bus_entry(name), queue_bus_entry(name)]}
     instrumentor.instrument(meter_provider=metrics.provider, config=config)
@@ -241,9 +239,7 @@ def problems_of(config: Any) -> list[str]:
 def test_every_problem_is_reported_at_once_naming_its_entry() -> None:
     problems = problems_of(
         {
-            "breakers": [
-                {"class": "venues:Guard", "call": "call", "state": "state", "states": {"closed": 0}}
-            ],
+            "breakers": [{"class": "venues:Guard", "call": "call", "state": "state", "states": {"closed": 0}}],
             "event_buses": [{"class": "bus:Bus"}],
         }
     )
@@ -289,15 +285,11 @@ def test_a_method_may_not_have_two_roles_except_publish_and_dispatch() -> None:
 def test_the_same_class_configured_twice_is_rejected() -> None:
     bus = {"class": "b:B", "publish": "p"}
     problems = problems_of({"event_buses": [bus, bus]})
-    assert problems == [
-        "cfg event_buses[1] (b:B): class b:B is already configured by cfg event_buses[0] (b:B)"
-    ]
+    assert problems == ["cfg event_buses[1] (b:B): class b:B is already configured by cfg event_buses[0] (b:B)"]
 
 
 def test_inline_json_in_the_environment_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(
-        "OTEL_TRADING_INSTRUMENT", json.dumps({"event_buses": [{"class": "b:B", "publish": "p"}]})
-    )
+    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps({"event_buses": [{"class": "b:B", "publish": "p"}]}))
     config = load_config()
     assert config.source == "OTEL_TRADING_INSTRUMENT"
     assert config.event_buses[0].cls.qualname == "B"
@@ -309,9 +301,7 @@ def test_invalid_json_in_the_environment_variable_names_the_variable(monkeypatch
         load_config()
 
 
-def test_toml_file_named_by_the_environment_variable_is_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_toml_file_named_by_the_environment_variable_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "instrument.toml"
     path.write_text('[[event_buses]]\nclass = "b:B"\npublish = "p"\n')
     monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", str(path))
@@ -323,8 +313,7 @@ def test_pyproject_named_by_the_environment_variable_uses_its_tool_section(
 ) -> None:
     path = tmp_path / "pyproject.toml"
     path.write_text(
-        '[project]\nname = "bot"\n\n'
-        '[[tool.otel-trading.instrument.event_buses]]\nclass = "b:B"\npublish = "p"\n'
+        '[project]\nname = "bot"\n\n[[tool.otel-trading.instrument.event_buses]]\nclass = "b:B"\npublish = "p"\n'
     )
     monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", str(path))
     config = load_config()
@@ -517,9 +506,7 @@ def test_missing_class_in_a_module_imported_later_is_logged_and_the_import_succe
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     name = write_module(GUARD_SOURCE)
-    instrumentor.instrument(
-        meter_provider=metrics.provider, config={"breakers": [guard_entry(name, "Gaurd")]}
-    )
+    instrumentor.instrument(meter_provider=metrics.provider, config={"breakers": [guard_entry(name, "Gaurd")]})
     with caplog.at_level(logging.ERROR, logger="otel_trading.instrumentation"):
         module = importlib.import_module(name)
     assert module.Guard("x").call(lambda: 1) == 1
@@ -573,9 +560,7 @@ async def test_custom_async_call_method_is_counted_and_timed(guard_module: Any, 
     assert point is not None and point.count == 1 and point.sum >= 0.02
 
 
-def test_custom_breaker_state_is_mapped_and_its_changes_are_transitions(
-    guard_module: Any, metrics: Metrics
-) -> None:
+def test_custom_breaker_state_is_mapped_and_its_changes_are_transitions(guard_module: Any, metrics: Metrics) -> None:
     guard = guard_module.Guard("venue", threshold=1)
     assert metrics.value(N["breaker_state"], name="venue") == 0
     with pytest.raises(ConnectionError):
@@ -591,9 +576,7 @@ def test_custom_breaker_state_is_mapped_and_its_changes_are_transitions(
     assert transitions == {("closed", "open"): 1, ("open", "half_open"): 1, ("half_open", "closed"): 1}
 
 
-def test_call_method_delegating_to_another_call_method_counts_once(
-    guard_module: Any, metrics: Metrics
-) -> None:
+def test_call_method_delegating_to_another_call_method_counts_once(guard_module: Any, metrics: Metrics) -> None:
     guard = guard_module.Guard("venue")
     assert guard.call_logged(lambda: 7) == 7
     assert metrics.value(N["breaker_successes"], name="venue") == 1
@@ -647,9 +630,7 @@ def test_inline_bus_counts_published_processed_and_handler_errors(bus_module: An
     assert metrics.value(N["bus_processed"], event_type="fill") == 1
 
 
-def test_subscribe_and_unsubscribe_calls_are_counted_as_subscribers(
-    bus_module: Any, metrics: Metrics
-) -> None:
+def test_subscribe_and_unsubscribe_calls_are_counted_as_subscribers(bus_module: Any, metrics: Metrics) -> None:
     bus = bus_module.InlineBus()
 
     def handler(payload: Any) -> None:
@@ -681,9 +662,7 @@ async def test_queue_size_is_reported_under_the_bus_name(bus_module: Any, metric
     assert metrics.value(N["bus_queue_size"], bus="orders") == 3
 
 
-async def test_publish_calling_another_publish_method_counts_the_event_once(
-    bus_module: Any, metrics: Metrics
-) -> None:
+async def test_publish_calling_another_publish_method_counts_the_event_once(bus_module: Any, metrics: Metrics) -> None:
     bus = bus_module.QueueBus()
     await bus.publish(bus_module.Tick())
     bus.publish_nowait(bus_module.Tick())

@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 from pyee.asyncio import AsyncIOEventEmitter
 
-from otel_trading.instrumentation import TradingInstrumentor, _native_loader, compiled_hot_paths, pure_python_reason
+from otel_trading.instrumentation import TradingInstrumentor, compiled_hot_paths, pure_python_reason
+from otel_trading.instrumentation._core import hot_path
 from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import BOUNDS, new_row, observe
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
@@ -54,8 +55,8 @@ REPLACED = [
 
 def compiled() -> types.ModuleType:
     use_hot_path("compiled", pytest.MonkeyPatch())  # skips locally / fails in CI when not built
-    assert _native_loader.native is not None
-    return _native_loader.native
+    assert hot_path.native is not None
+    return hot_path.native
 
 
 def test_the_compiled_hot_paths_are_built_where_ci_runs() -> None:
@@ -77,9 +78,9 @@ def test_each_replaced_method_is_the_hot_path_chosen(hot_path: str, instrumented
 def test_pure_python_variable_turns_the_compiled_paths_off(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "true")
-    assert _native_loader._decide()[0] is None
+    assert hot_path._decide()[0] is None
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "false")
-    assert _native_loader._decide()[0] is not None
+    assert hot_path._decide()[0] is not None
 
 
 def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
@@ -88,17 +89,17 @@ def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "maybe")
     with caplog.at_level(logging.WARNING, logger="otel_trading"):
-        assert _native_loader._decide()[0] is not None
+        assert hot_path._decide()[0] is not None
     assert [r.getMessage() for r in caplog.records if OTEL_TRADING_PURE_PYTHON in r.getMessage()]
 
 
 def test_why_the_pure_python_paths_run_is_said_once_at_instrument_time(
     metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_native_loader, "native", None)
-    monkeypatch.setattr(_native_loader, "_why", _native_loader.TURNED_OFF)
-    monkeypatch.setattr(_native_loader, "_announced", threading.Event())
-    assert pure_python_reason() == _native_loader.TURNED_OFF
+    monkeypatch.setattr(hot_path, "native", None)
+    monkeypatch.setattr(hot_path, "_why", hot_path.TURNED_OFF)
+    monkeypatch.setattr(hot_path, "_announced", threading.Event())
+    assert pure_python_reason() == hot_path.TURNED_OFF
     with caplog.at_level(logging.INFO, logger="otel_trading"):
         for _ in range(2):
             instrumentor = TradingInstrumentor()
@@ -112,7 +113,7 @@ def test_nothing_is_said_when_the_compiled_paths_run(
     metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     compiled()
-    monkeypatch.setattr(_native_loader, "_announced", threading.Event())
+    monkeypatch.setattr(hot_path, "_announced", threading.Event())
     assert pure_python_reason() is None
     with caplog.at_level(logging.INFO, logger="otel_trading"):
         instrumentor = TradingInstrumentor()
@@ -125,14 +126,14 @@ def test_a_module_that_is_not_built_is_the_reason_given(monkeypatch: pytest.Monk
     monkeypatch.delenv(OTEL_TRADING_PURE_PYTHON, raising=False)
     monkeypatch.setitem(sys.modules, "otel_trading.instrumentation._native", None)  # import fails
     monkeypatch.delattr(sys.modules["otel_trading.instrumentation"], "_native", raising=False)
-    module, why = _native_loader._decide()
-    assert module is None and why is not None and why.startswith(_native_loader.NOT_BUILT)
+    module, why = hot_path._decide()
+    assert module is None and why is not None and why.startswith(hot_path.NOT_BUILT)
 
 
 def test_a_free_threaded_interpreter_gets_the_pure_python_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     real = sysconfig.get_config_var
     monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
-    assert _native_loader._decide() == (None, _native_loader.FREE_THREADED)
+    assert hot_path._decide() == (None, hot_path.FREE_THREADED)
 
 
 def test_importing_the_instrumentation_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -148,9 +149,7 @@ def test_importing_the_instrumentation_without_its_extra_names_the_extra(monkeyp
 # -- invisible to introspection -----------------------------------------------------------------------
 
 
-def test_compiled_replacements_introspect_as_the_functions_they_replace(
-    metrics: Metrics, instrumentor: Any
-) -> None:
+def test_compiled_replacements_introspect_as_the_functions_they_replace(metrics: Metrics, instrumentor: Any) -> None:
     compiled()
     before = {(o, n): vars(o)[n] for o, n in REPLACED}
     instrumentor.instrument(meter_provider=metrics.provider, config={})

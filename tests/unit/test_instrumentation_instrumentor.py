@@ -80,9 +80,7 @@ def test_one_target_can_be_disabled_on_its_own(
     assert aiobreaker.CircuitBreaker in owners
 
 
-def test_reinstrumenting_keeps_counters_monotonic(
-    metrics: Metrics, instrumentor: TradingInstrumentor
-) -> None:
+def test_reinstrumenting_keeps_counters_monotonic(metrics: Metrics, instrumentor: TradingInstrumentor) -> None:
     breaker = pybreaker.CircuitBreaker(name="binance")
     instrumentor.instrument(meter_provider=metrics.provider, config={})
     breaker.call(lambda: None)

@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.auto_instrumentation import _load
 from opentelemetry.instrumentation.distro import DefaultDistro
 
 from otel_trading.instrumentation import (
+    LIBRARY_INSTRUMENTORS,
     LIBRARY_TARGETS,
     TARGETS,
     CircuitbreakerInstrumentor,
@@ -28,17 +29,18 @@ from otel_trading.instrumentation import (
     PybreakerInstrumentor,
     PyeeInstrumentor,
     TradingInstrumentor,
-    _instrumentors,
     disabled_target_warnings,
     disabled_targets,
 )
-from otel_trading.instrumentation._instrumentors import LIBRARY_INSTRUMENTORS
-from otel_trading.instrumentation._supported import LIBRARIES
+from otel_trading.instrumentation._core import instrumentor as _instrumentors
+from otel_trading.instrumentation._core.releases import LIBRARIES
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
+
+
 @pytest.fixture(autouse=True)
 def _every_instrumentor_undone() -> Iterator[None]:
     yield

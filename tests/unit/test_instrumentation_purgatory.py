@@ -27,7 +27,7 @@ from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 
 from otel_trading.instrumentation import PurgatoryInstrumentor, TradingInstrumentor
-from otel_trading.instrumentation._bindings import BreakerBinding
+from otel_trading.instrumentation._core.binding import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads

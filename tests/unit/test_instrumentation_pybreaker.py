@@ -23,15 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otel_trading.instrumentation import PybreakerInstrumentor, TradingInstrumentor
-from otel_trading.instrumentation._bindings import BreakerBinding
+from otel_trading.instrumentation._core.binding import BreakerBinding
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
-PYBREAKER_CLASSES = [
-    obj for obj in vars(pybreaker).values() if isinstance(obj, type) and obj.__module__ == "pybreaker"
-]
+PYBREAKER_CLASSES = [obj for obj in vars(pybreaker).values() if isinstance(obj, type) and obj.__module__ == "pybreaker"]
 
 # Every test runs on the compiled hot paths and on their pure-Python twins.
 pytestmark = pytest.mark.usefixtures("hot_path")
@@ -221,9 +219,7 @@ def test_uninstrument_restores_every_pybreaker_class_attribute_exactly(
     assert_uninstrument_restores_classes(PYBREAKER_CLASSES, instrumentor, metrics.provider)
 
 
-def test_breaker_stops_recording_after_uninstrument(
-    instrumented: Metrics, instrumentor: TradingInstrumentor
-) -> None:
+def test_breaker_stops_recording_after_uninstrument(instrumented: Metrics, instrumentor: TradingInstrumentor) -> None:
     breaker = pybreaker.CircuitBreaker(name="binance")
     breaker.call(lambda: None)
     instrumentor.uninstrument()
@@ -425,9 +421,7 @@ def test_signatures_names_and_docs_of_wrapped_methods_are_unchanged(
             ):
                 attr = getattr(cls, name, None)
                 if attr is not None:
-                    out.append(
-                        (cls.__name__, name, str(inspect.signature(attr)), attr.__name__, attr.__doc__)
-                    )
+                    out.append((cls.__name__, name, str(inspect.signature(attr)), attr.__name__, attr.__doc__))
         out.append(inspect.isgeneratorfunction(pybreaker.CircuitBreakerState.generator_call))
         return out
 
@@ -480,9 +474,7 @@ def test_state_read_failure_at_collection_keeps_the_last_state_and_the_other_met
     assert instrumented.value(N["breaker_state"], name="redis") == 1
     storage.broken = True
     assert instrumented.value(N["breaker_state"], name="redis") == 1
-    assert (
-        instrumented.value(N["breaker_transitions"], name="redis", from_state="closed", to_state="open") == 1
-    )
+    assert instrumented.value(N["breaker_transitions"], name="redis", from_state="closed", to_state="open") == 1
 
 
 def test_binding_of_a_collected_breaker_is_released_at_collection_not_inside_the_gc(

@@ -30,7 +30,7 @@ from pyee.executor import ExecutorEventEmitter
 from pyee.uplift import unwrap, uplift
 
 from otel_trading.instrumentation import PyeeInstrumentor, TradingInstrumentor
-from otel_trading.instrumentation import _pyee as pyee_target
+from otel_trading.instrumentation.pyee import hooks as pyee_target
 from otel_trading.metric_contract import METRICS_BY_KEY
 
 from ..conftest import Metrics, assert_uninstrument_restores_classes, make_metrics, run_in_threads
@@ -148,9 +148,7 @@ def test_the_base_emitter_has_no_queue_to_report(instrumented: Metrics) -> None:
     assert instrumented.points(N["bus_queue_size"]) == []
 
 
-def test_emitters_created_before_instrumentation_are_found(
-    metrics: Metrics, instrumentor: TradingInstrumentor
-) -> None:
+def test_emitters_created_before_instrumentation_are_found(metrics: Metrics, instrumentor: TradingInstrumentor) -> None:
     ee = pyee.EventEmitter()
     ee.on("tick", lambda: None)
     instrumentor.instrument(meter_provider=metrics.provider, config={})

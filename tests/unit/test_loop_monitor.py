@@ -245,7 +245,6 @@ def test_lag_recorded_before_the_global_provider_is_set_is_kept_without_a_pendin
     metrics.provider.shutdown()
 
 
-
 def test_the_lag_is_declared_in_the_contract_with_buckets_from_1_ms_to_10_s() -> None:
     assert (LOOP_LAG.prometheus_name, LOOP_LAG.unit, LOOP_LAG.labels) == (
         "otel_trading_event_loop_lag_seconds",

@@ -99,9 +99,7 @@ class CapturingOtlpExporter(MetricExporter):
         super().__init__()
         self.payloads: list[bytes] = []
 
-    def export(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         self.payloads.append(encode_metrics(metrics_data).SerializeToString())
         return MetricExportResult.SUCCESS
 
@@ -131,9 +129,7 @@ class Paths:
     def memory_metric(self, name: str) -> Any:
         data = self.memory.get_metrics_data()
         assert data is not None
-        return next(
-            m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == name
-        )
+        return next(m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics if m.name == name)
 
     def prometheus_samples(self) -> list[Any]:
         text = prometheus_client.generate_latest(self.prometheus).decode()
@@ -249,9 +245,7 @@ def paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
 def test_in_memory_breaker_counters_are_monotonic_cumulative_sums_with_exact_values(paths: Paths) -> None:
     metric = paths.memory_metric(N["breaker_successes"])
     assert isinstance(metric.data, Sum)
-    assert (
-        metric.data.is_monotonic and metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
-    )
+    assert metric.data.is_monotonic and metric.data.aggregation_temporality is AggregationTemporality.CUMULATIVE
     values = {
         key: {attrs: p.value for attrs, p in paths.memory_points(N[key]).items()}
         for key in ("breaker_successes", "breaker_failures", "breaker_rejected")
@@ -348,11 +342,7 @@ def test_console_exporter_json_has_exact_sums_and_histogram(paths: Paths) -> Non
     assert successes["aggregation_temporality"] == AggregationTemporality.CUMULATIVE.value
     by_name = {p["attributes"]["name"]: p for p in successes["data_points"]}
     assert by_name["venue-a"]["value"] == len(SUCCESS_DURATIONS)
-    [hist] = [
-        p
-        for p in metrics[N["breaker_latency"]]["data"]["data_points"]
-        if p["attributes"] == {"name": "venue-a"}
-    ]
+    [hist] = [p for p in metrics[N["breaker_latency"]]["data"]["data_points"] if p["attributes"] == {"name": "venue-a"}]
     assert hist["count"] == len(LATENCIES)
     assert hist["sum"] == pytest.approx(sum(LATENCIES), rel=1e-12)
     assert hist["bucket_counts"] == expected_buckets(LATENCIES)

@@ -14,9 +14,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from otel_trading.instrumentation import LIBRARY_TARGETS, LibraryInstrumentor
-from otel_trading.instrumentation._instrumentors import LIBRARY_INSTRUMENTORS
-from otel_trading.instrumentation._supported import LIBRARIES, SupportedLibrary
+from otel_trading.instrumentation import LIBRARY_INSTRUMENTORS, LIBRARY_TARGETS, LibraryInstrumentor
+from otel_trading.instrumentation._core.releases import LIBRARIES, SupportedLibrary
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -87,9 +87,7 @@ def test_circuit_breaker_rejects_bad_arguments_naming_them(
         ({"metrics_enabled": 1}, TypeError, "metrics_enabled must be a bool"),
     ],
 )
-def test_event_bus_rejects_bad_arguments_naming_them(
-    kwargs: dict[str, Any], exc: type[Exception], needle: str
-) -> None:
+def test_event_bus_rejects_bad_arguments_naming_them(kwargs: dict[str, Any], exc: type[Exception], needle: str) -> None:
     with pytest.raises(exc) as info:
         EventBus(**kwargs)
     assert needle in str(info.value)
@@ -121,9 +119,7 @@ def test_subscribe_rejects_non_classes_and_non_callables(event_type: Any, handle
         (True, TypeError, "port must be an int port number"),
     ],
 )
-def test_start_metrics_server_rejects_bad_ports_naming_the_range(
-    port: Any, exc: type[Exception], needle: str
-) -> None:
+def test_start_metrics_server_rejects_bad_ports_naming_the_range(port: Any, exc: type[Exception], needle: str) -> None:
     with pytest.raises(exc) as info:
         start_metrics_server(port=port, addr="127.0.0.1")
     assert needle in str(info.value)
@@ -203,8 +199,10 @@ def test_unrelated_variables_with_the_prefix_are_not_an_error(monkeypatch: pytes
 @pytest.mark.parametrize(
     ("var", "needle"),
     [
-        ("OTEL_METRIC_EXPORTER", "OTEL_METRIC_EXPORTER is not an OpenTelemetry variable and is ignored: did you "
-         "mean OTEL_METRICS_EXPORTER?"),
+        (
+            "OTEL_METRIC_EXPORTER",
+            "OTEL_METRIC_EXPORTER is not an OpenTelemetry variable and is ignored: did you mean OTEL_METRICS_EXPORTER?",
+        ),
         ("OTEL_EXPORTER_PROMETHEUS_PROT", "did you mean OTEL_EXPORTER_PROMETHEUS_PORT?"),
         ("OTEL_EXPORTER_OTLP_ENDPOINTS", "did you mean OTEL_EXPORTER_OTLP_ENDPOINT?"),
         ("OTEL_SERVICE_NAEM", "did you mean OTEL_SERVICE_NAME?"),

@@ -216,10 +216,7 @@ def event_loop_panels() -> list[Json]:
             f"{LOOP_LAG.description}. An idle loop answers within 1 ms (the first bucket), so quantiles "
             "there read as up to 1 ms",
             targets(
-                *(
-                    (quantile(LOOP_LAG, q, by), f"{{{{instance}}}} {{{{loop}}}} p{round(q * 100)}")
-                    for q in QUANTILES
-                )
+                *((quantile(LOOP_LAG, q, by), f"{{{{instance}}}} {{{{loop}}}} p{round(q * 100)}") for q in QUANTILES)
             ),
             "s",
         ),

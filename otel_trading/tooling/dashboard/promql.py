@@ -80,9 +80,7 @@ def quantile(spec: MetricSpec, q: float, by: Sequence[str], filters: Mapping[str
     return f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[$__rate_interval])))"
 
 
-def increase_above(
-    spec: MetricSpec, bound: float, by: Sequence[str], filters: Mapping[str, str] | None = None
-) -> str:
+def increase_above(spec: MetricSpec, bound: float, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
     """How many observations of a histogram exceeded the bucket boundary ``bound`` per rate interval,
     per ``by`` group (its count minus that bucket's)."""
     if spec.kind is not InstrumentKind.HISTOGRAM:

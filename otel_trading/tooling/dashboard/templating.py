@@ -33,9 +33,7 @@ DATASOURCE: dict[str, Any] = {"type": "prometheus", "uid": f"${{{_DS_VAR}}}"}
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
-def _query_variable(
-    name: str, label: str, spec: MetricSpec, label_name: str, within: str = ""
-) -> dict[str, Any]:
+def _query_variable(name: str, label: str, spec: MetricSpec, label_name: str, within: str = "") -> dict[str, Any]:
     """A multi-value variable with "All"; ``within`` narrows its values (e.g. to the chosen job)."""
     query = f"label_values({spec.prometheus_name}{within}, {contract_label(spec, label_name)})"
     return {

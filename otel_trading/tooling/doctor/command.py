@@ -90,15 +90,11 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "nothing answers there, the target Prometheus scrapes otel-trading metrics from); user:password@ in the "
         "URL is sent as basic auth",
     )
-    p.add_argument(
-        "--prometheus-url", type=_url, help="e.g. http://localhost:9090 (targets, rules, alerting)"
-    )
+    p.add_argument("--prometheus-url", type=_url, help="e.g. http://localhost:9090 (targets, rules, alerting)")
     p.add_argument("--alertmanager-url", type=_url, help="e.g. http://localhost:9093")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of text")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    p.add_argument(
-        "--timeout", type=_positive(float), default=3.0, help="seconds per HTTP request (default 3)"
-    )
+    p.add_argument("--timeout", type=_positive(float), default=3.0, help="seconds per HTTP request (default 3)")
     p.add_argument(
         "--cardinality-threshold",
         type=_positive(int),

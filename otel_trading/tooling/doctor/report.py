@@ -40,4 +40,3 @@ def render_json(results: Sequence[CheckResult], options: DoctorOptions, strict: 
         "checks": [{**asdict(r), "status": r.status.value} for r in results],
     }
     return json.dumps(payload, indent=2) + "\n"
-

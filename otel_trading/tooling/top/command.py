@@ -132,9 +132,7 @@ def add_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         ),
     )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--url", type=_http_url, default=None, help=f"a bot's metrics endpoint (default {DEFAULT_URL})"
-    )
+    where.add_argument("--url", type=_http_url, default=None, help=f"a bot's metrics endpoint (default {DEFAULT_URL})")
     where.add_argument(
         "--prometheus",
         type=_http_url,

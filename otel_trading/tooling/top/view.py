@@ -104,9 +104,7 @@ def render(
         clock = time.strftime("%H:%M:%S", time.localtime(now if now is not None else time.time()))
         every = f" · every {refresh:g} s" if refresh else ""
         where = source or (frame.source if frame else "")
-        header = Text.assemble(
-            ("otel-trading top", "bold"), f" · {where}{every} · {clock} · ", ("q", "bold"), " quits"
-        )
+        header = Text.assemble(("otel-trading top", "bold"), f" · {where}{every} · {clock} · ", ("q", "bold"), " quits")
         parts.append(header)
     if status:
         parts.append(Text(status, style="" if plain else "bold red"))

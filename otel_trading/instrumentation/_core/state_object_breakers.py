@@ -1,8 +1,9 @@
-"""pybreaker and aiobreaker: all breaker metrics, read from the libraries' own decision points.
+"""Breakers that delegate to state objects: all breaker metrics, read from the library's own decision points.
 
-Both libraries share one design (a breaker delegating to state objects), so one adapter serves
-both. The wrapped functions are the places where the library itself decides an outcome, so the
-counts are the library's own, never re-derived:
+Libraries of this design (a breaker object holding a state object per state: closed, open,
+half-open, each with ``call``) share this adapter; each home describes its names in a ``Family``.
+The wrapped functions are the places where the library itself decides an outcome, so the counts
+are the library's own, never re-derived:
 
 ======================================  ==========================================================
 ``CircuitBreaker.__init__``             bind the new breaker (labelled by ``name``)
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 import threading
 import types
 import weakref
@@ -42,26 +42,22 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._bindings import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.arguments import kwarg_or_arg
+from otel_trading.instrumentation._core.binding import (
     BreakerBinding,
     bind_weakly,
     breaker_label,
     record_timed,
 )
-from otel_trading.instrumentation._code_shape import FUNCTION, Shape, interpreter, shape_differences, version_of
-from otel_trading.instrumentation._native_loader import named_as
-from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, kwarg_or_arg, report, warn_once
+from otel_trading.instrumentation._core.hot_path import named_as
+from otel_trading.instrumentation._core.identity import keep_by_id
+from otel_trading.instrumentation._core.reliance import Shape, interpreter, shape_differences, version_of
+from otel_trading.instrumentation._core.reporting import report, warn_once
+from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 
-__all__ = ["AIOBREAKER", "PYBREAKER", "Classes", "Family", "LibraryBreakers"]
-
-_PYBREAKER_STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
-_AIOBREAKER_STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
+__all__ = ["Classes", "Family", "LibraryBreakers"]
 
 
 @dataclass(frozen=True)
@@ -83,53 +79,11 @@ class Family:
     state_code: Callable[[Any], int | None]
     #: a state object (``prev_state``, the result of ``_create_new_state``) -> 0/1/2
     state_object_code: Callable[[Any], int | None]
-    #: The shape (see ``_code_shape``) of the library's ``CircuitBreaker.call`` when it is exactly
+    #: The shape (see ``_core.reliance``) of the library's ``CircuitBreaker.call`` when it is exactly
     #: "under ``_lock``, return ``self.state.call(...)``": then that method is replaced by one doing
     #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
     #: is wrapped.
     locked_call: Shape | None = None
-
-
-def _pybreaker_classes(module: types.ModuleType) -> Classes:
-    return Classes(
-        module.CircuitBreaker, module.CircuitBreakerState, module.CircuitOpenState, module.CircuitBreakerError
-    )
-
-
-def _aiobreaker_classes(module: types.ModuleType) -> Classes:
-    state = sys.modules["aiobreaker.state"]
-    return Classes(
-        module.CircuitBreaker,
-        state.CircuitBreakerBaseState,
-        state.CircuitOpenState,
-        state.CircuitBreakerError,
-    )
-
-
-def _py_code(value: Any) -> int | None:
-    return _PYBREAKER_STATES.get(value) if isinstance(value, str) else None
-
-
-def _aio_code(value: Any) -> int | None:
-    name = getattr(value, "name", None)
-    return _AIOBREAKER_STATES.get(name) if isinstance(name, str) else None
-
-
-PYBREAKER = Family(
-    target="pybreaker",
-    module="pybreaker",
-    classes=_pybreaker_classes,
-    state_code=_py_code,
-    state_object_code=lambda state: _py_code(getattr(state, "name", None)),
-    locked_call=Shape(2, ("self", "func", "args", "kwargs"), ("_lock", "call", "state"), FUNCTION),
-)
-AIOBREAKER = Family(
-    target="aiobreaker",
-    module="aiobreaker",
-    classes=_aiobreaker_classes,
-    state_code=_aio_code,
-    state_object_code=lambda state: _aio_code(getattr(state, "state", None)),
-)
 
 
 _FIRST_BOUND = BOUNDS[0]
@@ -428,7 +382,7 @@ class LibraryBreakers:
                     report(f"recording a {target} call", exc)
                 return result
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
             fast: Callable[..., Any] = native.locked_call(

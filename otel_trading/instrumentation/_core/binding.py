@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._support import WeakIdentityMap, report
+from otel_trading.instrumentation._core.identity import WeakIdentityMap
+from otel_trading.instrumentation._core.reporting import report
 from otel_trading.recording import MetricsRegistry, Row, Series, ThreadRows, observe
 from otel_trading.recording.rows import C0, CountedRow, fork_safe
 

@@ -14,10 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from otel_trading.instrumentation._support import (
-    ArgRef,
-    warn_once,
-)
+from otel_trading.instrumentation._core.arguments import ArgRef
+from otel_trading.instrumentation._core.reporting import warn_once
 from otel_trading.instrumentation.config import (
     BreakerClassSpec,
     ClassRef,
@@ -52,9 +50,7 @@ def _walk(module: types.ModuleType, qualname: str) -> Any:
     return obj
 
 
-def _resolve_exceptions(
-    refs: tuple[ClassRef, ...], key: str, where: str, problems: list[str]
-) -> tuple[type, ...]:
+def _resolve_exceptions(refs: tuple[ClassRef, ...], key: str, where: str, problems: list[str]) -> tuple[type, ...]:
     out: list[type] = []
     for ref in refs:
         try:
@@ -69,9 +65,7 @@ def _resolve_exceptions(
     return tuple(out)
 
 
-def resolve(
-    spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType
-) -> tuple[Resolved | None, list[str]]:
+def resolve(spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType) -> tuple[Resolved | None, list[str]]:
     """Find the class and its methods in the imported ``module``; problems name the entry."""
     problems: list[str] = []
     where = spec.where
@@ -168,9 +162,9 @@ def _findable(module: str, dirs: list[str]) -> bool:
         if parent and parent in sys.modules:
             return importlib.util.find_spec(module) is not None
         # Top-level names only: finding them imports nothing.
-        return importlib.util.find_spec(top) is not None or importlib.machinery.PathFinder.find_spec(
-            top, dirs
-        ) is not None
+        return (
+            importlib.util.find_spec(top) is not None or importlib.machinery.PathFinder.find_spec(top, dirs) is not None
+        )
     except (ImportError, ValueError):
         return True  # let the import itself say what is wrong
 

@@ -11,26 +11,21 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._bindings import UNNAMED
-from otel_trading.instrumentation._custom_resolve import Resolved
-from otel_trading.instrumentation._session import Session
-from otel_trading.instrumentation._support import (
-    label_of,
-    read_path,
-    report,
-)
+from otel_trading.instrumentation._core.arguments import label_of, read_path
+from otel_trading.instrumentation._core.binding import UNNAMED
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session
 from otel_trading.instrumentation.config import (
     EventBusClassSpec,
 )
+from otel_trading.instrumentation.custom.resolve import Resolved
 from otel_trading.recording import C0, C1, C2, Binding, MetricsRegistry, Series, ThreadRows
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["BusBinding", "CustomBusWrappers"]
 
 #: Bus calls running in this thread / task: (bus id, role, ids of the arguments).
-_IN_BUS: ContextVar[frozenset[tuple[int, str, frozenset[int]]]] = ContextVar(
-    "otel_trading_in_bus", default=frozenset()
-)
+_IN_BUS: ContextVar[frozenset[tuple[int, str, frozenset[int]]]] = ContextVar("otel_trading_in_bus", default=frozenset())
 
 
 class BusBinding:
@@ -101,9 +96,7 @@ class BusBinding:
                 label = label_of(key)
                 if label in excluded:
                     continue
-                counts[label] = counts.get(label, 0) + (
-                    handlers if isinstance(handlers, int) else len(handlers)
-                )
+                counts[label] = counts.get(label, 0) + (handlers if isinstance(handlers, int) else len(handlers))
             return counts
         except Exception as exc:
             report(f"{self._spec.where}: reading subscribers", exc)
@@ -139,8 +132,6 @@ class BusBinding:
             row[C2] += 1
         if self.timed:
             series.observe(row, elapsed)
-
-
 
 
 class CustomBusWrappers:

@@ -20,7 +20,7 @@ failed``                                    through the entry method is a failur
 ==========================================  ======================================================
 
 The replacements are installed only over methods of the shapes they were written for
-(``_code_shape``); otherwise circuitbreaker is left out whole, with one warning. The state gauge
+(``_core.reliance``); otherwise circuitbreaker is left out whole, with one warning. The state gauge
 reads the library's ``state`` property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open
 state being the library's own timer-based reading); transitions are the changes between
 successive readings, taken before and after every call that does not start closed, after every
@@ -40,8 +40,8 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._bindings import (
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.binding import (
     CLOSED,
     HALF_OPEN,
     OPEN,
@@ -50,7 +50,9 @@ from otel_trading.instrumentation._bindings import (
     breaker_label,
     record_timed,
 )
-from otel_trading.instrumentation._code_shape import (
+from otel_trading.instrumentation._core.hot_path import named_as
+from otel_trading.instrumentation._core.identity import keep_by_id
+from otel_trading.instrumentation._core.reliance import (
     ASYNC_GENERATOR,
     COROUTINE,
     FUNCTION,
@@ -59,9 +61,8 @@ from otel_trading.instrumentation._code_shape import (
     library_matches,
     version_of,
 )
-from otel_trading.instrumentation._native_loader import named_as
-from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, report
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows
 
@@ -70,7 +71,7 @@ __all__ = ["CircuitbreakerBreakers"]
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
 
-# The shapes (see ``_code_shape``) of the library's methods our replacements rely on: each entry
+# The shapes (see ``_core.reliance``) of the library's methods our replacements rely on: each entry
 # method only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
 # referring to no other name; ``__exit__`` hands a failure to ``__call_failed`` while the block's
 # exception is being handled (the verdict reads it there: ``sys.exc_info()``), and nothing else.
@@ -380,7 +381,7 @@ class CircuitbreakerBreakers:
                 report(f"recording a {target} call", exc)
             return result
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path; it hands every other call to ``call`` above.
             fast_call: Callable[..., Any] = native.guarded_call(

@@ -17,14 +17,10 @@ from typing import Any
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._bindings import BreakerBinding
-from otel_trading.instrumentation._support import (
-    ImportWatcher,
-    Patcher,
-    WeakIdentityMap,
-    report,
-    reset_reports,
-)
+from otel_trading.instrumentation._core.binding import BreakerBinding
+from otel_trading.instrumentation._core.identity import WeakIdentityMap
+from otel_trading.instrumentation._core.patching import ImportWatcher, Patcher
+from otel_trading.instrumentation._core.reporting import report, reset_reports
 from otel_trading.recording import MetricsRegistry, registry_for
 
 __all__ = ["Session", "existing_instances", "one_scan"]

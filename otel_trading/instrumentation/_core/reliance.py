@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from importlib import metadata
 from typing import Any, NamedTuple
 
-from otel_trading.instrumentation._support import warn_once
+from otel_trading.instrumentation._core.reporting import warn_once
 
 __all__ = [
     "ASYNC_GENERATOR",

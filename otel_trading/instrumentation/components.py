@@ -14,8 +14,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from otel_trading.instrumentation._session import Session
-from otel_trading.instrumentation._support import report
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session
 
 __all__ = ["OwnComponents"]
 

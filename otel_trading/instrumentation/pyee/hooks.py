@@ -29,7 +29,7 @@ with one warning per class: their handlers run where otel-trading cannot see the
 events published but never processed would read as stuck. Under
 ``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
 that has handlers for it. The wrappers are installed only over functions of the shapes they were
-written for (``_code_shape``); otherwise pyee is left out whole, with one warning.
+written for (``_core.reliance``); otherwise pyee is left out whole, with one warning.
 """
 
 from __future__ import annotations
@@ -47,12 +47,14 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._bindings import UNTIMED, record_timed
-from otel_trading.instrumentation._code_shape import FUNCTION, Shape, library_matches
-from otel_trading.instrumentation._native_loader import named_as
-from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import keep_by_id, label_of, report, warn_once
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.arguments import label_of
+from otel_trading.instrumentation._core.binding import UNTIMED, record_timed
+from otel_trading.instrumentation._core.hot_path import named_as
+from otel_trading.instrumentation._core.identity import keep_by_id
+from otel_trading.instrumentation._core.reliance import FUNCTION, Shape, library_matches
+from otel_trading.instrumentation._core.reporting import report, warn_once
+from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -63,7 +65,7 @@ OWN_EVENTS = frozenset({"new_listener", "error"})
 _TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
 _FIRST_BOUND = BOUNDS[0]
 
-# The shapes (see ``_code_shape``) of the pyee functions the patches below were written for:
+# The shapes (see ``_core.reliance``) of the pyee functions the patches below were written for:
 # ``_call_handlers`` hands every handler of the event to ``self._emit_run``; the asyncio
 # ``_emit_run`` calls the handler and schedules a coroutine it returns (or watches a future), and
 # its done-callback forgets the task and emits pyee's ``error`` for a failure; the executor
@@ -528,7 +530,7 @@ class PyeeEmitters:
                     dispatch.finish()
             return bool(outcome)
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path (a known emitter, an app event, a hot series); the rest goes to
             # ``_call_handlers`` above.
@@ -549,7 +551,7 @@ class PyeeEmitters:
                 return
             orig(self, _handler(f, dispatch, None), args, kwargs)
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled path: while an event is recorded the handler runs there first (see _native.c).
             fast: Callable[..., Any] = native.emit_run(

@@ -24,24 +24,21 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from otel_trading.instrumentation._custom_breakers import CustomBreakerWrappers
-from otel_trading.instrumentation._custom_buses import BusBinding, CustomBusWrappers
-from otel_trading.instrumentation._custom_resolve import (
+from otel_trading.instrumentation._core.reporting import _logger, report
+from otel_trading.instrumentation._core.session import Session, existing_instances
+from otel_trading.instrumentation.config import (
+    BreakerClassSpec,
+    EventBusClassSpec,
+    InstrumentConfig,
+)
+from otel_trading.instrumentation.custom.breakers import CustomBreakerWrappers
+from otel_trading.instrumentation.custom.buses import BusBinding, CustomBusWrappers
+from otel_trading.instrumentation.custom.resolve import (
     Resolved,
     check_imported,
     missing_modules,
     resolve,
     without_unresolvable,
-)
-from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import (
-    _logger,
-    report,
-)
-from otel_trading.instrumentation.config import (
-    BreakerClassSpec,
-    EventBusClassSpec,
-    InstrumentConfig,
 )
 
 __all__ = ["BusBinding", "CustomClasses", "check_imported", "missing_modules", "without_unresolvable"]
@@ -65,9 +62,7 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
 
         return patch
 
-    def _patch(
-        self, spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType, existed: bool
-    ) -> None:
+    def _patch(self, spec: BreakerClassSpec | EventBusClassSpec, module: types.ModuleType, existed: bool) -> None:
         resolved, problems = resolve(spec, module)
         if resolved is None:
             _logger.error(
@@ -79,9 +74,7 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
         patcher = self.session.patcher
         is_breaker = isinstance(spec, BreakerClassSpec)
         if isinstance(inspect.getattr_static(resolved.cls, "__init__", None), types.FunctionType):
-            patcher.replace(
-                resolved.cls, "__init__", lambda orig: self._init_wrapper(resolved, is_breaker, orig)
-            )
+            patcher.replace(resolved.cls, "__init__", lambda orig: self._init_wrapper(resolved, is_breaker, orig))
         for name in resolved.functions:
             if is_breaker:
                 patcher.replace(resolved.cls, name, self._breaker_wrapper_for(resolved, name))
@@ -91,9 +84,7 @@ class CustomClasses(CustomBreakerWrappers, CustomBusWrappers):
             for instance in existing_instances(resolved.cls):
                 self._guarded_bind(resolved, instance, is_breaker)
 
-    def _bus_wrapper_for(
-        self, r: Resolved, method: str
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def _bus_wrapper_for(self, r: Resolved, method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def factory(orig: Callable[..., Any]) -> Callable[..., Any]:
             return self._bus_wrapper(r, method, orig)
 

@@ -18,16 +18,14 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation._bindings import UNNAMED, BreakerBinding, bind_weakly
-from otel_trading.instrumentation._custom_resolve import Resolved, state_mapper
-from otel_trading.instrumentation._session import Session
-from otel_trading.instrumentation._support import (
-    read_path,
-    report,
-)
+from otel_trading.instrumentation._core.arguments import read_path
+from otel_trading.instrumentation._core.binding import UNNAMED, BreakerBinding, bind_weakly
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session
 from otel_trading.instrumentation.config import (
     BreakerClassSpec,
 )
+from otel_trading.instrumentation.custom.resolve import Resolved, state_mapper
 from otel_trading.recording import C0, C1, C2
 
 __all__ = ["CustomBreakerWrappers"]

@@ -24,7 +24,7 @@ Series are per circuit name: breakers of one name share them, whatever wrapper o
 ``Context`` carries the call; the state gauge reports the last state this process saw for that
 name (with Redis, changes made by other processes show up at this process's next call). A block
 entered before instrumentation is not counted. The patches are installed only over methods of the
-shapes they were written for (``_code_shape``); otherwise purgatory is left out whole, with one
+shapes they were written for (``_core.reliance``); otherwise purgatory is left out whole, with one
 warning.
 """
 
@@ -37,12 +37,19 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._bindings import CLOSED, HALF_OPEN, OPEN, BreakerBinding, breaker_label, record_timed
-from otel_trading.instrumentation._code_shape import COROUTINE, FUNCTION, Shape, library_matches, version_of
-from otel_trading.instrumentation._native_loader import named_as
-from otel_trading.instrumentation._session import Session, existing_instances
-from otel_trading.instrumentation._support import report
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.binding import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerBinding,
+    breaker_label,
+    record_timed,
+)
+from otel_trading.instrumentation._core.hot_path import named_as
+from otel_trading.instrumentation._core.reliance import COROUTINE, FUNCTION, Shape, library_matches, version_of
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -51,7 +58,7 @@ __all__ = ["PurgatoryBreakers"]
 _STATES = {"closed": CLOSED, "opened": OPEN, "half-opened": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
 
-# The shapes (see ``_code_shape``) of the wrapper methods our patches are written for: entering
+# The shapes (see ``_core.reliance``) of the wrapper methods our patches are written for: entering
 # enters ``self.context``; exiting exits it, then hands its messages to ``self.messagebus``.
 # Checked against purgatory 3.0.x.
 _ENTER_NAMES = ("context", "__enter__")
@@ -106,7 +113,7 @@ class PurgatoryBreakers:
         fork_safe(self)
         # The compiled __enter__ keeps most starts here instead (with a reference to the wrapper);
         # the exits, compiled or not, look here first. None on the pure-Python path.
-        native = _native_loader.native
+        native = hot_path.native
         self._blocks: Any = native.OpenBlocks() if native is not None else None
         if self._blocks is not None:
             session.on_stop.append(self._blocks.clear)
@@ -307,7 +314,7 @@ class PurgatoryBreakers:
                 nested(id(self), start)
             return self
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
             fast_enter: Callable[..., Any] = native.paired_enter(
@@ -370,7 +377,7 @@ class PurgatoryBreakers:
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
-        native = _native_loader.native  # read at patch time: tests and the bench switch it
+        native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
             # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
             fast_exit: Callable[..., Any] = native.paired_exit(

@@ -1,6 +1,6 @@
-"""One OpenTelemetry instrumentor per target library, the contrib way: own version range, own entry point.
+"""The base of every library's instrumentor, the contrib way: own version range, own entry point.
 
-Each class below is a ``BaseInstrumentor`` registered under the ``opentelemetry_instrumentor``
+Each library home's instrumentor is a ``BaseInstrumentor registered under the ``opentelemetry_instrumentor``
 entry-point group with its own name (``otel_trading_<library>``), so ``opentelemetry-instrument``
 loads each one on its own and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_trading_pyee`` skips
 just that one. ``TradingInstrumentor`` (entry point ``otel_trading``) is the umbrella that
@@ -22,36 +22,29 @@ target name, kept from before the split).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Collection, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.environment_variables import OTEL_PYTHON_DISABLED_INSTRUMENTATIONS
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.metrics import MeterProvider
 
-from otel_trading.instrumentation import _native_loader
-from otel_trading.instrumentation._circuitbreaker import CircuitbreakerBreakers
-from otel_trading.instrumentation._libraries import AIOBREAKER, PYBREAKER, LibraryBreakers
-from otel_trading.instrumentation._purgatory import PurgatoryBreakers
-from otel_trading.instrumentation._pyee import PyeeEmitters
-from otel_trading.instrumentation._session import Session, one_scan
-from otel_trading.instrumentation._support import report
-from otel_trading.instrumentation._supported import LIBRARIES
+from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation._core.session import Session, one_scan
+from otel_trading.instrumentation.libraries import LIBRARIES
 
 __all__ = [
-    "LIBRARY_INSTRUMENTORS",
     "UMBRELLA_NAME",
-    "AiobreakerInstrumentor",
-    "CircuitbreakerInstrumentor",
     "LibraryInstrumentor",
-    "PurgatoryInstrumentor",
-    "PybreakerInstrumentor",
-    "PyeeInstrumentor",
+    "Target",
     "disabled_names",
     "library_disabled",
+    "library_instrumentors",
 ]
 
 _logger = logging.getLogger("otel_trading.instrumentation")
@@ -61,16 +54,24 @@ UMBRELLA_NAME = "otel_trading"
 _REPORTED_CONFLICTS: dict[tuple[str, str, str], None] = {}
 
 
-def disabled_names(environ: Mapping[str, str] | None = None) -> set[str]:
-    """The names listed in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``."""
+def disabled_names(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The names listed in ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS``, in order, each once."""
     env = os.environ if environ is None else environ
-    return {n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip()}
+    return tuple(
+        dict.fromkeys(n.strip() for n in env.get(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS, "").split(",") if n.strip())
+    )
 
 
 def library_disabled(target: str, environ: Mapping[str, str] | None = None) -> bool:
     """Whether a library target is off: ``*``, ``otel_trading``, ``otel_trading_<t>`` or ``otel_trading.<t>``."""
-    names = disabled_names(environ)
+    names = set(disabled_names(environ))
     return bool(names & {"*", UMBRELLA_NAME, f"{UMBRELLA_NAME}_{target}", f"{UMBRELLA_NAME}.{target}"})
+
+
+class Target(Protocol):
+    """What an instrumentor starts: patches it installs now, or when the bot imports the library."""
+
+    def start(self) -> None: ...
 
 
 class LibraryInstrumentor(BaseInstrumentor):
@@ -78,7 +79,7 @@ class LibraryInstrumentor(BaseInstrumentor):
 
     #: The library's name, as in ``otel_trading.<target>`` and the entry point ``otel_trading_<target>``.
     target: ClassVar[str]
-    #: Its supported versions (requirement specifiers, from ``_supported.LIBRARIES``).
+    #: Its supported versions (requirement specifiers, from its home's ``package.py``).
     _instruments: ClassVar[tuple[str, ...]]
     _session: Session | None = None
 
@@ -89,7 +90,7 @@ class LibraryInstrumentor(BaseInstrumentor):
     def instrumentation_dependencies(self) -> Collection[str]:
         return self._instruments
 
-    def _targets(self, session: Session) -> list[Any]:
+    def _targets(self, session: Session) -> list[Target]:
         raise NotImplementedError
 
     def instrument(self, **kwargs: Any) -> Any:
@@ -126,7 +127,7 @@ class LibraryInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs: Any) -> None:
         meter_provider: MeterProvider | None = kwargs.get("meter_provider")
-        _native_loader.announce()
+        hot_path.announce()
         session = Session(meter_provider)
         try:
             with one_scan():
@@ -148,61 +149,14 @@ class LibraryInstrumentor(BaseInstrumentor):
         return self._session.patcher.patched if self._session is not None else []
 
 
-class PybreakerInstrumentor(LibraryInstrumentor):
-    """``pybreaker.CircuitBreaker`` (see ``_libraries``)."""
-
-    target = "pybreaker"
-    _instruments = (LIBRARIES["pybreaker"].requirement(),)
-
-    def _targets(self, session: Session) -> list[Any]:
-        return [LibraryBreakers(session, PYBREAKER)]
-
-
-class AiobreakerInstrumentor(LibraryInstrumentor):
-    """``aiobreaker.CircuitBreaker`` (see ``_libraries``)."""
-
-    target = "aiobreaker"
-    _instruments = (LIBRARIES["aiobreaker"].requirement(),)
-
-    def _targets(self, session: Session) -> list[Any]:
-        return [LibraryBreakers(session, AIOBREAKER)]
-
-
-class CircuitbreakerInstrumentor(LibraryInstrumentor):
-    """``circuitbreaker.CircuitBreaker`` and its decorators (see ``_circuitbreaker``)."""
-
-    target = "circuitbreaker"
-    _instruments = (LIBRARIES["circuitbreaker"].requirement(),)
-
-    def _targets(self, session: Session) -> list[Any]:
-        return [CircuitbreakerBreakers(session)]
-
-
-class PurgatoryInstrumentor(LibraryInstrumentor):
-    """purgatory's sync and async circuit breakers (see ``_purgatory``)."""
-
-    target = "purgatory"
-    _instruments = (LIBRARIES["purgatory"].requirement(),)
-
-    def _targets(self, session: Session) -> list[Any]:
-        return [PurgatoryBreakers(session)]
-
-
-class PyeeInstrumentor(LibraryInstrumentor):
-    """pyee's event emitters (see ``_pyee``)."""
-
-    target = "pyee"
-    _instruments = (LIBRARIES["pyee"].requirement(),)
-
-    def _targets(self, session: Session) -> list[Any]:
-        return [PyeeEmitters(session)]
-
-
-#: Every library target, in the order the umbrella delegates to them.
-LIBRARY_INSTRUMENTORS: tuple[type[LibraryInstrumentor], ...] = (
-    PybreakerInstrumentor,
-    AiobreakerInstrumentor,
-    CircuitbreakerInstrumentor,
-    PurgatoryInstrumentor,
-    PyeeInstrumentor,
-)
+def library_instrumentors() -> tuple[type[LibraryInstrumentor], ...]:
+    """Every library home's instrumentor (``<Name>Instrumentor`` in ``otel_trading.instrumentation.<name>``),
+    in the order of ``libraries.LIBRARIES``."""
+    found = []
+    for name in LIBRARIES:
+        home = importlib.import_module(f"otel_trading.instrumentation.{name}")
+        cls = getattr(home, f"{name.capitalize()}Instrumentor")
+        if not (isinstance(cls, type) and issubclass(cls, LibraryInstrumentor) and cls.target == name):
+            raise TypeError(f"otel_trading.instrumentation.{name} has no LibraryInstrumentor for {name!r}")
+        found.append(cls)
+    return tuple(found)

@@ -1,0 +1,13 @@
+"""The one list of instrumented libraries; each is a home package ``otel_trading.instrumentation.<name>``.
+
+Adding a library is its folder plus its line here (``tests/unit/test_library_homes.py`` then says
+what else must name it: the entry point and extras in ``pyproject.toml``, the README table). It
+imports nothing, so ``noxfile.py`` reads it without installing the package.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LIBRARIES"]
+
+#: In the order the umbrella instruments them.
+LIBRARIES: tuple[str, ...] = ("pybreaker", "aiobreaker", "circuitbreaker", "purgatory", "pyee")

@@ -1,0 +1,34 @@
+"""pybreaker's names for the shared state-object adapter (``_core.state_object_breakers``)."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
+from otel_trading.instrumentation._core.reliance import FUNCTION, Shape
+from otel_trading.instrumentation._core.state_object_breakers import Classes, Family
+
+__all__ = ["PYBREAKER"]
+
+_STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
+
+
+def _classes(module: types.ModuleType) -> Classes:
+    return Classes(
+        module.CircuitBreaker, module.CircuitBreakerState, module.CircuitOpenState, module.CircuitBreakerError
+    )
+
+
+def _code(value: Any) -> int | None:
+    return _STATES.get(value) if isinstance(value, str) else None
+
+
+PYBREAKER = Family(
+    target="pybreaker",
+    module="pybreaker",
+    classes=_classes,
+    state_code=_code,
+    state_object_code=lambda state: _code(getattr(state, "name", None)),
+    locked_call=Shape(2, ("self", "func", "args", "kwargs"), ("_lock", "call", "state"), FUNCTION),
+)
