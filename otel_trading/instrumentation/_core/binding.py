@@ -1,4 +1,4 @@
-"""What one instrumented breaker records into, shared by the pybreaker, aiobreaker and custom targets.
+"""What one instrumented breaker records into, shared by the breaker adapters and custom classes.
 
 A ``BreakerBinding`` plays the part our own ``CircuitBreaker`` plays for the recording layer: it is
 attached to the series of its ``name`` label with its own per-thread rows, and the
@@ -42,12 +42,12 @@ class _Untimed:
 UNTIMED = _Untimed()
 #: State code -> the ``from_state``/``to_state`` label value (as our own breaker reports it).
 STATE_LABELS: tuple[str, ...] = ("closed", "open", "half_open")
-#: Label of breakers that have no name (pybreaker's default ``name=None``).
+#: Label of breakers that have no name (a library's default ``name=None``).
 UNNAMED = "unnamed"
 
 
 class Timed(Protocol):
-    """What ``record_timed`` reads: a ``BreakerBinding``, or pyee's record of one event type."""
+    """What ``record_timed`` reads: a ``BreakerBinding``, or an event type's record."""
 
     hot: Any
     timed: bool

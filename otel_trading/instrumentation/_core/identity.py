@@ -26,7 +26,7 @@ class WeakIdentityMap(Generic[V]):
     """``{object: value}`` by identity, entries dropped when the object is collected.
 
     A value is never released inside the garbage collector: objects in reference cycles (a
-    pybreaker breaker and its state objects) die during a GC pass, which can run while the same
+    breaker and its state objects) die during a GC pass, which can run while the same
     thread holds a recording-layer lock, and releasing a binding runs the recording layer's
     finalizer (which takes those locks). Values of collected objects wait in ``_dead`` and are
     released by ``flush()``, which runs at the next lookup, i.e. from instrumentation code.

@@ -2,7 +2,7 @@
 
 Each library home's instrumentor is a ``BaseInstrumentor registered under the ``opentelemetry_instrumentor``
 entry-point group with its own name (``otel_trading_<library>``), so ``opentelemetry-instrument``
-loads each one on its own and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_trading_pyee`` skips
+loads each one on its own and ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=otel_trading_<library>`` skips
 just that one. ``TradingInstrumentor`` (entry point ``otel_trading``) is the umbrella that
 ``instrument_bot()`` uses: it instruments otel-trading's own components and the bot's configured
 classes, and delegates every library target to these.

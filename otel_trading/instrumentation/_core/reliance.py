@@ -1,6 +1,16 @@
-"""Structural fingerprints of library functions that otel-trading replaces or wraps, read from source.
+"""What each library's hooks rely on, declared and checked before anything is patched.
 
-Some patches rely on how a library function works inside (which attributes and helpers it uses,
+A library home declares a ``Reliance``: every library function its hooks replace, wrap or call
+(``Function``, with the parameters it reads arguments by and, where a hook relies on how the
+function works inside, its *shape*), and every attribute of the library's objects a hook reads to
+decide an outcome (``Attribute``: found on the class, or assigned to ``self`` in the source of the
+methods that set it). ``Reliance.holds()`` checks all of it against the installed release; on any
+difference the library is left out whole, with one WARNING naming the library, its release, the
+interpreter and every difference: a library counted on a misread attribute would export
+known-wrong values. Everything is checked from source at instrument time, attributes set during a
+call included (the source of the method that sets them is read), so no check waits for a run.
+
+Shapes: some patches rely on how a library function works inside (which attributes and helpers it uses,
 what it calls with which arguments), not only on its name. Each such patch declares, next to it,
 the *shape* of the function it was written for, as literals: the number of positional
 parameters, the names of all parameters, the names the body refers to and the kind of function
@@ -21,11 +31,13 @@ cannot be decided, and says so.
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import platform
 import textwrap
 import types
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, NamedTuple
 
@@ -36,10 +48,12 @@ __all__ = [
     "COROUTINE",
     "FUNCTION",
     "GENERATOR",
+    "Attribute",
+    "Function",
+    "Reliance",
     "Shape",
     "ShapeMismatch",
     "interpreter",
-    "library_matches",
     "shape_differences",
     "shape_of",
     "version_of",
@@ -184,25 +198,174 @@ def interpreter() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 
 
-def library_matches(library: str, distribution: str, checks: Iterable[tuple[str, Any, Iterable[Shape]]]) -> bool:
-    """Whether every ``(where, installed, shapes)`` of a library has a declared shape.
+# -- declared reliance --------------------------------------------------------------------------------
 
-    When one does not, the library is to be left out whole (a library counted through some of
-    its methods but not others would export known-wrong values): one WARNING names the library,
-    its release, the interpreter and every difference.
+
+def _split(where: str) -> tuple[str, tuple[str, ...]]:
+    module, _, path = where.partition(":")
+    return module, tuple(path.split("."))
+
+
+def _resolve(module_name: str, path: tuple[str, ...]) -> tuple[Any, str | None]:
+    """The object at ``module:path`` (class attributes looked up statically, private names
+    mangled), or None and why not."""
+    try:
+        value: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        return None, f"{module_name} cannot be imported ({exc})"
+    owner: str | None = None
+    for part in path:
+        name = _mangled(part, owner)
+        try:
+            value = inspect.getattr_static(value, name)
+        except AttributeError:
+            return None, f"{module_name}:{'.'.join(path)} is missing"
+        owner = part if isinstance(value, type) else None
+    return value, None
+
+
+def _assigned_to_self(function: Any) -> set[str]:
+    """The attributes ``function``'s source assigns on its first parameter (mangled names)."""
+    if not isinstance(function, types.FunctionType):
+        return set()
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.args.args:
+        return set()
+    this = node.args.args[0].arg
+    owner = _owner(function.__qualname__)
+    found: set[str] = set()
+    for child in _code_nodes(node):
+        targets: list[ast.AST] = []
+        if isinstance(child, ast.Assign):
+            targets = list(child.targets)
+        elif isinstance(child, (ast.AnnAssign, ast.AugAssign)):
+            targets = [child.target]
+        for target in targets:
+            for sub in ast.walk(target):
+                if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == this:
+                    found.add(_mangled(sub.attr, owner))
+    return found
+
+
+@dataclass(frozen=True)
+class Function:
+    """A library function a hook replaces, wraps or calls, at ``"module:Class.name"``.
+
+    ``params``: the parameter names a hook reads arguments by (checked when given); ``shapes``:
+    the shapes it may have when a hook relies on how it works inside; ``optional``: its class may
+    be missing from a release (then nothing of it is relied on), but when present it must match.
     """
-    found = [d for where, installed, shapes in checks if (d := shape_differences(installed, shapes, where)) is not None]
-    if not found:
-        return True
-    version = version_of(distribution)
-    warn_once(
-        f"shape:{library}",
-        "otel-trading instrumentation: %s %s on %s is left out, no %s metrics are exported: the code differs "
-        "from the releases otel-trading was written for: %s",
-        library,
-        version,
-        interpreter(),
-        library,
-        " | ".join(found),
-    )
-    return False
+
+    where: str
+    params: tuple[str, ...] | None = None
+    shapes: tuple[Shape, ...] = ()
+    optional: bool = False
+
+    @property
+    def name(self) -> str:
+        return _split(self.where)[1][-1]
+
+    def differences(self) -> list[str]:
+        module, path = _split(self.where)
+        found, why = _resolve(module, path)
+        label = ".".join(path)
+        if found is None:
+            if self.optional:
+                owner, _ = _resolve(module, path[:-1])
+                if owner is None:
+                    return []
+            return [why or f"{label} is missing"]
+        if isinstance(found, (staticmethod, classmethod)):
+            found = found.__func__
+        if not isinstance(found, types.FunctionType):
+            return [f"{label} is a {type(found).__name__}, not a function"]
+        out: list[str] = []
+        if self.params is not None:
+            params = found.__code__.co_varnames[: len(self.params)]
+            if params != self.params:
+                out.append(f"{label} has parameters {params}, not {self.params}")
+        if self.shapes:
+            differs = shape_differences(found, self.shapes, label)
+            if differs is not None:
+                out.append(differs)
+        return out
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """An attribute of a library's objects a hook reads, at ``"module:Class.name"``.
+
+    ``set_by``: the methods of the class (looked up through its bases) whose source assigns it to
+    ``self``, one of which must; empty: it is found on the class itself (a property, a method, a
+    class attribute) or, for ``"module:NAME"``, in the module.
+    """
+
+    where: str
+    set_by: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return _split(self.where)[1][-1]
+
+    def differences(self) -> list[str]:
+        module, path = _split(self.where)
+        label = ".".join(path)
+        if not self.set_by:
+            _, why = _resolve(module, path)
+            return [] if why is None else [why]
+        cls, why = _resolve(module, path[:-1])
+        if why is not None or not isinstance(cls, type):
+            return [why or f"{'.'.join(path[:-1])} is not a class"]
+        wanted = _mangled(path[-1], path[-2])
+        for method in self.set_by:
+            try:
+                function = inspect.getattr_static(cls, _mangled(method, path[-2]))
+            except AttributeError:
+                continue
+            if wanted in _assigned_to_self(function):
+                return []
+        return [f"{label} is not set by {' or '.join(self.set_by)}"]
+
+
+@dataclass(frozen=True)
+class Reliance:
+    """Everything of one library (its distribution's name) that its hooks rely on."""
+
+    library: str
+    functions: tuple[Function, ...] = ()
+    attributes: tuple[Attribute, ...] = ()
+
+    def names(self) -> tuple[str, ...]:
+        """Every relied-on name the library chose, as its source spells it (for drift tests and the
+        docs): the language's own ``__dunder__`` names are left out."""
+        found = {f.name for f in self.functions} | {a.name for a in self.attributes}
+        for function in self.functions:
+            found.update(p for p in function.params or () if p not in ("self", "args", "kwargs"))
+        return tuple(sorted(n for n in found if not (n.startswith("__") and n.endswith("__"))))
+
+    def differences(self) -> list[str]:
+        found = [d for function in self.functions for d in function.differences()]
+        return found + [d for attribute in self.attributes for d in attribute.differences()]
+
+    def holds(self) -> bool:
+        """True when the installed release has everything declared; else the library is to be left
+        out, and one WARNING (once per process) names the library, release, interpreter and every
+        difference."""
+        found = self.differences()
+        if not found:
+            return True
+        warn_once(
+            f"reliance:{self.library}",
+            "otel-trading instrumentation: %s %s on %s is left out, no %s metrics are exported: it differs "
+            "from the releases otel-trading was written for: %s",
+            self.library,
+            version_of(self.library),
+            interpreter(),
+            self.library,
+            " | ".join(found),
+        )
+        return False

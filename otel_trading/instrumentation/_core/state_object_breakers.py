@@ -24,9 +24,9 @@ whether it counted a failure) that the call wrapper reads as the exception passe
 No listener is added and no attribute is set on a breaker: ``listeners``, state, counters and
 storage are exactly what the library keeps. Breakers created before instrumentation are found
 (``gc``) and bound when the library was already imported, else on their first call. The state
-gauge reads ``current_state`` (the storage, no side effect), never the ``state`` property.
-pybreaker's Tornado ``call_async`` is counted and timed when its future completes (a failed half-open
-trial there is not counted as a failure).
+gauge reads ``current_state`` (the storage, no side effect), never the ``state`` property. A
+``call_async`` that returns a future (Tornado) is counted and timed when the future completes (a
+failed half-open trial there is not counted as a failure).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from otel_trading.instrumentation._core.binding import (
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
-from otel_trading.instrumentation._core.reliance import Shape, interpreter, shape_differences, version_of
+from otel_trading.instrumentation._core.reliance import Reliance, Shape, interpreter, shape_differences, version_of
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
@@ -79,6 +79,8 @@ class Family:
     state_code: Callable[[Any], int | None]
     #: a state object (``prev_state``, the result of ``_create_new_state``) -> 0/1/2
     state_object_code: Callable[[Any], int | None]
+    #: everything of the library the adapter relies on (checked before anything is patched)
+    reliance: Reliance
     #: The shape (see ``_core.reliance``) of the library's ``CircuitBreaker.call`` when it is exactly
     #: "under ``_lock``, return ``self.state.call(...)``": then that method is replaced by one doing
     #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
@@ -110,7 +112,7 @@ def _take_verdict(breaker: Any) -> bool | None:
 
 
 class LibraryBreakers:
-    """Instruments one pybreaker-style library."""
+    """Instruments one library of this design."""
 
     def __init__(self, session: Session, family: Family) -> None:
         self.session = session
@@ -129,6 +131,8 @@ class LibraryBreakers:
 
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
+        if not self.family.reliance.holds():
+            return
         c = self.family.classes(module)
         replace: list[tuple[type, str, Callable[[types.FunctionType], Callable[..., Any]]]] = [
             (c.breaker, "__init__", self._init),
@@ -170,17 +174,6 @@ class LibraryBreakers:
         elif isinstance(call_async, types.FunctionType):
             replace.append((c.base_state, "call_async", self._call_future))
         wrap = [(c.base_state, "generator_call", self._generator_call)]
-        missing = [
-            f"{owner.__qualname__}.{name}"
-            for owner, name, _ in (*replace, *wrap)
-            if not isinstance(inspect.getattr_static(owner, name, None), types.FunctionType)
-        ]
-        if missing:
-            version = version_of(self.family.target)
-            raise RuntimeError(
-                f"{self.family.target} {version} does not have {', '.join(missing)}; "
-                f"{self.family.target} is left uninstrumented"
-            )
         self._error = c.error
         patcher = self.session.patcher
         for owner, name, factory in replace:
@@ -425,7 +418,7 @@ class LibraryBreakers:
         return call_async
 
     def _call_future(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """pybreaker's Tornado ``call_async``: returns a future; the outcome is known when it is done."""
+        """A Tornado ``call_async``: returns a future; the outcome is known when it is done."""
         session = self.session
 
         def call_async(state: Any, *args: Any, **kwargs: Any) -> Any:
@@ -484,7 +477,7 @@ class LibraryBreakers:
                 return orig(state, *args, **kwargs)
             except self._error:
                 # Still the same state object: no half-open trial ran, so the call was rejected
-                # (pybreaker runs the trial inside before_call; its failure replaces the state).
+                # (a library may run the trial inside before_call; its failure replaces the state).
                 if session.active and getattr(breaker, "_state", None) is before:
                     self._record(breaker, C2, None)
                 raise

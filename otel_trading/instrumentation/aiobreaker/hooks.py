@@ -8,6 +8,7 @@ from typing import Any
 
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
 from otel_trading.instrumentation._core.state_object_breakers import Classes, Family
+from otel_trading.instrumentation.aiobreaker.reliance import RELIANCE
 
 __all__ = ["AIOBREAKER"]
 
@@ -32,4 +33,5 @@ AIOBREAKER = Family(
     classes=_classes,
     state_code=_code,
     state_object_code=lambda state: _code(getattr(state, "state", None)),
+    reliance=RELIANCE,
 )

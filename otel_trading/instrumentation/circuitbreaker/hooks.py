@@ -19,8 +19,8 @@ failed``                                    through the entry method is a failur
                                             an unnamed breaker after the function)
 ==========================================  ======================================================
 
-The replacements are installed only over methods of the shapes they were written for
-(``_core.reliance``); otherwise circuitbreaker is left out whole, with one warning. The state gauge
+The replacements are installed only when the release has everything ``reliance.RELIANCE`` declares;
+otherwise circuitbreaker is left out whole, with one warning. The state gauge
 reads the library's ``state`` property (``closed``/``open``/``half_open`` -> 0/1/2, the half-open
 state being the library's own timer-based reading); transitions are the changes between
 successive readings, taken before and after every call that does not start closed, after every
@@ -52,17 +52,9 @@ from otel_trading.instrumentation._core.binding import (
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
-from otel_trading.instrumentation._core.reliance import (
-    ASYNC_GENERATOR,
-    COROUTINE,
-    FUNCTION,
-    GENERATOR,
-    Shape,
-    library_matches,
-    version_of,
-)
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
+from otel_trading.instrumentation.circuitbreaker.reliance import RELIANCE
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows
 
@@ -70,23 +62,6 @@ __all__ = ["CircuitbreakerBreakers"]
 
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
-
-# The shapes (see ``_core.reliance``) of the library's methods our replacements rely on: each entry
-# method only guards ``func(*args, **kwargs)`` with ``with self:`` (a generator forwards each item),
-# referring to no other name; ``__exit__`` hands a failure to ``__call_failed`` while the block's
-# exception is being handled (the verdict reads it there: ``sys.exc_info()``), and nothing else.
-# Checked against circuitbreaker 2.1.0 .. 2.1.3.
-_ENTRY_PARAMS = ("self", "func", "args", "kwargs")
-_EXIT_PARAMS = ("self", "exc_type", "exc_value", "_traceback")
-_SHAPES = {
-    "call": (Shape(2, _ENTRY_PARAMS, (), FUNCTION),),
-    "call_generator": (Shape(2, _ENTRY_PARAMS, (), GENERATOR),),
-    "call_async": (Shape(2, _ENTRY_PARAMS, (), COROUTINE),),
-    "call_async_generator": (Shape(2, _ENTRY_PARAMS, (), ASYNC_GENERATOR),),
-    "__exit__": (
-        Shape(4, _EXIT_PARAMS, ("_CircuitBreaker__call_failed", "_last_failure", "is_failure", "reset"), FUNCTION),
-    ),
-}
 
 
 class _Verdict(threading.local):
@@ -142,29 +117,12 @@ class CircuitbreakerBreakers:
 
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
+        if not RELIANCE.holds():
+            return
         cls = module.CircuitBreaker
         error = module.CircuitBreakerError
         self._breaker_cls = cls
-        self._closed = getattr(module, "STATE_CLOSED", "closed")
-        required = [
-            (cls, "__init__"),
-            (cls, "decorate"),
-            (cls, "_CircuitBreaker__call_failed"),
-            (error, "__init__"),
-        ]
-        missing = [
-            f"{owner.__qualname__}.{name}"
-            for owner, name in required
-            if not isinstance(vars(owner).get(name), types.FunctionType)
-        ]
-        if missing:
-            version = version_of("circuitbreaker")
-            raise RuntimeError(
-                f"circuitbreaker {version} does not have {', '.join(missing)}; it is left uninstrumented"
-            )
-        checks = [(f"CircuitBreaker.{name}", vars(cls).get(name), shapes) for name, shapes in _SHAPES.items()]
-        if not library_matches("circuitbreaker", "circuitbreaker", checks):
-            return
+        self._closed = module.STATE_CLOSED
         patcher = self.session.patcher
         patcher.replace(cls, "__init__", self._init)
         patcher.replace(cls, "decorate", self._decorate)

@@ -23,9 +23,8 @@ patched, and what each patch records:
 Series are per circuit name: breakers of one name share them, whatever wrapper object or
 ``Context`` carries the call; the state gauge reports the last state this process saw for that
 name (with Redis, changes made by other processes show up at this process's next call). A block
-entered before instrumentation is not counted. The patches are installed only over methods of the
-shapes they were written for (``_core.reliance``); otherwise purgatory is left out whole, with one
-warning.
+entered before instrumentation is not counted. The patches are installed only when the release has
+everything ``reliance.RELIANCE`` declares; otherwise purgatory is left out whole, with one warning.
 """
 
 from __future__ import annotations
@@ -47,9 +46,9 @@ from otel_trading.instrumentation._core.binding import (
     record_timed,
 )
 from otel_trading.instrumentation._core.hot_path import named_as
-from otel_trading.instrumentation._core.reliance import COROUTINE, FUNCTION, Shape, library_matches, version_of
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
+from otel_trading.instrumentation.purgatory.reliance import RELIANCE
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -57,19 +56,6 @@ __all__ = ["PurgatoryBreakers"]
 
 _STATES = {"closed": CLOSED, "opened": OPEN, "half-opened": HALF_OPEN}
 _FIRST_BOUND = BOUNDS[0]
-
-# The shapes (see ``_core.reliance``) of the wrapper methods our patches are written for: entering
-# enters ``self.context``; exiting exits it, then hands its messages to ``self.messagebus``.
-# Checked against purgatory 3.0.x.
-_ENTER_NAMES = ("context", "__enter__")
-_EXIT_PARAMS = ("self", "exc_type", "exc", "tb")
-_EXIT_NAMES = ("context", "__exit__", "messages", "messagebus", "handle", "pop", "uow")
-_SHAPES = {
-    "__enter__": (Shape(1, ("self",), _ENTER_NAMES, FUNCTION),),
-    "__exit__": (Shape(4, _EXIT_PARAMS, _EXIT_NAMES, FUNCTION),),
-    "__aenter__": (Shape(1, ("self",), _ENTER_NAMES, COROUTINE),),
-    "__aexit__": (Shape(4, _EXIT_PARAMS, _EXIT_NAMES, COROUTINE),),
-}
 
 
 def _code(state: Any) -> int | None:
@@ -125,36 +111,25 @@ class PurgatoryBreakers:
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         import sys
 
+        if not RELIANCE.holds():
+            return
         model = sys.modules["purgatory.domain.model"]
         sync_cls = sys.modules["purgatory.service._sync.circuitbreaker"].SyncCircuitBreaker
         async_cls = sys.modules["purgatory.service._async.circuitbreaker"].AsyncCircuitBreaker
         self._opened: type[BaseException] = model.OpenedState
         states = (model.ClosedState, model.HalfOpenedState, model.OpenedState)
-        required = [(model.Context, "__init__"), (model.Context, "set_state")]
-        required += [(state, "handle_exception") for state in states]
-        missing = [
-            f"{owner.__qualname__}.{name}"
-            for owner, name in required
-            if not isinstance(vars(owner).get(name), types.FunctionType)
+        patches: list[tuple[type, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
+            (sync_cls, "__enter__", self._enter),
+            (sync_cls, "__exit__", self._exit),
+            (async_cls, "__aenter__", self._aenter),
+            (async_cls, "__aexit__", self._aexit),
         ]
-        if missing:
-            version = version_of("purgatory")
-            raise RuntimeError(f"purgatory {version} does not have {', '.join(missing)}; it is left uninstrumented")
-        patches: list[tuple[type, str, str, Callable[[Callable[..., Any]], Callable[..., Any]]]] = [
-            (sync_cls, "__enter__", "SyncCircuitBreaker.__enter__", self._enter),
-            (sync_cls, "__exit__", "SyncCircuitBreaker.__exit__", self._exit),
-            (async_cls, "__aenter__", "AsyncCircuitBreaker.__aenter__", self._aenter),
-            (async_cls, "__aexit__", "AsyncCircuitBreaker.__aexit__", self._aexit),
-        ]
-        checks = [(path, vars(owner).get(name), _SHAPES[name]) for owner, name, path, _ in patches]
-        if not library_matches("purgatory", "purgatory", checks):
-            return
         patcher = self.session.patcher
         patcher.replace(model.Context, "__init__", self._init)
         patcher.replace(model.Context, "set_state", self._set_state)
         for state in states:
             patcher.replace(state, "handle_exception", self._handle_exception)
-        for owner, name, _, factory in patches:
+        for owner, name, factory in patches:
             patcher.replace(owner, name, factory)
         if existed:
             for context in existing_instances(model.Context):

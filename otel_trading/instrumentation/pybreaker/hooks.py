@@ -6,8 +6,8 @@ import types
 from typing import Any
 
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
-from otel_trading.instrumentation._core.reliance import FUNCTION, Shape
 from otel_trading.instrumentation._core.state_object_breakers import Classes, Family
+from otel_trading.instrumentation.pybreaker.reliance import LOCKED_CALL, RELIANCE
 
 __all__ = ["PYBREAKER"]
 
@@ -30,5 +30,6 @@ PYBREAKER = Family(
     classes=_classes,
     state_code=_code,
     state_object_code=lambda state: _code(getattr(state, "name", None)),
-    locked_call=Shape(2, ("self", "func", "args", "kwargs"), ("_lock", "call", "state"), FUNCTION),
+    reliance=RELIANCE,
+    locked_call=LOCKED_CALL,
 )

@@ -28,13 +28,12 @@ one (``TrioEventEmitter``, ``TwistedEventEmitter``, an app's own override) count
 with one warning per class: their handlers run where otel-trading cannot see them complete, and
 events published but never processed would read as stuck. Under
 ``pyee.uplift`` an event emitted once counts as published once, and as processed on each emitter
-that has handlers for it. The wrappers are installed only over functions of the shapes they were
-written for (``_core.reliance``); otherwise pyee is left out whole, with one warning.
+that has handlers for it. The wrappers are installed only when the release has everything
+``reliance.RELIANCE`` declares; otherwise pyee is left out whole, with one warning.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 import types
@@ -52,9 +51,9 @@ from otel_trading.instrumentation._core.arguments import label_of
 from otel_trading.instrumentation._core.binding import UNTIMED, record_timed
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
-from otel_trading.instrumentation._core.reliance import FUNCTION, Shape, library_matches
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
+from otel_trading.instrumentation.pyee.reliance import RELIANCE
 from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import CountedThreadRows, fork_safe
 
@@ -64,44 +63,6 @@ __all__ = ["EmitterBinding", "PyeeEmitters"]
 OWN_EVENTS = frozenset({"new_listener", "error"})
 _TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
 _FIRST_BOUND = BOUNDS[0]
-
-# The shapes (see ``_core.reliance``) of the pyee functions the patches below were written for:
-# ``_call_handlers`` hands every handler of the event to ``self._emit_run``; the asyncio
-# ``_emit_run`` calls the handler and schedules a coroutine it returns (or watches a future), and
-# its done-callback forgets the task and emits pyee's ``error`` for a failure; the executor
-# ``_emit_run`` submits the handler to ``self._executor``. Checked against pyee 12.1 .. 16.1: 16.0
-# made the executor callback return early for a cancelled future; 14-16 otherwise changed type
-# hints only.
-_CALL_HANDLERS_SHAPES = (
-    Shape(
-        4,
-        ("self", "event", "args", "kwargs"),
-        ("OrderedDict", "_emit_run", "_events", "_lock", "get", "list", "values"),
-        FUNCTION,
-    ),
-)
-_RUN_PARAMS = ("self", "f", "args", "kwargs")
-_ASYNCIO_EMIT_RUN_SHAPES = (
-    Shape(
-        4,
-        _RUN_PARAMS,
-        (
-            "Any", "Exception", "Future", "_loop", "_waiting", "add", "add_done_callback", "cancelled", "cast",
-            "discard", "emit", "ensure_future", "exception", "iscoroutine", "isinstance",
-        ),
-        FUNCTION,
-    ),
-)  # fmt: skip
-_EXECUTOR_RUN_NAMES = ("Exception", "_executor", "add_done_callback", "emit", "exception", "isinstance", "submit")
-_EXECUTOR_EMIT_RUN_SHAPES = (
-    Shape(4, _RUN_PARAMS, _EXECUTOR_RUN_NAMES, FUNCTION),
-    Shape(4, _RUN_PARAMS, tuple(sorted((*_EXECUTOR_RUN_NAMES, "cancelled"))), FUNCTION),  # 16.0
-)
-#: The emitter classes whose ``_emit_run`` is patched: (module, class, shapes).
-_RUNS = (
-    ("pyee.asyncio", "AsyncIOEventEmitter", _ASYNCIO_EMIT_RUN_SHAPES),
-    ("pyee.executor", "ExecutorEventEmitter", _EXECUTOR_EMIT_RUN_SHAPES),
-)
 
 
 class _Event:
@@ -297,10 +258,8 @@ class PyeeEmitters:
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         base = module.EventEmitter
-        if not library_matches("pyee", "pyee", self._checks(base)):
+        if not RELIANCE.holds():
             return
-        if not isinstance(vars(base).get("__init__"), types.FunctionType):
-            raise RuntimeError("pyee's EventEmitter has no __init__ function; pyee is left uninstrumented")
         self._base = base
         self._known_runs[vars(base)["_emit_run"]] = SYNC
         patcher = self.session.patcher
@@ -314,22 +273,6 @@ class PyeeEmitters:
         if existed:
             for emitter in existing_instances(base):
                 self._guarded_bind(emitter)
-
-    @staticmethod
-    def _checks(base: type) -> list[tuple[str, Any, tuple[Shape, ...]]]:
-        """Every pyee function a patch relies on. The emitter modules are imported here (they need
-        only the standard library) so that pyee is instrumented whole or left out whole: counting
-        the events of an emitter whose handlers cannot be seen as processed would show them stuck."""
-        checks: list[tuple[str, Any, tuple[Shape, ...]]] = [
-            ("EventEmitter._call_handlers", vars(base).get("_call_handlers"), _CALL_HANDLERS_SHAPES)
-        ]
-        for module_name, class_name, shapes in _RUNS:
-            try:
-                cls = getattr(importlib.import_module(module_name), class_name)
-            except ImportError:
-                continue  # a pyee without it: no such emitter can exist
-            checks.append((f"{class_name}._emit_run", vars(cls).get("_emit_run"), shapes))
-        return checks
 
     def _patch_run(self, cls: type, factory: Any, queued: bool) -> None:
         if self._base is None or vars(cls).get("_emit_run") in self._known_runs:
