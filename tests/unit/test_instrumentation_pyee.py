@@ -397,7 +397,7 @@ def test_error_inside_instrumentation_is_logged_once_and_never_reaches_the_bot(
     def broken(*args: Any) -> None:
         raise RuntimeError("bug in otel-trading")
 
-    monkeypatch.setattr(pyee_target._Event, "processed", broken)
+    monkeypatch.setattr(pyee_target._Event, "observe", broken)
     monkeypatch.setattr(pyee_target._Event, "error", broken)
     ee = AsyncIOEventEmitter()
     calls: list[int] = []

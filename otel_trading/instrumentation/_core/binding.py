@@ -11,19 +11,20 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._core.identity import WeakIdentityMap
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.recording import MetricsRegistry, Row, Series, ThreadRows, observe
-from otel_trading.recording.rows import C0, CountedRow, fork_safe
+from otel_trading.recording.rows import C0, CountedRow, CountedThreadRows, fork_safe
 
 __all__ = [
     "STATE_LABELS",
     "UNNAMED",
     "UNTIMED",
     "BreakerBinding",
+    "HotEntry",
     "Timed",
     "bind_weakly",
     "breaker_label",
@@ -57,12 +58,44 @@ class Timed(Protocol):
 def record_timed(owner: Timed, row: Row, elapsed: float, implied: int) -> None:
     """A timed outcome on a row whose ``implied`` column counts only the outcomes not in its histogram
     (a ``CountedRow``/``CountedThreadRows`` row): one histogram update when ``owner``'s series is bound
-    to the rows, else the series' own way, and the explicit count when that did not time it.
-    (Hot paths inline the first branch.)"""
+    to the rows, else the series' own way, and the explicit count when that did not time it."""
     if owner.hot.fast:
         observe(row, elapsed)
     elif not owner.timed or not owner.series.observe_slow(row, elapsed):
         row[implied] += 1
+
+
+B = TypeVar("B", bound=Timed)
+
+
+class HotEntry(Generic[B]):
+    """What a hot path needs of one series, in one lookup: ``counted``, per-thread rows whose
+    ``implied`` column is their histogram count; ``local``, where this thread's row is
+    (``local.row``); ``hot`` (``hot.fast``: timed and bound to the rows); ``binding``, what
+    ``record_timed`` reads otherwise. The compiled hooks read these slots by name."""
+
+    __slots__ = ("binding", "counted", "hot", "local")
+
+    def __init__(self, binding: B, implied: int, owner: object = None) -> None:
+        """``owner``: what the rows live as long as (default: ``binding``)."""
+        self.binding = binding
+        self.counted = CountedThreadRows(implied)
+        self.local = self.counted.local
+        self.hot = binding.hot
+        binding.series.attach(binding if owner is None else owner, self.counted)
+
+    def row(self) -> Row:
+        """This thread's row."""
+        try:
+            row: Row = self.local.row
+            return row
+        except AttributeError:
+            return self.counted.row()
+
+    def observe(self, elapsed: float) -> None:
+        """A timed outcome of the ``implied`` column (a success, an event processed): the pure-Python
+        hooks' one histogram update."""
+        record_timed(self.binding, self.row(), elapsed, self.counted.implied)
 
 
 def breaker_label(name: object) -> str:

@@ -36,7 +36,6 @@ import logging
 import threading
 import types
 import weakref
-from bisect import bisect_left
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from time import perf_counter
@@ -55,7 +54,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reliance import Reliance, Shape, interpreter, shape_differences, version_of
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording import C0, C1, C2
 
 __all__ = ["Classes", "Family", "LibraryBreakers"]
 
@@ -86,9 +85,6 @@ class Family:
     #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
     #: is wrapped.
     locked_call: Shape | None = None
-
-
-_FIRST_BOUND = BOUNDS[0]
 
 
 class _Verdict(threading.local):
@@ -328,8 +324,6 @@ class LibraryBreakers:
         after_error = self._after_error
         generator = types.GeneratorType
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
         target = self.family.target
         open_state: Any = self._open_state
         by_lock = self._by_lock
@@ -361,16 +355,7 @@ class LibraryBreakers:
                 elapsed = clock() - start
                 try:
                     # The exclusive row is a CountedRow: a timed success is its histogram count.
-                    row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
-                    if binding.hot.fast:
-                        row[SUM] += elapsed
-                        if elapsed < row[MIN]:
-                            row[MIN] = elapsed
-                        if elapsed > row[MAX]:
-                            row[MAX] = elapsed
-                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                    else:
-                        record_timed(binding, row, elapsed, C0)
+                    record_timed(binding, binding.exclusive, elapsed, C0)  # type: ignore[arg-type]  # set by _bind
                 except Exception as exc:  # pragma: no cover - defensive
                     report(f"recording a {target} call", exc)
                 return result

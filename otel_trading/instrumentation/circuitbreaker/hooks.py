@@ -35,7 +35,6 @@ from __future__ import annotations
 import sys
 import threading
 import types
-from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -46,22 +45,20 @@ from otel_trading.instrumentation._core.binding import (
     HALF_OPEN,
     OPEN,
     BreakerBinding,
+    HotEntry,
     bind_weakly,
     breaker_label,
-    record_timed,
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.circuitbreaker.reliance import RELIANCE
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
-from otel_trading.recording.rows import CountedThreadRows
+from otel_trading.recording import C0, C1, C2
 
 __all__ = ["CircuitbreakerBreakers"]
 
 _STATES = {"closed": CLOSED, "open": OPEN, "half_open": HALF_OPEN}
-_FIRST_BOUND = BOUNDS[0]
 
 
 class _Verdict(threading.local):
@@ -78,23 +75,10 @@ def _state_code(value: Any) -> int | None:
     return _STATES.get(value) if isinstance(value, str) else None
 
 
-class _Entry:
-    """What the replaced ``call`` needs of one breaker, in one lookup."""
-
-    __slots__ = ("binding", "counted", "hot", "local")
-
-    def __init__(self, binding: BreakerBinding, counted: CountedThreadRows) -> None:
-        self.binding = binding
-        self.counted = counted
-        self.local = counted.local
-        #: ``hot.fast``: the latency histogram is on and bound to the rows (see BreakerBinding.hot)
-        self.hot = binding.hot
-
-
-def _record_success(entry: _Entry, elapsed: float) -> None:
-    """A fast-path success, recorded the Python way (for the compiled path's rare misses)."""
+def _record_success(entry: HotEntry[BreakerBinding], elapsed: float) -> None:
+    """A success the compiled path could not record itself."""
     try:
-        record_timed(entry.binding, entry.counted.row(), elapsed, C0)
+        entry.observe(elapsed)
     except Exception as exc:
         report("recording a circuitbreaker call", exc)
 
@@ -107,7 +91,7 @@ class CircuitbreakerBreakers:
     def __init__(self, session: Session) -> None:
         self.session = session
         # id(breaker) -> entry: the hot path's one lookup; emptied by uninstrument().
-        self._by_id: dict[int, _Entry] = {}
+        self._by_id: dict[int, HotEntry] = {}
         session.fast_lookups.append(self._by_id)
         self._breaker_cls: type | None = None
         self._closed: Any = "closed"
@@ -142,7 +126,7 @@ class CircuitbreakerBreakers:
                     self._guarded_bind(breaker)
 
     # -- bindings -----------------------------------------------------------------------------------
-    def _bind(self, breaker: Any) -> _Entry | None:
+    def _bind(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
         session = self.session
         if not session.breakers_on or not session.active:
             return None
@@ -156,20 +140,18 @@ class CircuitbreakerBreakers:
             polled=True,
             raw_name=name,
         )
-        counted = CountedThreadRows(C0)
-        binding.series.attach(binding, counted)
-        entry = _Entry(binding, counted)
+        entry = HotEntry(binding, C0)
         keep_by_id(self._by_id, breaker, entry)
         return entry
 
-    def _guarded_bind(self, breaker: Any) -> _Entry | None:
+    def _guarded_bind(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
         try:
             return self._bind(breaker)
         except Exception as exc:
             report("binding a circuitbreaker breaker", exc)
             return None
 
-    def entry_of(self, breaker: Any) -> _Entry | None:
+    def entry_of(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
         """The breaker's entry, (re)bound if it is new or was renamed; None when not recording."""
         entry = self._by_id.get(id(breaker))
         if entry is None or entry.binding.raw_name is not getattr(breaker, "_name", None):
@@ -181,7 +163,7 @@ class CircuitbreakerBreakers:
         if code is not None:
             binding.observe_state(code)
 
-    def _before(self, breaker: Any) -> _Entry | None:
+    def _before(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
         """An entry method's start off the fast path: bind, and read the state it starts in."""
         try:
             if not self.session.active:
@@ -194,7 +176,7 @@ class CircuitbreakerBreakers:
             report("preparing a circuitbreaker call", exc)
             return None
 
-    def _succeeded(self, breaker: Any, entry: _Entry, start: float, observe: bool) -> None:
+    def _succeeded(self, breaker: Any, entry: HotEntry[BreakerBinding], start: float, observe: bool) -> None:
         try:
             entry.binding.count(C0, perf_counter() - start)
             if observe:
@@ -202,7 +184,7 @@ class CircuitbreakerBreakers:
         except Exception as exc:
             report("recording a circuitbreaker call", exc)
 
-    def _raised(self, breaker: Any, entry: _Entry, start: float, exc: BaseException, closed: bool = False) -> None:
+    def _raised(self, breaker: Any, entry: HotEntry[BreakerBinding], start: float, exc: BaseException, closed: bool = False) -> None:
         """The guarded block raised: a failure if the library counted one for this exception, else
         a success (the library reset the breaker on it). ``closed``: the call took the fast path,
         so it started closed (a reading the fast path does not make)."""
@@ -285,8 +267,6 @@ class CircuitbreakerBreakers:
         raised = self._raised
         succeeded = self._succeeded
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
         target = self.target
         closed = self._closed
 
@@ -321,20 +301,7 @@ class CircuitbreakerBreakers:
                 raise
             elapsed = clock() - start
             try:
-                try:
-                    row: Row = entry.local.row  # type: ignore[union-attr]
-                except AttributeError:
-                    row = entry.counted.row()  # type: ignore[union-attr]
-                if entry.hot.fast:  # type: ignore[union-attr]
-                    # A CountedThreadRows row: a timed success is its histogram count.
-                    row[SUM] += elapsed
-                    if elapsed < row[MIN]:
-                        row[MIN] = elapsed
-                    if elapsed > row[MAX]:
-                        row[MAX] = elapsed
-                    row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                else:
-                    record_timed(entry.binding, row, elapsed, C0)  # type: ignore[union-attr]
+                entry.observe(elapsed)  # type: ignore[union-attr]
             except Exception as exc:  # pragma: no cover - defensive
                 report(f"recording a {target} call", exc)
             return result

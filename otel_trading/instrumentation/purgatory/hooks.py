@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import threading
 import types
-from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any
@@ -42,20 +41,19 @@ from otel_trading.instrumentation._core.binding import (
     HALF_OPEN,
     OPEN,
     BreakerBinding,
+    HotEntry,
     breaker_label,
-    record_timed,
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.purgatory.reliance import RELIANCE
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
-from otel_trading.recording.rows import CountedThreadRows, fork_safe
+from otel_trading.recording import C0, C1, C2
+from otel_trading.recording.rows import fork_safe
 
 __all__ = ["PurgatoryBreakers"]
 
 _STATES = {"closed": CLOSED, "opened": OPEN, "half-opened": HALF_OPEN}
-_FIRST_BOUND = BOUNDS[0]
 
 
 def _code(state: Any) -> int | None:
@@ -68,17 +66,13 @@ def _code(state: Any) -> int | None:
 _FAILURES: dict[tuple[int, int], BaseException] = {}
 
 
-class _Circuit:
+class _Circuit(HotEntry[BreakerBinding]):
     """One circuit name: its binding, its rows for timed successes, and the last state seen."""
 
-    __slots__ = ("binding", "counted", "hot", "local", "state")
+    __slots__ = ("state",)
 
-    def __init__(self, binding: BreakerBinding, counted: CountedThreadRows) -> None:
-        self.binding = binding
-        self.counted = counted
-        self.local = counted.local
-        #: ``hot.fast``: the latency histogram is on and bound to the rows (see BreakerBinding.hot)
-        self.hot = binding.hot
+    def __init__(self, binding: BreakerBinding) -> None:
+        super().__init__(binding, C0)
         self.state = CLOSED
 
 
@@ -153,9 +147,7 @@ class PurgatoryBreakers:
                     return holder[0].state if holder else None
 
                 binding = BreakerBinding(session.registry, breaker_label(name), read_state, raw_name=name)
-                counted = CountedThreadRows(C0)
-                binding.series.attach(binding, counted)
-                circuit = _Circuit(binding, counted)
+                circuit = _Circuit(binding)
                 holder.append(circuit)
                 self._circuits[name] = circuit
         return circuit
@@ -206,7 +198,7 @@ class PurgatoryBreakers:
                 return
             elapsed = end - start
             if exc is None:
-                record_timed(circuit.binding, circuit.counted.row(), elapsed, C0)
+                circuit.observe(elapsed)
                 return
             failed = _FAILURES.pop((id(context), id(exc)), None) is exc
             circuit.binding.count(C1 if failed else C0, elapsed)
@@ -269,7 +261,7 @@ class PurgatoryBreakers:
         """Off the inline path: a success on a series that is not bound to its rows (or, from the
         compiled path, on a row it could not update)."""
         try:
-            record_timed(circuit.binding, circuit.counted.row(), elapsed, C0)
+            circuit.observe(elapsed)
         except Exception as exc:
             report("recording a purgatory call", exc)
 
@@ -308,8 +300,6 @@ class PurgatoryBreakers:
         _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._patch_parts()
         take = self._blocks.take if self._blocks is not None else None
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
         failures = _FAILURES
 
         def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
@@ -332,19 +322,7 @@ class PurgatoryBreakers:
                     circuit = circuits_get(self.context.name) if exc is None else None
                     if circuit is not None and start.__class__ is float:
                         elapsed = end - start
-                        if circuit.hot.fast:
-                            try:
-                                row: Row = circuit.local.row
-                            except AttributeError:
-                                row = circuit.counted.row()
-                            row[SUM] += elapsed
-                            if elapsed < row[MIN]:
-                                row[MIN] = elapsed
-                            if elapsed > row[MAX]:
-                                row[MAX] = elapsed
-                            row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                        else:
-                            record_success(circuit, elapsed)
+                        circuit.observe(elapsed)
                     else:
                         if start.__class__ is list:
                             start = unnest(key, start)

@@ -40,7 +40,6 @@ import types
 import weakref
 from asyncio import CancelledError, iscoroutine
 from asyncio import Future as AsyncioFuture
-from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
@@ -48,59 +47,37 @@ from typing import Any
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._core import hot_path
 from otel_trading.instrumentation._core.arguments import label_of
-from otel_trading.instrumentation._core.binding import UNTIMED, record_timed
+from otel_trading.instrumentation._core.binding import UNTIMED, HotEntry
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.pyee.reliance import RELIANCE
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, MetricsRegistry, Row, Series
-from otel_trading.recording.rows import CountedThreadRows, fork_safe
+from otel_trading.recording import C0, C1, C2, MetricsRegistry, Row, Series
+from otel_trading.recording.rows import fork_safe
 
 __all__ = ["EmitterBinding", "PyeeEmitters"]
 
 #: Events pyee emits itself, never counted as the app's.
 OWN_EVENTS = frozenset({"new_listener", "error"})
 _TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
-_FIRST_BOUND = BOUNDS[0]
 
 
-class _Event:
+class _Event(HotEntry["_Event"]):
     """One ``event_type`` label: its series and the per-thread rows every emitter counts it in.
 
-    Row columns: C0 published, C1 processed (a ``CountedThreadRows``: the histogram count, plus the
-    events not timed), C2 handler errors.
+    Row columns: C0 published, C1 processed (the histogram count, plus the events not timed), C2
+    handler errors. It is its own ``binding`` (what ``record_timed`` reads).
     """
 
-    __slots__ = ("counted", "hot", "local", "series", "timed")
+    __slots__ = ("series", "timed")
 
-    def __init__(self, series: Series, owner: Any, timed: bool) -> None:
+    def __init__(self, series: Series, timed: bool, owner: object) -> None:
         self.series = series
-        self.counted = CountedThreadRows(C1)
-        self.local = self.counted.local
         self.timed = timed
         #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
         self.hot: Any = series if timed else UNTIMED
-        series.attach(owner, self.counted)
-
-    def row(self) -> Row:
-        try:
-            row: Row = self.local.row
-            return row
-        except AttributeError:
-            return self.counted.row()
-
-    def processed(self, elapsed: float) -> None:
-        row = self.row()
-        if self.hot.fast:
-            row[SUM] += elapsed
-            if elapsed < row[MIN]:
-                row[MIN] = elapsed
-            if elapsed > row[MAX]:
-                row[MAX] = elapsed
-            row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
-        else:
-            record_timed(self, row, elapsed, C1)
+        super().__init__(self, C1, owner)
 
     def error(self) -> None:
         self.row()[C2] += 1
@@ -143,7 +120,7 @@ class _Dispatch:
     def finish(self) -> None:
         try:
             if self.pending.pop() is _LAST:
-                self.event.processed(perf_counter() - self.start)
+                self.event.observe(perf_counter() - self.start)
         except Exception as exc:
             report("recording a pyee event", exc)
 
@@ -339,7 +316,7 @@ class PyeeEmitters:
                 found = self._events.get(event)
                 if found is None:
                     series = self._registry.event(label_of(event))
-                    found = _Event(series, self, self._timed)
+                    found = _Event(series, self._timed, self)
                     if series.attributes.get("event_type") != mc.OVERFLOW_LABEL_VALUE:
                         # Folded values are not kept per raw event: memory stays bounded.
                         self._events[event] = found
@@ -368,8 +345,6 @@ class PyeeEmitters:
         uplift = self._uplift
         seen = _UPLIFT_SEEN
         clock = perf_counter
-        first_bound = _FIRST_BOUND
-        bounds = BOUNDS
         session = self.session
 
         def _call_handlers(self: Any, event: Any, args: Any, kwargs: Any) -> bool:
@@ -421,7 +396,7 @@ class PyeeEmitters:
                     try:
                         if isinstance(exc, Exception):
                             row[C2] += 1
-                        ev.processed(clock() - start)
+                        ev.observe(clock() - start)
                     except Exception as report_exc:  # pragma: no cover - defensive
                         report("recording a pyee handler error", report_exc)
                     raise
@@ -429,16 +404,7 @@ class PyeeEmitters:
                     return handled
                 elapsed = clock() - start
                 try:
-                    if ev.hot.fast:
-                        # A CountedThreadRows row: a timed event is counted as processed by its histogram.
-                        row[SUM] += elapsed
-                        if elapsed < row[MIN]:
-                            row[MIN] = elapsed
-                        if elapsed > row[MAX]:
-                            row[MAX] = elapsed
-                        row[B0 if elapsed <= first_bound else B0 + bisect_left(bounds, elapsed)] += 1
-                    else:
-                        ev.processed(elapsed)
+                    ev.observe(elapsed)
                 except Exception as exc:  # pragma: no cover - defensive
                     report("recording a pyee event", exc)
                 return handled
@@ -466,7 +432,7 @@ class PyeeEmitters:
                 if dispatch is marker:  # every handler ran inline (or there was none)
                     if outcome is not False:
                         try:
-                            ev.processed(clock() - start)
+                            ev.observe(clock() - start)
                         except Exception as exc:
                             report("recording a pyee event", exc)
                 elif dispatch is not None:
@@ -569,7 +535,7 @@ def _fast_end(event: _Event, row: Row, elapsed: float, error: BaseException | No
             return
         if isinstance(error, Exception):
             row[C2] += 1
-        event.processed(elapsed)
+        event.observe(elapsed)
     except Exception as exc:
         report("recording a pyee event", exc)
 
