@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, ClassVar, Protocol
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
@@ -75,13 +75,27 @@ class Target(Protocol):
 
 
 class LibraryInstrumentor(BaseInstrumentor):
-    """One target library: ``instrument(meter_provider=None)`` / ``uninstrument()``."""
+    """One target library: ``instrument(meter_provider=None)`` / ``uninstrument()``.
+
+    A library's home (the package ``otel_trading.instrumentation.<library>``) subclasses it with
+    the targets its hooks build: ``class PyeeInstrumentor(LibraryInstrumentor, targets=(...,))``.
+    The subclass's ``target`` is the home's name and ``_instruments`` its ``package.py``'s.
+    """
 
     #: The library's name, as in ``otel_trading.<target>`` and the entry point ``otel_trading_<target>``.
     target: ClassVar[str]
     #: Its supported versions (requirement specifiers, from its home's ``package.py``).
     _instruments: ClassVar[tuple[str, ...]]
+    #: What ``instrument()`` starts: each is called with the session.
+    _target_factories: ClassVar[tuple[Callable[[Session], Target], ...]] = ()
     _session: Session | None = None
+
+    def __init_subclass__(cls, *, targets: tuple[Callable[[Session], Target], ...] = (), **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        home = cls.__module__
+        cls.target = home.rpartition(".")[2]
+        cls._instruments = tuple(importlib.import_module(f"{home}.package")._instruments)
+        cls._target_factories = targets
 
     @classmethod
     def entry_point_name(cls) -> str:
@@ -91,7 +105,7 @@ class LibraryInstrumentor(BaseInstrumentor):
         return self._instruments
 
     def _targets(self, session: Session) -> list[Target]:
-        raise NotImplementedError
+        return [factory(session) for factory in self._target_factories]
 
     def instrument(self, **kwargs: Any) -> Any:
         if self.is_instrumented_by_opentelemetry:

@@ -7,10 +7,11 @@ import types
 from typing import Any
 
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
-from otel_trading.instrumentation._core.state_object_breakers import Classes, Family
+from otel_trading.instrumentation._core.session import Session
+from otel_trading.instrumentation._core.state_object_breakers import Classes, Family, LibraryBreakers
 from otel_trading.instrumentation.aiobreaker.reliance import RELIANCE
 
-__all__ = ["AIOBREAKER"]
+__all__ = ["AIOBREAKER", "breakers"]
 
 _STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
 
@@ -35,3 +36,8 @@ AIOBREAKER = Family(
     state_object_code=lambda state: _code(getattr(state, "state", None)),
     reliance=RELIANCE,
 )
+
+
+def breakers(session: Session) -> LibraryBreakers:
+    """The instrumentor's one target: the shared adapter with aiobreaker's names."""
+    return LibraryBreakers(session, AIOBREAKER)

@@ -1,18 +1,9 @@
-"""aiobreaker: the releases its instrumentation supports and the ones the test matrix runs it on; imports nothing.
+"""aiobreaker's supported range (``_instruments``) and its ends the test matrix runs; imports nothing.
 
-A range never claims more than its two tested ends: its lower bound is the oldest release tested,
-its upper bound the next major release after the newest.
+1.0 had other state classes and locked inside ``call()``.
 """
 
-from __future__ import annotations
-
 __all__ = ["NEWEST", "NEWEST_BEFORE", "OLDEST", "_instruments"]
-
-# 1.0 had other state classes and locked inside call().
-_instruments: tuple[str, ...] = ("aiobreaker >= 1.1, < 2",)
-#: tested on the oldest interpreter that can install it
-OLDEST = "1.1.0"
-#: tested on every interpreter that can install it
-NEWEST = "1.2.0"
-#: the newest release an interpreter older than NEWEST allows, by interpreter ("3.11")
+_instruments = ("aiobreaker >= 1.1, < 2",)
+OLDEST, NEWEST = "1.1.0", "1.2.0"
 NEWEST_BEFORE: dict[str, str] = {}

@@ -184,7 +184,9 @@ class CircuitbreakerBreakers:
         except Exception as exc:
             report("recording a circuitbreaker call", exc)
 
-    def _raised(self, breaker: Any, entry: HotEntry[BreakerBinding], start: float, exc: BaseException, closed: bool = False) -> None:
+    def _raised(
+        self, breaker: Any, entry: HotEntry[BreakerBinding], start: float, exc: BaseException, closed: bool = False
+    ) -> None:
         """The guarded block raised: a failure if the library counted one for this exception, else
         a success (the library reset the breaker on it). ``closed``: the call took the fast path,
         so it started closed (a reading the fast path does not make)."""
@@ -256,94 +258,78 @@ class CircuitbreakerBreakers:
 
         return __init__
 
+    def _prepare(self, breaker: Any) -> tuple[HotEntry[BreakerBinding] | None, bool]:
+        """An entry method's start: the breaker's entry (None: not recording) and whether the call
+        takes the fast path (bound, and starting closed: a reading the fast path does not make)."""
+        entry = self._by_id.get(id(breaker))
+        try:
+            if entry is not None and breaker._state is self._closed:
+                return entry, True
+        except AttributeError:
+            pass
+        return self._before(breaker), False
+
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Replaces ``CircuitBreaker.call``: ``with self:`` around ``func``, timed and counted.
 
-        The fast path (a bound breaker that starts closed and succeeds) times the block and bumps
-        one histogram; the rest goes through ``_before``/``_raised``/``_succeeded``.
+        The compiled fast path (a bound breaker that starts closed and succeeds) times the block
+        and bumps one histogram; it hands every other call to the twin below.
         """
-        by_id_get = self._by_id.get
-        before = self._before
+        prepare = self._prepare
         raised = self._raised
         succeeded = self._succeeded
         clock = perf_counter
-        target = self.target
-        closed = self._closed
 
         def call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = by_id_get(id(self))
-            try:
-                fast = entry is not None and self._state is closed
-            except AttributeError:
-                fast = False
-            if not fast:
-                entry = before(self)
-                if entry is None:
-                    with self:
-                        return func(*args, **kwargs)
-                start = clock()
-                result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
-                try:
-                    with self:
-                        result = func(*args, **kwargs)
-                except BaseException as exc:
-                    raised(self, entry, start, exc)
-                    raise
-                succeeded(self, entry, start, True)
-                return result
+            entry, fast = prepare(self)
+            if entry is None:
+                with self:
+                    return func(*args, **kwargs)
             start = clock()
             result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
             try:
                 with self:
                     result = func(*args, **kwargs)
             except BaseException as exc:
-                raised(self, entry, start, exc, True)  # type: ignore[arg-type]
+                raised(self, entry, start, exc, fast)
                 raise
-            elapsed = clock() - start
-            try:
-                entry.observe(elapsed)  # type: ignore[union-attr]
+            if not fast:
+                succeeded(self, entry, start, True)
+                return result
+            try:  # a call that started closed and succeeded ends closed: nothing to observe
+                entry.observe(clock() - start)
             except Exception as exc:  # pragma: no cover - defensive
-                report(f"recording a {target} call", exc)
+                report("recording a circuitbreaker call", exc)
             return result
 
         native = hot_path.native  # read at patch time: tests and the bench switch it
         if native is not None:
-            # The compiled fast path; it hands every other call to ``call`` above.
             fast_call: Callable[..., Any] = native.guarded_call(
-                named_as(call, orig), self._by_id, closed, raised, _record_success
+                named_as(call, orig), self._by_id, self._closed, raised, _record_success
             )
             return fast_call
         return call
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        by_id_get = self._by_id.get
-        before = self._before
+        prepare = self._prepare
         raised = self._raised
         succeeded = self._succeeded
         clock = perf_counter
-        closed = self._closed
 
         async def call_async(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = by_id_get(id(self))
-            try:
-                fast = entry is not None and self._state is closed
-            except AttributeError:
-                fast = False
-            if not fast:
-                entry = before(self)
-                if entry is None:
-                    with self:
-                        return await func(*args, **kwargs)
+            entry, fast = prepare(self)
+            if entry is None:
+                with self:
+                    return await func(*args, **kwargs)
             start = clock()
-            result = None  # what the library's ``with self: return ...`` gives when __exit__ suppresses
+            result = None
             try:
                 with self:
                     result = await func(*args, **kwargs)
             except BaseException as exc:
-                raised(self, entry, start, exc, fast)  # type: ignore[arg-type]
+                raised(self, entry, start, exc, fast)
                 raise
-            # A call that started closed and succeeded ends closed: nothing to observe.
-            succeeded(self, entry, start, not fast)  # type: ignore[arg-type]
+            succeeded(self, entry, start, not fast)
             return result
 
         return call_async

@@ -6,10 +6,11 @@ import types
 from typing import Any
 
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
-from otel_trading.instrumentation._core.state_object_breakers import Classes, Family
+from otel_trading.instrumentation._core.session import Session
+from otel_trading.instrumentation._core.state_object_breakers import Classes, Family, LibraryBreakers
 from otel_trading.instrumentation.pybreaker.reliance import LOCKED_CALL, RELIANCE
 
-__all__ = ["PYBREAKER"]
+__all__ = ["PYBREAKER", "breakers"]
 
 _STATES = {"closed": CLOSED, "open": OPEN, "half-open": HALF_OPEN}
 
@@ -33,3 +34,8 @@ PYBREAKER = Family(
     reliance=RELIANCE,
     locked_call=LOCKED_CALL,
 )
+
+
+def breakers(session: Session) -> LibraryBreakers:
+    """The instrumentor's one target: the shared adapter with pybreaker's names."""
+    return LibraryBreakers(session, PYBREAKER)

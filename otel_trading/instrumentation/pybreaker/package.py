@@ -1,18 +1,9 @@
-"""pybreaker: the releases its instrumentation supports and the ones the test matrix runs it on; imports nothing.
+"""pybreaker's supported range (``_instruments``) and its ends the test matrix runs; imports nothing.
 
-A range never claims more than its two tested ends: its lower bound is the oldest release tested,
-its upper bound the next major release after the newest.
+1.4 added ``success_threshold`` (and the storage's success counter), which the tests exercise.
 """
 
-from __future__ import annotations
-
 __all__ = ["NEWEST", "NEWEST_BEFORE", "OLDEST", "_instruments"]
-
-# 1.4 added success_threshold (and the storage's success counter), which the tests exercise.
-_instruments: tuple[str, ...] = ("pybreaker >= 1.4, < 2",)
-#: tested on the oldest interpreter that can install it
-OLDEST = "1.4.0"
-#: tested on every interpreter that can install it
-NEWEST = "1.4.1"
-#: the newest release an interpreter older than NEWEST allows, by interpreter ("3.11")
+_instruments = ("pybreaker >= 1.4, < 2",)
+OLDEST, NEWEST = "1.4.0", "1.4.1"
 NEWEST_BEFORE: dict[str, str] = {}

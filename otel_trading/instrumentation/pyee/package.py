@@ -1,18 +1,11 @@
-"""pyee: the releases its instrumentation supports and the ones the test matrix runs it on; imports nothing.
+"""pyee's supported range (``_instruments``) and its ends the test matrix runs; imports nothing.
 
-A range never claims more than its two tested ends: its lower bound is the oldest release tested,
-its upper bound the next major release after the newest.
+12.0 has no ``wait_for_complete()`` (the example bot and the tests await it); 14.0 and later need
+Python >= 3.12, so 3.10 and 3.11 get 13.0.1 (``NEWEST_BEFORE``: the newest release an interpreter
+older than ``NEWEST`` allows).
 """
 
-from __future__ import annotations
-
 __all__ = ["NEWEST", "NEWEST_BEFORE", "OLDEST", "_instruments"]
-
-# 12.0 has no wait_for_complete() (the example bot and the tests await it); 14.0 and later need Python >= 3.12.
-_instruments: tuple[str, ...] = ("pyee >= 12.1, < 17",)
-#: tested on the oldest interpreter that can install it
-OLDEST = "12.1.0"
-#: tested on every interpreter that can install it
-NEWEST = "16.1.0"
-#: the newest release an interpreter older than NEWEST allows, by interpreter ("3.11")
+_instruments = ("pyee >= 12.1, < 17",)
+OLDEST, NEWEST = "12.1.0", "16.1.0"
 NEWEST_BEFORE: dict[str, str] = {"3.10": "13.0.1", "3.11": "13.0.1"}
