@@ -51,67 +51,19 @@ Point = tuple[str, tuple[tuple[str, str], ...]]
 
 # -- which names ---------------------------------------------------------------------------------------
 
-# FALLBACK until homes land: what each library's instrumentation relies on, read off the current
-# code (otel_trading/instrumentation/_libraries.py for pybreaker and aiobreaker, _circuitbreaker.py,
-# _purgatory.py, _pyee.py): the module attributes it reads, the methods it patches (the special
-# methods __init__/__enter__/__exit__/__aenter__/__aexit__ left out: no release renames those),
-# every attribute it reads with ``.x`` or getattr, the keyword arguments it reads by name, the enum
-# member names it maps states from, and the library's own names in its shape checks (builtins and
-# standard-library names such as ``pop`` or ``ensure_future`` left out: no release renames those).
-# Delete with the fallback in reliance_names() once otel_trading.instrumentation.<library>.RELIANCE
-# exists.
-_FALLBACK_RELIANCE: dict[str, tuple[str, ...]] = {
-    "pybreaker": (
-        *("CircuitBreaker", "CircuitBreakerState", "CircuitOpenState", "CircuitBreakerError"),
-        *("_create_new_state", "_inc_counter", "_handle_error", "before_call", "call", "call_async"),
-        *("generator_call", "name", "_name", "current_state", "_lock", "_breaker", "_state", "state"),
-        *("is_system_error", "notify", "prev_state"),
-    ),
-    "aiobreaker": (
-        *("CircuitBreaker", "CircuitBreakerBaseState", "CircuitOpenState", "CircuitBreakerError"),
-        *("_create_new_state", "_inc_counter", "_handle_error", "before_call", "call", "call_async"),
-        *("generator_call", "_name", "current_state", "_breaker", "_state", "state"),
-        *("CLOSED", "OPEN", "HALF_OPEN", "notify", "prev_state"),
-    ),
-    "circuitbreaker": (
-        *("CircuitBreaker", "CircuitBreakerError", "STATE_CLOSED", "decorate", "__call_failed"),
-        *("call", "call_generator", "call_async", "call_async_generator", "_last_failure", "is_failure"),
-        *("reset", "_name", "state", "_state", "circuit_breaker"),
-    ),
-    "purgatory": (
-        *("Context", "ClosedState", "HalfOpenedState", "OpenedState", "SyncCircuitBreaker"),
-        *("AsyncCircuitBreaker", "set_state", "handle_exception", "_state", "name", "context"),
-        *("messages", "messagebus", "handle", "uow"),
-    ),
-    "pyee": (
-        *("EventEmitter", "AsyncIOEventEmitter", "ExecutorEventEmitter", "EMIT_WRAPPERS"),
-        *("_call_handlers", "_emit_run", "_events", "_lock", "_loop", "_waiting", "emit", "_executor"),
-    ),
-}
-
-
 def libraries() -> tuple[str, ...]:
     """The instrumented libraries: ``otel_trading.instrumentation.libraries.LIBRARIES``."""
-    try:
-        from otel_trading.instrumentation.libraries import LIBRARIES  # type: ignore[import-not-found]
-    except ModuleNotFoundError as exc:
-        if exc.name != "otel_trading.instrumentation.libraries":
-            raise
-        return tuple(_FALLBACK_RELIANCE)  # FALLBACK until homes land
-    return tuple(LIBRARIES)
+    from otel_trading.instrumentation.libraries import LIBRARIES
+
+    return LIBRARIES
 
 
 def reliance_names(library: str) -> tuple[str, ...]:
     """Every name ``library``'s instrumentation relies on, as spelled in the library's source:
-    ``otel_trading.instrumentation.<library>.RELIANCE.names()``."""
-    home_name = f"otel_trading.instrumentation.{library}"
-    try:
-        home = importlib.import_module(home_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != home_name:
-            raise
-        return _FALLBACK_RELIANCE[library]  # FALLBACK until homes land
-    return tuple(home.RELIANCE.names())
+    ``otel_trading.instrumentation.<library>.reliance.RELIANCE.names()``."""
+    reliance = importlib.import_module(f"otel_trading.instrumentation.{library}.reliance").RELIANCE
+    names: tuple[str, ...] = reliance.names()
+    return names
 
 
 # -- renaming ------------------------------------------------------------------------------------------

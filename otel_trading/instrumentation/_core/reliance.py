@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import platform
+import sys
 import textwrap
 import types
 from collections.abc import Iterable, Iterator
@@ -60,6 +62,7 @@ __all__ = [
 ]
 
 FUNCTION, GENERATOR, COROUTINE, ASYNC_GENERATOR = "function", "generator", "coroutine", "async generator"
+_MISSING = object()
 
 # Fields of an AST node that hold type hints, not code the function runs.
 _ANNOTATION_FIELDS = frozenset({"annotation", "returns", "type_comment", "type_params"})
@@ -256,8 +259,8 @@ class Function:
     """A library function a hook replaces, wraps or calls, at ``"module:Class.name"``.
 
     ``params``: the parameter names a hook reads arguments by (checked when given); ``shapes``:
-    the shapes it may have when a hook relies on how it works inside; ``optional``: its class may
-    be missing from a release (then nothing of it is relied on), but when present it must match.
+    the shapes it may have when a hook relies on how it works inside; ``optional``: its module may
+    be missing (then nothing of it is relied on), but when it is there, all of it must be.
     """
 
     where: str
@@ -271,13 +274,11 @@ class Function:
 
     def differences(self) -> list[str]:
         module, path = _split(self.where)
+        if self.optional and importlib.util.find_spec(module) is None:
+            return []
         found, why = _resolve(module, path)
         label = ".".join(path)
         if found is None:
-            if self.optional:
-                owner, _ = _resolve(module, path[:-1])
-                if owner is None:
-                    return []
             return [why or f"{label} is missing"]
         if isinstance(found, (staticmethod, classmethod)):
             found = found.__func__
@@ -341,15 +342,38 @@ class Reliance:
 
     def names(self) -> tuple[str, ...]:
         """Every relied-on name the library chose, as its source spells it (for drift tests and the
-        docs): the language's own ``__dunder__`` names are left out."""
-        found = {f.name for f in self.functions} | {a.name for a in self.attributes}
+        docs): classes, functions, attributes and parameters; the language's own ``__dunder__``
+        names are left out."""
+        wheres = [f.where for f in self.functions] + [a.where for a in self.attributes]
+        found = {part for where in wheres for part in _split(where)[1]}
         for function in self.functions:
             found.update(p for p in function.params or () if p not in ("self", "args", "kwargs"))
+        for where in wheres:
+            _resolve(*_split(where))  # imports its module, for _defines
+        shaped = {n for function in self.functions for shape in function.shapes for n in shape.names}
+        found.update(n for n in shaped - found if "__" not in n and self._defines(n))
         return tuple(sorted(n for n in found if not (n.startswith("__") and n.endswith("__"))))
+
+    def _defines(self, name: str) -> bool:
+        """Whether the library's loaded modules define ``name``: a global of their own, or an
+        attribute of one of their classes (in its ``__dict__`` or assigned to ``self``)."""
+        for module_name, module in list(sys.modules.items()):
+            if module is None or (module_name != self.library and not module_name.startswith(f"{self.library}.")):
+                continue
+            for value in list(vars(module).values()):
+                if isinstance(value, type) and value.__module__ == module_name:
+                    functions = [f for f in vars(value).values() if isinstance(f, types.FunctionType)]
+                    if name in vars(value) or any(name in _assigned_to_self(f) for f in functions):
+                        return True
+            own = vars(module).get(name, _MISSING)
+            if own is not _MISSING and getattr(own, "__module__", module_name) == module_name:
+                return not isinstance(own, types.ModuleType)
+        return False
 
     def differences(self) -> list[str]:
         found = [d for function in self.functions for d in function.differences()]
-        return found + [d for attribute in self.attributes for d in attribute.differences()]
+        found += [d for attribute in self.attributes for d in attribute.differences()]
+        return list(dict.fromkeys(found))  # a missing class is named once
 
     def holds(self) -> bool:
         """True when the installed release has everything declared; else the library is to be left

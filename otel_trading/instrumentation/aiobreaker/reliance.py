@@ -44,11 +44,14 @@ RELIANCE = Reliance(
         Function("aiobreaker.state:CircuitOpenState.before_call", params=_CALL_PARAMS),
     ),
     attributes=(
+        Attribute("aiobreaker.state:CircuitBreakerError"),
         Attribute(f"{_BREAKER}._name", set_by=("__init__",)),
         Attribute(f"{_BREAKER}._state", set_by=("__init__",)),
         Attribute(f"{_BREAKER}.current_state"),
         Attribute(f"{_BREAKER}.name"),
         Attribute(f"{_STATE}._breaker", set_by=("__init__",)),
         Attribute(f"{_STATE}.state"),
+        # A state object's ``state`` is one of these members, read by name.
+        *(Attribute(f"aiobreaker.state:CircuitBreakerState.{member}") for member in ("CLOSED", "OPEN", "HALF_OPEN")),
     ),
 )

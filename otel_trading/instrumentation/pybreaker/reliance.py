@@ -72,6 +72,7 @@ RELIANCE = Reliance(
         Function("pybreaker:CircuitOpenState.before_call", params=_CALL_PARAMS),
     ),
     attributes=(
+        Attribute("pybreaker:CircuitBreakerError"),
         Attribute(f"{_BREAKER}._name", set_by=("__init__",)),
         Attribute(f"{_BREAKER}._lock", set_by=("__init__",)),
         Attribute(f"{_BREAKER}._state", set_by=("__init__",)),

@@ -234,9 +234,9 @@ class PyeeEmitters:
 
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
-        base = module.EventEmitter
         if not RELIANCE.holds():
             return
+        base = module.EventEmitter
         self._base = base
         self._known_runs[vars(base)["_emit_run"]] = SYNC
         patcher = self.session.patcher
@@ -264,10 +264,12 @@ class PyeeEmitters:
             self._guarded_bind(emitter)
 
     def _patch_asyncio(self, module: types.ModuleType, existed: bool) -> None:
-        self._patch_run(module.AsyncIOEventEmitter, self._asyncio_emit_run, queued=True)
+        if self._base is not None:  # else: pyee is left out, or not checked yet (it patches this then)
+            self._patch_run(module.AsyncIOEventEmitter, self._asyncio_emit_run, queued=True)
 
     def _patch_executor(self, module: types.ModuleType, existed: bool) -> None:
-        self._patch_run(module.ExecutorEventEmitter, self._executor_emit_run, queued=False)
+        if self._base is not None:
+            self._patch_run(module.ExecutorEventEmitter, self._executor_emit_run, queued=False)
 
     def _watch_uplift(self, module: types.ModuleType, existed: bool) -> None:
         wrappers = getattr(module, "EMIT_WRAPPERS", None)
