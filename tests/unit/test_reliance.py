@@ -197,9 +197,15 @@ def test_a_declared_name_a_release_lacks_is_a_difference_naming_it(
     assert found.startswith(difference.format(m=fake_library)), found
 
 
-def test_an_optional_function_of_a_missing_class_is_not_relied_on(fake_library: str) -> None:
-    assert Function(f"{fake_library}:Trio.run", optional=True).differences() == []
-    assert Function(f"{fake_library}:Breaker.run", optional=True).differences() != []
+def test_an_optional_function_of_a_missing_module_is_not_relied_on(fake_library: str) -> None:
+    assert Function("no_such_module_otel_trading:Trio.run", optional=True).differences() == []
+
+
+def test_an_optional_function_of_a_module_that_is_there_is_relied_on_whole(fake_library: str) -> None:
+    assert Function(f"{fake_library}:Trio.run", optional=True).differences() == [f"{fake_library}:Trio.run is missing"]
+    assert Function(f"{fake_library}:Breaker.run", optional=True).differences() == [
+        f"{fake_library}:Breaker.run is missing"
+    ]
 
 
 def test_a_function_of_another_shape_is_a_difference(fake_library: str) -> None:
@@ -238,13 +244,21 @@ def test_a_library_that_has_everything_is_instrumented_silently(
     assert caplog.records == []
 
 
-def test_the_names_a_reliance_lists_are_the_library_chosen_ones() -> None:
+def test_the_names_a_reliance_lists_are_the_library_chosen_ones(fake_library: str) -> None:
     reliance = Reliance(
-        "fake",
-        functions=(Function("m:Breaker.__exit__"), Function("m:Breaker.__fail", params=("self", "verdict", "args"))),
-        attributes=(Attribute("m:Breaker._name", set_by=("__init__",)),),
+        fake_library,
+        functions=(
+            Function(f"{fake_library}:Breaker.__init__"),
+            Function(f"{fake_library}:Breaker.__fail", params=("self", "verdict", "args")),
+            # "_verdict" and "LIMIT" are the library's own; "len" and "get" are not.
+            Function(
+                f"{fake_library}:Breaker.call",
+                shapes=(Shape(1, ("self",), ("_verdict", "LIMIT", "len", "get"), FUNCTION),),
+            ),
+        ),
+        attributes=(Attribute(f"{fake_library}:Breaker._name", set_by=("__init__",)),),
     )
-    assert reliance.names() == ("__fail", "_name", "verdict")
+    assert reliance.names() == ("Breaker", "LIMIT", "__fail", "_name", "_verdict", "call", "verdict")
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
