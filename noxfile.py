@@ -2,11 +2,12 @@
 
 - ``tests-3.10`` .. ``tests-3.13``: on each CPython, the unit tests (the data-path tests among
   them), the fork-safety test, each library's example bot under ``opentelemetry-instrument``, the
-  installed-wheel test and the quick benchmark, with the newest release of every library that
+  installed-wheel test, the drift tests (a simulated release renaming each name an
+  instrumentation relies on) and the quick benchmark, with the newest release of every library that
   interpreter can install. The package is installed editable with ``-Wall -Werror``, so each
   interpreter builds its own compiled hot paths in place, warning-free, and the session fails if
   they are not built.
-- ``oldest``: the same library tests and example bots on the oldest interpreter with the oldest
+- ``oldest``: the same library, example-bot and drift tests on the oldest interpreter with the oldest
   release of every library's range.
 - ``bench-3.10`` .. ``bench-3.13`` (by hand, not in the test command): the full benchmark, written
   to ``bench/results/bench-<python>.json``.
@@ -34,7 +35,8 @@ OLDEST_PYTHON = PYTHONS[0]
 
 UNIT = ["tests/unit"]
 LIBRARY_UNIT = [
-    "tests/unit/test_code_shape.py",
+    "tests/unit/test_reliance.py",
+    "tests/unit/test_library_homes.py",
     "tests/unit/test_instrumentation_pybreaker.py",
     "tests/unit/test_instrumentation_aiobreaker.py",
     "tests/unit/test_instrumentation_circuitbreaker.py",
@@ -48,6 +50,9 @@ BOTS = [
     "tests/integration/test_instrumentation_legacy_bot.py",
 ]
 SUBPROCESS = ["tests/integration/test_fork_safety.py", "tests/integration/test_wheel_install.py"]
+# Simulated releases renaming each name a library's instrumentation relies on (the installed release
+# is the one renamed, so they run on each interpreter's newest and on the oldest releases).
+DRIFT = ["tests/integration/test_reliance_drift.py"]
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
@@ -129,21 +134,21 @@ def _pytest(session: nox.Session, *paths: str) -> None:
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Unit, data-path and example-bot tests and the quick benchmark, newest library releases."""
+    """Unit, data-path, example-bot and drift tests and the quick benchmark, newest library releases."""
     python = str(session.python)
     _install(session, newest_releases(python))
     _check_compiled(session)
-    _pytest(session, *UNIT, *SUBPROCESS, *BOTS)
+    _pytest(session, *UNIT, *SUBPROCESS, *BOTS, *DRIFT)
     bench = Path(session.create_tmp()) / f"bench-quick-{python}.json"
     session.run("python", "bench/run.py", "--quick", "--json", str(bench))
 
 
 @nox.session(python=OLDEST_PYTHON)
 def oldest(session: nox.Session) -> None:
-    """The library tests and example bots on the oldest release of every library's range."""
+    """The library tests, example bots and drift tests on the oldest release of every library's range."""
     _install(session, oldest_releases())
     _check_compiled(session)
-    _pytest(session, *LIBRARY_UNIT, *BOTS)
+    _pytest(session, *LIBRARY_UNIT, *BOTS, *DRIFT)
 
 
 @nox.session(python=PYTHONS)
