@@ -12,7 +12,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 
@@ -24,6 +24,8 @@ from otel_trading.instrumentation._core.reporting import report, reset_reports
 from otel_trading.recording import MetricsRegistry, registry_for
 
 __all__ = ["Session", "existing_instances", "one_scan"]
+
+T = TypeVar("T")
 
 
 class _Scan(threading.local):
@@ -99,6 +101,32 @@ class Session:
                 report(f"instrumenting {what}", exc)
 
         self.watcher.when_imported(module, run)
+
+    def guarded(self, site: str, function: Callable[[Any], T]) -> Callable[[Any], T | None]:
+        """``function(obj)``, with a failure reported (once per ``site``) and None instead of raised."""
+
+        def call(obj: Any) -> T | None:
+            try:
+                return function(obj)
+            except Exception as exc:
+                report(site, exc)
+                return None
+
+        return call
+
+    def after_init(self, then: Callable[[Any], object]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A ``Patcher.replace`` factory for a library class's ``__init__``: the library's own, then
+        ``then(instance)`` while recording (``then`` must not raise: see ``guarded``)."""
+
+        def factory(orig: Callable[..., Any]) -> Callable[..., Any]:
+            def __init__(obj: Any, *args: Any, **kwargs: Any) -> None:
+                orig(obj, *args, **kwargs)
+                if self.active:
+                    then(obj)
+
+            return __init__
+
+        return factory
 
     def stop(self) -> None:
         self.active = False

@@ -121,6 +121,7 @@ class LibraryBreakers:
         self._by_lock: dict[Any, BreakerBinding] = {}
         session.fast_lookups.append(self._by_lock)
         self._locked = False
+        self._guarded_bind = session.guarded(f"binding a {family.target} breaker", self._bind)
 
     def start(self) -> None:
         self.session.on_import(self.family.module, self._patch, self.family.target)
@@ -131,7 +132,7 @@ class LibraryBreakers:
             return
         c = self.family.classes(module)
         replace: list[tuple[type, str, Callable[[types.FunctionType], Callable[..., Any]]]] = [
-            (c.breaker, "__init__", self._init),
+            (c.breaker, "__init__", self.session.after_init(self._guarded_bind)),
             (c.breaker, "_create_new_state", self._new_state),
             (c.breaker, "_inc_counter", self._failure),
             (c.base_state, "_handle_error", self._handle_error),
@@ -207,13 +208,6 @@ class LibraryBreakers:
             self._by_lock[breaker._lock] = binding
         return binding
 
-    def _guarded_bind(self, breaker: Any) -> BreakerBinding | None:
-        try:
-            return self._bind(breaker)
-        except Exception as exc:
-            report(f"binding a {self.family.target} breaker", exc)
-            return None
-
     def binding_of(self, breaker: Any) -> BreakerBinding | None:
         """The breaker's binding, (re)bound if it is new or was renamed; None when not recording."""
         binding = self._by_id.get(id(breaker))
@@ -238,16 +232,6 @@ class LibraryBreakers:
             report(f"recording a {self.family.target} error", exc)
 
     # -- patches (factories of the replacement functions) --------------------------------------------
-    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-
-        def __init__(breaker: Any, *args: Any, **kwargs: Any) -> None:
-            orig(breaker, *args, **kwargs)
-            if session.active:
-                self._guarded_bind(breaker)
-
-        return __init__
-
     def _new_state(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
         family = self.family

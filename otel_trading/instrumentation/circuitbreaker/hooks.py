@@ -90,6 +90,7 @@ class CircuitbreakerBreakers:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._guarded_bind = session.guarded("binding a circuitbreaker breaker", self._bind)
         # id(breaker) -> entry: the hot path's one lookup; emptied by uninstrument().
         self._by_id: dict[int, HotEntry] = {}
         session.fast_lookups.append(self._by_id)
@@ -108,7 +109,7 @@ class CircuitbreakerBreakers:
         self._breaker_cls = cls
         self._closed = module.STATE_CLOSED
         patcher = self.session.patcher
-        patcher.replace(cls, "__init__", self._init)
+        patcher.replace(cls, "__init__", self.session.after_init(self._bind_named))
         patcher.replace(cls, "decorate", self._decorate)
         patcher.replace(cls, "_CircuitBreaker__call_failed", self._call_failed)
         patcher.replace(error, "__init__", self._rejected)
@@ -144,12 +145,9 @@ class CircuitbreakerBreakers:
         keep_by_id(self._by_id, breaker, entry)
         return entry
 
-    def _guarded_bind(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
-        try:
-            return self._bind(breaker)
-        except Exception as exc:
-            report("binding a circuitbreaker breaker", exc)
-            return None
+    def _bind_named(self, breaker: Any) -> None:
+        if getattr(breaker, "_name", None) is not None:  # else: decorate() names it
+            self._guarded_bind(breaker)
 
     def entry_of(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
         """The breaker's entry, (re)bound if it is new or was renamed; None when not recording."""
@@ -203,16 +201,6 @@ class CircuitbreakerBreakers:
             report("recording a circuitbreaker error", report_exc)
 
     # -- patches (factories of the replacement functions) ---------------------------------------------
-    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-
-        def __init__(breaker: Any, *args: Any, **kwargs: Any) -> None:
-            orig(breaker, *args, **kwargs)
-            if session.active and getattr(breaker, "_name", None) is not None:
-                self._guarded_bind(breaker)
-
-        return __init__
-
     def _decorate(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
 

@@ -119,7 +119,7 @@ class PurgatoryBreakers:
             (async_cls, "__aexit__", self._aexit),
         ]
         patcher = self.session.patcher
-        patcher.replace(model.Context, "__init__", self._init)
+        patcher.replace(model.Context, "__init__", self.session.after_init(self._created))
         patcher.replace(model.Context, "set_state", self._set_state)
         for state in states:
             patcher.replace(state, "handle_exception", self._handle_exception)
@@ -151,6 +151,9 @@ class PurgatoryBreakers:
                 holder.append(circuit)
                 self._circuits[name] = circuit
         return circuit
+
+    def _created(self, context: Any) -> None:
+        self._note(context, _code(getattr(context, "_state", None)))
 
     def _note(self, context: Any, code: int | None) -> None:
         """The state ``context`` was created or loaded in (no transition: this process made none)."""
@@ -206,16 +209,6 @@ class PurgatoryBreakers:
             report("recording a purgatory call", report_exc)
 
     # -- patches (factories of the replacement functions) --------------------------------------------
-    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-
-        def __init__(context: Any, *args: Any, **kwargs: Any) -> None:
-            orig(context, *args, **kwargs)
-            if session.active:
-                self._note(context, _code(getattr(context, "_state", None)))
-
-        return __init__
-
     def _set_state(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session
 

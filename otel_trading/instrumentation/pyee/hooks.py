@@ -213,6 +213,7 @@ class PyeeEmitters:
     def __init__(self, session: Session) -> None:
         self.session = session
         self._registry: MetricsRegistry = session.registry
+        self._guarded_bind = session.guarded("binding a pyee emitter", self._bind)
         # id(emitter) -> binding: the hot path's first lookup; emptied by uninstrument().
         self._by_id: dict[int, EmitterBinding] = {}
         session.fast_lookups.append(self._by_id)
@@ -240,7 +241,7 @@ class PyeeEmitters:
         self._base = base
         self._known_runs[vars(base)["_emit_run"]] = SYNC
         patcher = self.session.patcher
-        patcher.replace(base, "__init__", self._init)
+        patcher.replace(base, "__init__", self.session.after_init(self._guarded_bind))
         patcher.replace(base, "_call_handlers", self._call_handlers)
         # The check imported the emitter modules: their import hooks ran before the base was patched.
         # Patched before existing emitters are bound, so that each is bound with its class's mode.
@@ -301,13 +302,6 @@ class PyeeEmitters:
         self._registry.add_bus(binding)
         return binding
 
-    def _guarded_bind(self, emitter: Any) -> EmitterBinding | None:
-        try:
-            return self._bind(emitter)
-        except Exception as exc:
-            report("binding a pyee emitter", exc)
-            return None
-
     def _event(self, binding: EmitterBinding, event: Any) -> _Event | None:
         """The label of ``event``, made on first use (off the hot path)."""
         if event in binding.own:
@@ -327,16 +321,6 @@ class PyeeEmitters:
         return found
 
     # -- patches (factories of the replacement functions) --------------------------------------------
-    def _init(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-
-        def __init__(emitter: Any, *args: Any, **kwargs: Any) -> None:
-            orig(emitter, *args, **kwargs)
-            if session.active:
-                self._guarded_bind(emitter)
-
-        return __init__
-
     def _call_handlers(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``EventEmitter._call_handlers``: counts the event published, sets up its dispatch
         for the emitter's ``_emit_run`` (see ``_asyncio_emit_run``), then calls pyee's own."""
