@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -71,13 +72,16 @@ class Classes:
 class Family:
     """How one library names things; the adapter below is the same for all."""
 
+    #: the library (its top-level module and distribution)
     target: str
-    module: str
-    classes: Callable[[types.ModuleType], Classes]
-    #: ``breaker.current_state`` (what the storage holds) -> 0/1/2
-    state_code: Callable[[Any], int | None]
-    #: a state object (``prev_state``, the result of ``_create_new_state``) -> 0/1/2
-    state_object_code: Callable[[Any], int | None]
+    #: ``"module:Class"`` of its breaker, base state, open state and error
+    class_paths: tuple[str, str, str, str]
+    #: a state's name -> 0/1/2
+    states: Mapping[str, int]
+    #: the state name in ``breaker.current_state`` (what the storage holds), and in a state object
+    #: (``prev_state``, the result of ``_create_new_state``)
+    state_name: Callable[[Any], Any]
+    state_object_name: Callable[[Any], Any]
     #: everything of the library the adapter relies on (checked before anything is patched)
     reliance: Reliance
     #: The shape (see ``_core.reliance``) of the library's ``CircuitBreaker.call`` when it is exactly
@@ -85,6 +89,21 @@ class Family:
     #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
     #: is wrapped.
     locked_call: Shape | None = None
+
+    def classes(self) -> Classes:
+        found = []
+        for path in self.class_paths:
+            module, _, name = path.partition(":")
+            found.append(getattr(sys.modules[module], name))
+        return Classes(*found)
+
+    def state_code(self, current: Any) -> int | None:
+        name = self.state_name(current)
+        return self.states.get(name) if isinstance(name, str) else None
+
+    def state_object_code(self, state: Any) -> int | None:
+        name = self.state_object_name(state)
+        return self.states.get(name) if isinstance(name, str) else None
 
 
 class _Verdict(threading.local):
@@ -124,13 +143,13 @@ class LibraryBreakers:
         self._guarded_bind = session.guarded(f"binding a {family.target} breaker", self._bind)
 
     def start(self) -> None:
-        self.session.on_import(self.family.module, self._patch, self.family.target)
+        self.session.on_import(self.family.target, self._patch, self.family.target)
 
     # -- patching -----------------------------------------------------------------------------------
     def _patch(self, module: types.ModuleType, existed: bool) -> None:
         if not self.family.reliance.holds():
             return
-        c = self.family.classes(module)
+        c = self.family.classes()
         replace: list[tuple[type, str, Callable[[types.FunctionType], Callable[..., Any]]]] = [
             (c.breaker, "__init__", self.session.after_init(self._guarded_bind)),
             (c.breaker, "_create_new_state", self._new_state),

@@ -2,38 +2,26 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
 from otel_trading.instrumentation._core.session import Session
-from otel_trading.instrumentation._core.state_object_breakers import Classes, Family, LibraryBreakers
+from otel_trading.instrumentation._core.state_object_breakers import Family, LibraryBreakers
 from otel_trading.instrumentation.aiobreaker.reliance import RELIANCE
 
 __all__ = ["AIOBREAKER", "breakers"]
 
-_STATES = {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN}
-
-
-def _classes(module: types.ModuleType) -> Classes:
-    state = sys.modules["aiobreaker.state"]
-    return Classes(
-        module.CircuitBreaker, state.CircuitBreakerBaseState, state.CircuitOpenState, state.CircuitBreakerError
-    )
-
-
-def _code(value: Any) -> int | None:
-    name = getattr(value, "name", None)
-    return _STATES.get(name) if isinstance(name, str) else None
-
-
+_STATE = "aiobreaker.state"
+#: The storage and each state object's ``state`` hold a ``CircuitBreakerState`` member.
 AIOBREAKER = Family(
-    target="aiobreaker",
-    module="aiobreaker",
-    classes=_classes,
-    state_code=_code,
-    state_object_code=lambda state: _code(getattr(state, "state", None)),
+    "aiobreaker",
+    (
+        "aiobreaker:CircuitBreaker",
+        f"{_STATE}:CircuitBreakerBaseState",
+        f"{_STATE}:CircuitOpenState",
+        f"{_STATE}:CircuitBreakerError",
+    ),
+    {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN},
+    state_name=lambda member: getattr(member, "name", None),
+    state_object_name=lambda state: getattr(getattr(state, "state", None), "name", None),
     reliance=RELIANCE,
 )
 

@@ -9,6 +9,7 @@ __all__ = ["RELIANCE"]
 _BREAKER = "aiobreaker:CircuitBreaker"
 _STATE = "aiobreaker.state:CircuitBreakerBaseState"
 _CALL_PARAMS = ("self", "func", "args", "kwargs")
+_VERDICT = ("_breaker", "_handle_success", "_inc_counter", "failure", "is_system_error", "listeners", "on_failure")
 
 RELIANCE = Reliance(
     "aiobreaker",
@@ -21,25 +22,7 @@ RELIANCE = Reliance(
         Function(f"{_STATE}.call_async", params=_CALL_PARAMS),
         Function(f"{_STATE}.generator_call", params=("self", "wrapped_generator")),
         # The verdict: _handle_error counts a failure through _inc_counter, or calls the error a success.
-        Function(
-            f"{_STATE}._handle_error",
-            shapes=(
-                Shape(
-                    3,
-                    ("self", "func", "exception"),
-                    (
-                        "_breaker",
-                        "_handle_success",
-                        "_inc_counter",
-                        "failure",
-                        "is_system_error",
-                        "listeners",
-                        "on_failure",
-                    ),
-                    FUNCTION,
-                ),
-            ),
-        ),
+        Function(f"{_STATE}._handle_error", shapes=(Shape(3, ("self", "func", "exception"), _VERDICT, FUNCTION),)),
         # A rejection: before_call raises without replacing the state.
         Function("aiobreaker.state:CircuitOpenState.before_call", params=_CALL_PARAMS),
     ),

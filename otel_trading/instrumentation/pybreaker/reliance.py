@@ -14,6 +14,7 @@ _CALL_PARAMS = ("self", "func", "args", "kwargs")
 #: then it is replaced by one doing the same plus the recording (no extra frame on the hot path);
 #: otherwise the state's ``call`` is wrapped.
 LOCKED_CALL = Shape(2, _CALL_PARAMS, ("_lock", "call", "state"), FUNCTION)
+_VERDICT = ("_breaker", "_handle_success", "_inc_counter", "failure", "is_system_error", "listeners", "on_failure")
 
 RELIANCE = Reliance(
     "pybreaker",
@@ -46,25 +47,7 @@ RELIANCE = Reliance(
             ),
         ),
         # The verdict: _handle_error counts a failure through _inc_counter, or calls the error a success.
-        Function(
-            f"{_STATE}._handle_error",
-            shapes=(
-                Shape(
-                    3,
-                    ("self", "exc", "reraise"),
-                    (
-                        "_breaker",
-                        "_handle_success",
-                        "_inc_counter",
-                        "failure",
-                        "is_system_error",
-                        "listeners",
-                        "on_failure",
-                    ),
-                    FUNCTION,
-                ),
-            ),
-        ),
+        Function(f"{_STATE}._handle_error", shapes=(Shape(3, ("self", "exc", "reraise"), _VERDICT, FUNCTION),)),
         Function(f"{_STATE}.generator_call", params=("self", "wrapped_generator")),
         # Tornado: the outcome is read from the future with the library's own predicate.
         Function(f"{_STATE}.call_async", params=_CALL_PARAMS),
