@@ -237,8 +237,15 @@ class LibraryBreakers:
     def _record(self, breaker: Any, column: int, elapsed: float | None) -> None:
         try:
             binding = self.binding_of(breaker)
-            if binding is not None:
-                binding.count(column, elapsed)
+        except Exception as exc:  # pragma: no cover - defensive
+            report(f"recording a {self.family.target} call", exc)
+            return
+        if binding is not None:
+            self._record_with(binding, column, elapsed)
+
+    def _record_with(self, binding: BreakerBinding, column: int, elapsed: float | None) -> None:
+        try:
+            binding.count(column, elapsed)
         except Exception as exc:
             report(f"recording a {self.family.target} call", exc)
 
@@ -291,32 +298,25 @@ class LibraryBreakers:
         return _inc_counter
 
     def _call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        by_id = self._by_id
-        after_error = self._after_error
-        generator = types.GeneratorType
-        clock = perf_counter
-        target = self.family.target
+        """Wraps the state's ``call`` (where ``CircuitBreaker.call`` is not the locked one)."""
+        by_id_get = self._by_id.get
 
         def call(state: Any, *args: Any, **kwargs: Any) -> Any:
             breaker = state._breaker
-            binding = by_id.get(id(breaker))
+            binding = by_id_get(id(breaker))
             if binding is None or binding.raw_name is not breaker._name:
                 # New or renamed: (re)bind and take the path above; not recording: call through.
                 if self.session.active and self.binding_of(breaker) is not None:
                     return call(state, *args, **kwargs)
                 return orig(state, *args, **kwargs)
-            start = clock()
+            start = perf_counter()
             try:
                 result = orig(state, *args, **kwargs)
             except BaseException:
-                after_error(breaker, start)
+                self._after_error(breaker, start)
                 raise
-            if result.__class__ is generator:  # a generator's outcome comes at its end
-                return result
-            try:
-                binding.count(C0, clock() - start)
-            except Exception as exc:  # pragma: no cover - defensive
-                report(f"recording a {target} call", exc)
+            if result.__class__ is not types.GeneratorType:  # a generator's outcome comes at its end
+                self._record_with(binding, C0, perf_counter() - start)
             return result
 
         return call

@@ -299,75 +299,66 @@ class CircuitbreakerBreakers:
         return call
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        prepare = self._prepare
-        raised = self._raised
-        succeeded = self._succeeded
-        clock = perf_counter
+        hooks = self
 
         async def call_async(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry, fast = prepare(self)
+            entry, fast = hooks._prepare(self)
             if entry is None:
                 with self:
                     return await func(*args, **kwargs)
-            start = clock()
+            start = perf_counter()
             result = None
             try:
                 with self:
                     result = await func(*args, **kwargs)
             except BaseException as exc:
-                raised(self, entry, start, exc, fast)
+                hooks._raised(self, entry, start, exc, fast)
                 raise
-            succeeded(self, entry, start, not fast)
+            hooks._succeeded(self, entry, start, not fast)
             return result
 
         return call_async
 
     def _call_generator(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        before = self._before
-        raised = self._raised
-        succeeded = self._succeeded
-        clock = perf_counter
+        hooks = self
 
         def call_generator(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = before(self)
+            entry = hooks._before(self)
             if entry is None:
                 with self:
                     for el in func(*args, **kwargs):
                         yield el
                 return
-            start = clock()
+            start = perf_counter()
             try:
                 with self:
                     for el in func(*args, **kwargs):
                         yield el
             except BaseException as exc:
-                raised(self, entry, start, exc)
+                hooks._raised(self, entry, start, exc)
                 raise
-            succeeded(self, entry, start, True)
+            hooks._succeeded(self, entry, start, True)
 
         return call_generator
 
     def _call_async_generator(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        before = self._before
-        raised = self._raised
-        succeeded = self._succeeded
-        clock = perf_counter
+        hooks = self
 
         async def call_async_generator(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = before(self)
+            entry = hooks._before(self)
             if entry is None:
                 with self:
                     async for el in func(*args, **kwargs):
                         yield el
                 return
-            start = clock()
+            start = perf_counter()
             try:
                 with self:
                     async for el in func(*args, **kwargs):
                         yield el
             except BaseException as exc:
-                raised(self, entry, start, exc)
+                hooks._raised(self, entry, start, exc)
                 raise
-            succeeded(self, entry, start, True)
+            hooks._succeeded(self, entry, start, True)
 
         return call_async_generator
