@@ -410,14 +410,25 @@ def _states(entry: Mapping[str, Any], where: str, problems: list[str]) -> tuple[
     return tuple(out)
 
 
-def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | None:
+def _entry_start(
+    entry: Any, where: str, problems: list[str], keys: set[str]
+) -> tuple[str, int, ClassRef | None] | None:
+    """What every class entry starts with: a table, of known keys, naming a class. Returns where
+    it is, how many problems there were before it, and its class; None when it is not a table."""
     if not isinstance(entry, Mapping):
         problems.append(f"{where}: must be a table/object, got {type(entry).__name__}")
         return None
     where = _where(where, entry)
     before = len(problems)
-    _unknown_keys(entry, _BREAKER_KEYS, where, problems)
-    cls = _class_ref(entry.get("class"), "'class'", where, problems)
+    _unknown_keys(entry, keys, where, problems)
+    return where, before, _class_ref(entry.get("class"), "'class'", where, problems)
+
+
+def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | None:
+    start = _entry_start(entry, where, problems, _BREAKER_KEYS)
+    if start is None:
+        return None
+    where, before, cls = start
     blocks = "enter" in entry or "exit" in entry
     calls = _methods(entry, "call", where, problems, required=not blocks)
     enters = _methods(entry, "enter", where, problems, required=blocks)
@@ -442,13 +453,10 @@ def _breaker(entry: Any, where: str, problems: list[str]) -> BreakerClassSpec | 
 
 
 def _bus(entry: Any, where: str, problems: list[str]) -> EventBusClassSpec | None:
-    if not isinstance(entry, Mapping):
-        problems.append(f"{where}: must be a table/object, got {type(entry).__name__}")
+    start = _entry_start(entry, where, problems, _BUS_KEYS)
+    if start is None:
         return None
-    where = _where(where, entry)
-    before = len(problems)
-    _unknown_keys(entry, _BUS_KEYS, where, problems)
-    cls = _class_ref(entry.get("class"), "'class'", where, problems)
+    where, before, cls = start
     roles = {
         "publish": _methods(entry, "publish", where, problems, required=True),
         "dispatch": _methods(entry, "dispatch", where, problems, required=False),

@@ -19,6 +19,7 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._core.arguments import read_path
+from otel_trading.instrumentation._core.around import around
 from otel_trading.instrumentation._core.binding import UNNAMED, BreakerBinding, bind_weakly
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session
@@ -233,52 +234,28 @@ class CustomBreakerWrappers:
         return coro if inspect.iscoroutinefunction(orig) else sync
 
     def _breaker_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
-        session = self.session
-        is_async = inspect.iscoroutinefunction(orig)
         if inspect.isgeneratorfunction(orig):
             return self._generator_wrapper(r, orig)
         if inspect.isasyncgenfunction(orig):
             return self._async_generator_wrapper(r, orig)
+        session = self.session
 
-        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
+        def begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[BreakerBinding, Any] | None:
+            # A call method calling another one of the same breaker is counted once, outermost.
             active = _IN_BREAKER.get()
             if not session.active or id(instance) in active:
-                return orig(instance, *args, **kwargs)
+                return None
             binding = self._breaker_before(r, instance)
             if binding is None:
-                return orig(instance, *args, **kwargs)
-            token = _IN_BREAKER.set(active | {id(instance)})
-            start = perf_counter()
-            try:
-                result = orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                self._breaker_after(r, binding, exc, perf_counter() - start)
-                raise
-            finally:
-                _IN_BREAKER.reset(token)
-            self._breaker_after(r, binding, None, perf_counter() - start)
-            return result
+                return None
+            return binding, _IN_BREAKER.set(active | {id(instance)})
 
-        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            active = _IN_BREAKER.get()
-            if not session.active or id(instance) in active:
-                return await orig(instance, *args, **kwargs)
-            binding = self._breaker_before(r, instance)
-            if binding is None:
-                return await orig(instance, *args, **kwargs)
-            token = _IN_BREAKER.set(active | {id(instance)})
-            start = perf_counter()
-            try:
-                result = await orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                self._breaker_after(r, binding, exc, perf_counter() - start)
-                raise
-            finally:
-                _IN_BREAKER.reset(token)
-            self._breaker_after(r, binding, None, perf_counter() - start)
-            return result
+        def end(started: tuple[BreakerBinding, Any], exc: BaseException | None, elapsed: float) -> None:
+            binding, token = started
+            _IN_BREAKER.reset(token)
+            self._breaker_after(r, binding, exc, elapsed)
 
-        return coro if is_async else sync
+        return around(orig, begin, end)
 
     def _generator_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
         """A generator call method: timed from its first item to its end, its outcome how it ends."""

@@ -7,11 +7,11 @@ import threading
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
-from time import perf_counter
 from typing import Any
 
 from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._core.arguments import label_of, read_path
+from otel_trading.instrumentation._core.around import around
 from otel_trading.instrumentation._core.binding import UNNAMED
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session
@@ -236,40 +236,16 @@ class CustomBusWrappers:
 
             return sub_coro if is_async else sub_sync
 
-        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            if not session.active:
-                return orig(instance, *args, **kwargs)
-            pre = self._bus_before(r, method, roles, instance, args, kwargs)
-            if pre is None:
-                return orig(instance, *args, **kwargs)
-            binding, label, todo, token = pre
-            start = perf_counter()
-            try:
-                result = orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                self._bus_after(r, binding, label, todo, exc, perf_counter() - start)
-                raise
-            finally:
-                _IN_BUS.reset(token)
-            self._bus_after(r, binding, label, todo, None, perf_counter() - start)
-            return result
+        def begin(
+            instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[BusBinding, str, frozenset[str], Any] | None:
+            return self._bus_before(r, method, roles, instance, args, kwargs) if session.active else None
 
-        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            if not session.active:
-                return await orig(instance, *args, **kwargs)
-            pre = self._bus_before(r, method, roles, instance, args, kwargs)
-            if pre is None:
-                return await orig(instance, *args, **kwargs)
-            binding, label, todo, token = pre
-            start = perf_counter()
-            try:
-                result = await orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                self._bus_after(r, binding, label, todo, exc, perf_counter() - start)
-                raise
-            finally:
-                _IN_BUS.reset(token)
-            self._bus_after(r, binding, label, todo, None, perf_counter() - start)
-            return result
+        def end(
+            started: tuple[BusBinding, str, frozenset[str], Any], exc: BaseException | None, elapsed: float
+        ) -> None:
+            binding, label, todo, token = started
+            _IN_BUS.reset(token)
+            self._bus_after(r, binding, label, todo, exc, elapsed)
 
-        return coro if is_async else sync
+        return around(orig, begin, end)
