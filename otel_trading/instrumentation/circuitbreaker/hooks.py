@@ -5,10 +5,10 @@
 the breaker's ``expected_exception`` predicate. What is patched, and what each patch records:
 
 ==========================================  ======================================================
-``CircuitBreaker.call``, ``call_async``,    replaced by our own ``with self:`` around the call plus
-``call_generator``,                         the recording (no extra frame): the guarded block is timed
-``call_async_generator``                    (for generators, from the first ``next()`` to the end);
-                                            a normal end is a success
+``CircuitBreaker.call``, ``call_async``      replaced by our own ``with self:`` around the call plus
+                                            the recording (no extra frame): the guarded block is
+                                            timed; a normal end is a success
+``call_generator``, ``call_async_generator``  wrapped: timed from the first ``next()`` to the end
 ``CircuitBreaker._CircuitBreaker__call_     the library counts a failure: the exception passing
 failed``                                    through the entry method is a failure, any other one
                                             (excluded by ``expected_exception``) a success, as the
@@ -40,6 +40,7 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.around import around
 from otel_trading.instrumentation._core.binding import (
     CLOSED,
     HALF_OPEN,
@@ -115,9 +116,9 @@ class CircuitbreakerBreakers:
         patcher.replace(error, "__init__", self._rejected)
         replacements: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
             "call": self._call,
-            "call_generator": self._call_generator,
+            "call_generator": self._guarded_generator,
             "call_async": self._call_async,
-            "call_async_generator": self._call_async_generator,
+            "call_async_generator": self._guarded_generator,
         }
         for name, factory in replacements.items():
             patcher.replace(cls, name, factory)
@@ -319,46 +320,19 @@ class CircuitbreakerBreakers:
 
         return call_async
 
-    def _call_generator(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        hooks = self
+    def _guarded_generator(self, orig: Callable[..., Any]) -> Callable[..., Any]:
+        """Wraps ``call_generator``/``call_async_generator``: the library's own guards the block, timed
+        from the first item to the end."""
 
-        def call_generator(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = hooks._before(self)
-            if entry is None:
-                with self:
-                    for el in func(*args, **kwargs):
-                        yield el
-                return
-            start = perf_counter()
-            try:
-                with self:
-                    for el in func(*args, **kwargs):
-                        yield el
-            except BaseException as exc:
-                hooks._raised(self, entry, start, exc)
-                raise
-            hooks._succeeded(self, entry, start, True)
+        def begin(breaker: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, float] | None:
+            entry = self._before(breaker)
+            return None if entry is None else (breaker, entry, perf_counter())
 
-        return call_generator
+        def end(started: tuple[Any, Any, float], exc: BaseException | None, elapsed: float) -> None:
+            breaker, entry, start = started
+            if exc is None:
+                self._succeeded(breaker, entry, start, True)
+            else:
+                self._raised(breaker, entry, start, exc)
 
-    def _call_async_generator(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        hooks = self
-
-        async def call_async_generator(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry = hooks._before(self)
-            if entry is None:
-                with self:
-                    async for el in func(*args, **kwargs):
-                        yield el
-                return
-            start = perf_counter()
-            try:
-                with self:
-                    async for el in func(*args, **kwargs):
-                        yield el
-            except BaseException as exc:
-                hooks._raised(self, entry, start, exc)
-                raise
-            hooks._succeeded(self, entry, start, True)
-
-        return call_async_generator
+        return around(orig, begin, end)

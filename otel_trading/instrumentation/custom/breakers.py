@@ -234,11 +234,15 @@ class CustomBreakerWrappers:
         return coro if inspect.iscoroutinefunction(orig) else sync
 
     def _breaker_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.isgeneratorfunction(orig):
-            return self._generator_wrapper(r, orig)
-        if inspect.isasyncgenfunction(orig):
-            return self._async_generator_wrapper(r, orig)
         session = self.session
+        if inspect.isgeneratorfunction(orig) or inspect.isasyncgenfunction(orig):
+            # Timed from its first item to its end, its outcome how it ends. No nesting guard: a
+            # context token cannot be reset across the generator's suspensions.
+            return around(
+                orig,
+                lambda instance, args, kwargs: self._breaker_before(r, instance) if session.active else None,
+                lambda binding, exc, elapsed: self._breaker_after(r, binding, exc, elapsed),
+            )
 
         def begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[BreakerBinding, Any] | None:
             # A call method calling another one of the same breaker is counted once, outermost.
@@ -256,46 +260,5 @@ class CustomBreakerWrappers:
             self._breaker_after(r, binding, exc, elapsed)
 
         return around(orig, begin, end)
-
-    def _generator_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """A generator call method: timed from its first item to its end, its outcome how it ends."""
-        session = self.session
-
-        def gen(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            binding = self._breaker_before(r, instance) if session.active else None
-            if binding is None:
-                return (yield from orig(instance, *args, **kwargs))
-            start = perf_counter()
-            try:
-                result = yield from orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                self._breaker_after(r, binding, exc, perf_counter() - start)
-                raise
-            self._breaker_after(r, binding, None, perf_counter() - start)
-            return result
-
-        return gen
-
-    def _async_generator_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """An async generator call method, timed like a generator (``asend``/``athrow`` values are not
-        forwarded: ``async for`` is all it supports)."""
-        session = self.session
-
-        async def agen(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            binding = self._breaker_before(r, instance) if session.active else None
-            if binding is None:
-                async for item in orig(instance, *args, **kwargs):
-                    yield item
-                return
-            start = perf_counter()
-            try:
-                async for item in orig(instance, *args, **kwargs):
-                    yield item
-            except BaseException as exc:
-                self._breaker_after(r, binding, exc, perf_counter() - start)
-                raise
-            self._breaker_after(r, binding, None, perf_counter() - start)
-
-        return agen
 
     # -- buses --------------------------------------------------------------------------------------
