@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from opentelemetry.metrics import MeterProvider
 
 from otel_trading import metric_contract as mc
-from otel_trading.instrumentation._core.binding import BreakerBinding
+from otel_trading.instrumentation._core.binding import BreakerBinding, bind_weakly, breaker_label
 from otel_trading.instrumentation._core.identity import WeakIdentityMap
 from otel_trading.instrumentation._core.patching import ImportWatcher, Patcher
 from otel_trading.instrumentation._core.reporting import report, reset_reports
@@ -101,6 +101,17 @@ class Session:
                 report(f"instrumenting {what}", exc)
 
         self.watcher.when_imported(module, run)
+
+    def bind_breaker(
+        self, breaker: Any, name: object, state_of: Callable[[Any], int | None], *, polled: bool = False
+    ) -> BreakerBinding | None:
+        """A binding for a library's ``breaker`` named ``name`` (as the library holds it), kept beside
+        it; None when breaker metrics are off or the session has stopped."""
+        if not self.breakers_on or not self.active:
+            return None
+        return bind_weakly(
+            self.registry, self.breakers, breaker, breaker_label(name), state_of, polled=polled, raw_name=name
+        )
 
     def guarded(self, site: str, function: Callable[[Any], T]) -> Callable[[Any], T | None]:
         """``function(obj)``, with a failure reported (once per ``site``) and None instead of raised."""

@@ -46,8 +46,6 @@ from otel_trading.instrumentation._core import hot_path
 from otel_trading.instrumentation._core.arguments import kwarg_or_arg
 from otel_trading.instrumentation._core.binding import (
     BreakerBinding,
-    bind_weakly,
-    breaker_label,
     record_timed,
 )
 from otel_trading.instrumentation._core.hot_path import named_as
@@ -207,19 +205,10 @@ class LibraryBreakers:
 
     # -- bindings -----------------------------------------------------------------------------------
     def _bind(self, breaker: Any) -> BreakerBinding | None:
-        session = self.session
-        if not session.breakers_on or not session.active:
-            return None
         state_code = self.family.state_code
-        name = breaker._name
-        binding = bind_weakly(
-            session.registry,
-            session.breakers,
-            breaker,
-            breaker_label(name),
-            lambda b: state_code(b.current_state),
-            raw_name=name,
-        )
+        binding = self.session.bind_breaker(breaker, breaker._name, lambda b: state_code(b.current_state))
+        if binding is None:
+            return None
         if keep_by_id(self._by_id, breaker, binding) and self._locked:
             weakref.finalize(breaker, self._by_lock.pop, breaker._lock, None)
         if self._locked:

@@ -47,8 +47,6 @@ from otel_trading.instrumentation._core.binding import (
     OPEN,
     BreakerBinding,
     HotEntry,
-    bind_weakly,
-    breaker_label,
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
@@ -129,19 +127,9 @@ class CircuitbreakerBreakers:
 
     # -- bindings -----------------------------------------------------------------------------------
     def _bind(self, breaker: Any) -> HotEntry[BreakerBinding] | None:
-        session = self.session
-        if not session.breakers_on or not session.active:
+        binding = self.session.bind_breaker(breaker, breaker._name, lambda b: _state_code(b.state), polled=True)
+        if binding is None:
             return None
-        name = breaker._name
-        binding = bind_weakly(
-            session.registry,
-            session.breakers,
-            breaker,
-            breaker_label(name),
-            lambda b: _state_code(b.state),
-            polled=True,
-            raw_name=name,
-        )
         entry = HotEntry(binding, C0)
         keep_by_id(self._by_id, breaker, entry)
         return entry
