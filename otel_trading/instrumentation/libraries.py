@@ -7,7 +7,11 @@ imports nothing, so ``noxfile.py`` reads it without installing the package.
 
 from __future__ import annotations
 
-__all__ = ["LIBRARIES"]
+__all__ = ["COMPILED", "LIBRARIES"]
 
 #: In the order the umbrella instruments them.
 LIBRARIES: tuple[str, ...] = ("pybreaker", "aiobreaker", "circuitbreaker", "purgatory", "pyee")
+
+#: The homes with compiled hot paths: an ``_hooks.c`` beside their ``hooks.py``, built by setup.py
+#: into the module ``otel_trading.instrumentation.<name>._hooks`` (``_core/hot_path.py`` loads it).
+COMPILED: tuple[str, ...] = ("pybreaker", "circuitbreaker", "purgatory", "pyee")

@@ -63,7 +63,7 @@ from otel_trading.instrumentation._core.reliance import (
 )
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
-from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row
+from otel_trading.recording import B0, BOUNDS, C0, C1, C2, MAX, MIN, SUM, Row, Series
 from otel_trading.recording.rows import CountedThreadRows
 
 __all__ = ["CircuitbreakerBreakers"]
@@ -381,14 +381,23 @@ class CircuitbreakerBreakers:
                 report(f"recording a {target} call", exc)
             return result
 
-        native = hot_path.native  # read at patch time: tests and the bench switch it
-        if native is not None:
-            # The compiled fast path; it hands every other call to ``call`` above.
-            fast_call: Callable[..., Any] = native.guarded_call(
-                named_as(call, orig), self._by_id, closed, raised, _record_success
-            )
-            return fast_call
-        return call
+        hooks = hot_path.load("circuitbreaker")  # at patch time: tests and the bench switch it
+        if hooks is None:
+            return call
+        # The compiled fast path; it hands every other call to ``call`` above.
+        return hot_path.compiled(
+            call,
+            lambda: hooks.guarded_call(
+                slow=named_as(call, orig),
+                entries=self._by_id,
+                closed=closed,
+                raised=raised,
+                record=_record_success,
+                entry_type=_Entry,
+                series_type=Series,
+            ),
+            "circuitbreaker's CircuitBreaker.call",
+        )
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         by_id_get = self._by_id.get
