@@ -1,9 +1,12 @@
-"""Build script: only the optional C hot paths (``otel_trading/instrumentation/_native.c``).
+"""Build script: only the optional C hot paths, one extension module per library home that has them.
 
-All metadata is in pyproject.toml. The extension is ``optional=True``: without a C compiler or the
-Python headers the build goes on and the package uses its pure-Python hot paths, and the build says
-why. ``OTEL_TRADING_BUILD_NATIVE=false`` skips the extension, and so do other Python
-implementations and free-threaded CPython (the module is written for the GIL build).
+Each ``otel_trading/instrumentation/<library>/_hooks.c`` is the module
+``otel_trading.instrumentation.<library>._hooks``; they share the header
+``otel_trading/instrumentation/_core/hot_path.h``. All metadata is in pyproject.toml. The
+extensions are ``optional=True``: without a C compiler or the Python headers the build goes on and
+the package uses its pure-Python hot paths, and the build says why. ``OTEL_TRADING_BUILD_NATIVE=false``
+skips them all, and so do other Python implementations and free-threaded CPython (the modules are
+written for the GIL build).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NAME = "otel_trading.instrumentation._native"
-SOURCE = "otel_trading/instrumentation/_native.c"
+#: The shared header's folder, and every home's compiled hooks (relative paths, as setuptools wants them).
+CORE = "otel_trading/instrumentation/_core"
+SOURCES = sorted(Path("otel_trading/instrumentation").glob("*/_hooks.c"))
 _PURE = "the package uses its pure-Python hot paths"
 _WERROR = ["-Werror"] if os.environ.get("OTEL_TRADING_WERROR", "").strip() == "1" else []
 
@@ -62,14 +66,17 @@ ext_modules = (
     if why is not None
     else [
         Extension(
-            NAME,
-            [SOURCE],
+            ".".join(source.with_suffix("").parts),  # otel_trading.instrumentation.<library>._hooks
+            [source.as_posix()],
+            include_dirs=[CORE],
+            depends=[f"{CORE}/hot_path.h"],
             optional=True,
             # After the interpreter's own CFLAGS, so these win. -Werror only when asked for
             # (OTEL_TRADING_WERROR=1: release builds and the test matrix): a newer compiler's new
             # warning must not turn a user's install into the pure-Python fallback.
             extra_compile_args=(["-O2", "-Wall", *_WERROR] if os.name == "posix" else []),
         )
+        for source in SOURCES
     ]
 )
 

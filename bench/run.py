@@ -363,11 +363,11 @@ def _pure_python() -> Iterator[None]:
     compiler, or OTEL_TRADING_PURE_PYTHON=true, would), whatever is built."""
     from otel_trading.instrumentation._core import hot_path
 
-    saved, hot_path.native = hot_path.native, None
+    saved, hot_path.enabled = hot_path.enabled, False
     try:
         yield
     finally:
-        hot_path.native = saved
+        hot_path.enabled = saved
 
 
 def _ns_per_call(call: Callable[[], object], calls: int) -> float:

@@ -52,7 +52,7 @@ OTEL_TRADING_MAX_LABEL_VALUES = "OTEL_TRADING_MAX_LABEL_VALUES"
 OTEL_TRADING_INSTRUMENT = "OTEL_TRADING_INSTRUMENT"
 
 #: ``true``: the library instrumentations use their pure-Python hot paths even when the compiled
-#: ones (``otel_trading.instrumentation._native``) are built. Read once, at import.
+#: ones (each library home's ``_hooks`` module) are built. Read once, at import.
 OTEL_TRADING_PURE_PYTHON = "OTEL_TRADING_PURE_PYTHON"
 
 

@@ -221,8 +221,8 @@ def global_metrics() -> Iterator[Metrics]:
 
 
 #: The hot paths the library instrumentations (pybreaker, circuitbreaker, purgatory, pyee) run on (the
-#: ``hot_path`` fixture's params): "compiled", the C module otel_trading.instrumentation._native;
-#: "python", its pure-Python twins (what a build without a C compiler, or
+#: ``hot_path`` fixture's params): "compiled", each home's C module otel_trading.instrumentation.<library>._hooks;
+#: "python", their pure-Python twins (what a build without a C compiler, or
 #: OTEL_TRADING_PURE_PYTHON=true, uses). Each must give the same data and the same library behaviour.
 HOT_PATHS = ("compiled", "python")
 
@@ -233,11 +233,13 @@ def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert path in HOT_PATHS, path
     if path == "python":
-        monkeypatch.setattr(hot_path, "native", None)
-    elif hot_path.native is None:
+        monkeypatch.setattr(hot_path, "enabled", False)
+        return
+    why = hot_path.pure_python_reason()
+    if why is not None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the compiled hot paths (_native) are not built; CI installs them with `pip install -e .`")
-        pytest.skip("the compiled hot paths (_native) are not built here")
+            pytest.fail(f"the compiled hot paths are not in use ({why}); CI installs them with `pip install -e .`")
+        pytest.skip(f"the compiled hot paths are not in use here: {why}")
 
 
 @pytest.fixture(params=HOT_PATHS)

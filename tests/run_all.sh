@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*" >&2; }
 
 log "Debian packages: prometheus, promtool, alertmanager, amtool, tmux (drives otel-trading top in its test), gcc"
-# gcc and python3-dev compile otel_trading/instrumentation/_native.c at `pip install` (setup.py, a
-# setuptools Extension with optional=True); a python3 built elsewhere (pyenv) brings its own headers.
+# gcc and python3-dev compile otel_trading/instrumentation/*/_hooks.c at `pip install` (setup.py,
+# setuptools Extensions with optional=True); a python3 built elsewhere (pyenv) brings its own headers.
 if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
   || ! command -v tmux >/dev/null || ! command -v gcc >/dev/null \
   || ! "${PYTHON:-python3}" -c 'import os, sys, sysconfig; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; then

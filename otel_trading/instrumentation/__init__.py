@@ -78,6 +78,7 @@ __all__ = [
     "compiled_hot_paths",
     "disabled_target_warnings",
     "disabled_targets",
+    "fast_path_counts",
     "instrument_bot",
     "load_config",
     "pure_python_reason",
@@ -293,9 +294,25 @@ def compiled_hot_paths() -> bool:
     """True when the library instrumentations run on their compiled hot paths; False when on the
     pure-Python ones (not built, ``OTEL_TRADING_PURE_PYTHON=true``, or a free-threaded interpreter:
     ``pure_python_reason()`` says which)."""
-    return hot_path.native is not None
+    return hot_path.pure_python_reason() is None
 
 
 def pure_python_reason() -> str | None:
     """Why the library instrumentations run on their pure-Python hot paths; None when compiled."""
     return hot_path.pure_python_reason()
+
+
+def fast_path_counts() -> dict[str, dict[str, tuple[int, int]]]:
+    """How the compiled hooks installed now have been taking their fast path:
+    ``{library: {"Class.method": (hits, misses)}}``, hits being the calls a hook served itself and
+    misses the calls it handed to its pure-Python twin (a library's first call in a thread, an
+    unusual call, one of a breaker that is not closed, ...). A library instrumented on the pure-Python
+    hot paths, or not instrumented, has no entry. Each hook counts from when it was installed; the
+    counts are plain integers kept under the GIL, so reading them costs nothing on the hot paths."""
+    counts: dict[str, dict[str, tuple[int, int]]] = {}
+    for cls in LIBRARY_INSTRUMENTORS:
+        for owner, name in cls().patched:
+            found = getattr(vars(owner).get(name), "fast_path_counts", None)
+            if isinstance(found, tuple):
+                counts.setdefault(cls.target, {})[f"{owner.__qualname__}.{name}"] = found
+    return counts

@@ -57,6 +57,9 @@ class Series:
     ``bounds`` are the histogram's bucket boundaries: every row of the series is made for them.
     """
 
+    # ``fast`` is a slot: the compiled hot paths read it at its offset (checked when they are made).
+    __slots__ = ("__dict__", "__weakref__", "fast")
+
     def __init__(
         self, attributes: dict[str, str], histogram: Any, binding: Binding, bounds: tuple[float, ...] = BOUNDS
     ) -> None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
+import pybreaker
 import pytest
 
 from otel_trading.instrumentation._core import hot_path
 from otel_trading.tooling.doctor.checks import CHECKS, check_hot_paths
 from otel_trading.tooling.doctor.context import Context, DoctorOptions
 from otel_trading.tooling.doctor.results import Status
+
+from ..conftest import make_metrics, use_hot_path
 
 
 def _context() -> Context:
@@ -21,19 +25,37 @@ def test_the_check_is_part_of_the_pipeline() -> None:
 
 
 def test_compiled_hot_paths_are_ok(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hot_path, "native", sys.modules[__name__])  # any module: "loaded"
+    monkeypatch.setattr(hot_path, "pure_python_reason", lambda: None)  # every module built and loaded
     result = check_hot_paths(_context())
     assert result.status is Status.OK and "run compiled here" in result.detail
+    assert "no compiled hook is installed in this process" in result.detail
+    assert result.data == {"compiled": True, "fast_path_counts": {}}
+
+
+def test_the_fast_path_counts_of_the_hooks_installed_here_are_reported(
+    monkeypatch: pytest.MonkeyPatch, instrumentor: Any
+) -> None:
+    use_hot_path("compiled", monkeypatch)
+    metrics = make_metrics(True)
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    breaker = pybreaker.CircuitBreaker(name="doctor")
+    for _ in range(3):
+        breaker.call(int)
+    result = check_hot_paths(_context())
+    assert result.status is Status.OK
+    assert result.data["fast_path_counts"]["pybreaker"]["CircuitBreaker.call"] == (3, 0)
+    assert "pybreaker CircuitBreaker.call 3 hit(s), 0 miss(es)" in result.detail
+    metrics.provider.shutdown()
 
 
 def test_pure_python_hot_paths_warn_with_the_reason_and_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hot_path, "native", None)
+    monkeypatch.setattr(hot_path, "enabled", False)
     monkeypatch.setattr(hot_path, "_why", hot_path.NOT_BUILT)
     result = check_hot_paths(_context())
     assert result.status is Status.WARN
     assert hot_path.NOT_BUILT in result.detail and sys.executable in result.detail
     assert "wheel" in result.fix and "python3-dev" in result.fix
-    assert result.data == {"compiled": False, "reason": hot_path.NOT_BUILT}
+    assert result.data == {"compiled": False, "reason": hot_path.NOT_BUILT, "fast_path_counts": {}}
 
 
 def test_without_the_instrumentation_extra_the_check_is_skipped_and_names_the_extra(

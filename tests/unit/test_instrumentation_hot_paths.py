@@ -1,13 +1,15 @@
-"""The compiled hot paths (``_native``) of the library instrumentations: built, chosen, invisible, lossless.
+"""The compiled hot paths (each home's ``_hooks``) of the library instrumentations: built, chosen,
+taken, invisible, lossless.
 
-The libraries' own behaviour and every metric are checked on both hot paths by the circuitbreaker,
-purgatory and pyee test modules (``hot_path`` fixture). Here: what is particular to the compiled
-module itself.
+The libraries' own behaviour and every metric are checked on both hot paths by the pybreaker,
+circuitbreaker, purgatory and pyee test modules (``hot_path`` fixture). Here: what is particular to
+the compiled modules themselves, and that the common case does take their fast paths.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import inspect
@@ -19,7 +21,8 @@ import sysconfig
 import threading
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import circuitbreaker
@@ -29,34 +32,52 @@ import pyee
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 from pyee.asyncio import AsyncIOEventEmitter
 
-from otel_trading.instrumentation import TradingInstrumentor, compiled_hot_paths, pure_python_reason
+from otel_trading.instrumentation import (
+    LIBRARY_INSTRUMENTORS,
+    TradingInstrumentor,
+    compiled_hot_paths,
+    fast_path_counts,
+    pure_python_reason,
+)
 from otel_trading.instrumentation._core import hot_path
+from otel_trading.instrumentation._core.binding import BreakerBinding
+from otel_trading.instrumentation._core.reliance import Shape
+from otel_trading.instrumentation.circuitbreaker import hooks as circuitbreaker_hooks
+from otel_trading.instrumentation.libraries import COMPILED
+from otel_trading.instrumentation.purgatory import hooks as purgatory_hooks
+from otel_trading.instrumentation.pyee import hooks as pyee_hooks
 from otel_trading.metric_contract import METRICS_BY_KEY
-from otel_trading.recording import BOUNDS, new_row, observe
+from otel_trading.recording import BOUNDS, Series, new_row, observe
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
 from ..conftest import HOT_PATHS, Metrics, make_metrics, run_in_threads, use_hot_path
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
-#: (class, method) pairs the compiled hot paths replace.
+#: (library, class, method) of each method the compiled hot paths replace.
 REPLACED = [
-    (pybreaker.CircuitBreaker, "call"),
-    (circuitbreaker.CircuitBreaker, "call"),
-    (SyncCircuitBreaker, "__enter__"),
-    (SyncCircuitBreaker, "__exit__"),
-    (pyee.EventEmitter, "_call_handlers"),
-    (AsyncIOEventEmitter, "_emit_run"),
+    ("pybreaker", pybreaker.CircuitBreaker, "call"),
+    ("circuitbreaker", circuitbreaker.CircuitBreaker, "call"),
+    ("purgatory", SyncCircuitBreaker, "__enter__"),
+    ("purgatory", SyncCircuitBreaker, "__exit__"),
+    ("pyee", pyee.EventEmitter, "_call_handlers"),
+    ("pyee", AsyncIOEventEmitter, "_emit_run"),
 ]
+#: The otel_trading package folder.
+PACKAGE = Path(hot_path.__file__).resolve().parents[2]
 
 
-def compiled() -> types.ModuleType:
-    use_hot_path("compiled", pytest.MonkeyPatch())  # skips locally / fails in CI when not built
-    assert hot_path.native is not None
-    return hot_path.native
+def compiled(library: str = "circuitbreaker") -> types.ModuleType:
+    """``library``'s compiled hooks module (skips locally / fails in CI when not built)."""
+    use_hot_path("compiled", pytest.MonkeyPatch())
+    module = hot_path.load(library)
+    assert module is not None
+    return module
 
 
 def test_the_compiled_hot_paths_are_built_where_ci_runs() -> None:
@@ -67,20 +88,31 @@ def test_the_compiled_hot_paths_are_built_where_ci_runs() -> None:
 
 @pytest.mark.parametrize("hot_path", ["compiled", "python"], indirect=True)
 def test_each_replaced_method_is_the_hot_path_chosen(hot_path: str, instrumented: Metrics) -> None:
-    for owner, name in REPLACED:
+    for library, owner, name in REPLACED:
         installed = vars(owner)[name]
         if hot_path == "compiled":
-            assert type(installed).__name__ == "Hook", (owner, name)
+            assert isinstance(installed, compiled(library).Hook), (owner, name)
         else:
             assert type(installed) is types.FunctionType, (owner, name)
+
+
+def test_every_home_with_compiled_hooks_is_listed_and_built_by_setup() -> None:
+    sources = sorted(path.parent.name for path in (PACKAGE / "instrumentation").glob("*/_hooks.c"))
+    if not sources:
+        pytest.skip("an installed package: the C sources are in the sdist only")
+    assert sources == sorted(COMPILED)
+    for gone in ("_native.c", "_native.pyi"):  # the single module of before the homes
+        assert not (PACKAGE / "instrumentation" / gone).exists(), gone
+    for library in COMPILED:
+        assert (PACKAGE / "instrumentation" / library / "_hooks.pyi").is_file(), library
 
 
 def test_pure_python_variable_turns_the_compiled_paths_off(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "true")
-    assert hot_path._decide()[0] is None
+    assert hot_path._decide() == hot_path.TURNED_OFF
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "false")
-    assert hot_path._decide()[0] is not None
+    assert hot_path._decide() is None
 
 
 def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
@@ -89,14 +121,14 @@ def test_a_malformed_pure_python_value_warns_and_keeps_the_compiled_paths(
     compiled()
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "maybe")
     with caplog.at_level(logging.WARNING, logger="otel_trading"):
-        assert hot_path._decide()[0] is not None
+        assert hot_path._decide() is None
     assert [r.getMessage() for r in caplog.records if OTEL_TRADING_PURE_PYTHON in r.getMessage()]
 
 
 def test_why_the_pure_python_paths_run_is_said_once_at_instrument_time(
     metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(hot_path, "native", None)
+    monkeypatch.setattr(hot_path, "enabled", False)
     monkeypatch.setattr(hot_path, "_why", hot_path.TURNED_OFF)
     monkeypatch.setattr(hot_path, "_announced", threading.Event())
     assert pure_python_reason() == hot_path.TURNED_OFF
@@ -122,18 +154,29 @@ def test_nothing_is_said_when_the_compiled_paths_run(
     assert not [r for r in caplog.records if "pure-Python hot paths" in r.getMessage()]
 
 
-def test_a_module_that_is_not_built_is_the_reason_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(OTEL_TRADING_PURE_PYTHON, raising=False)
-    monkeypatch.setitem(sys.modules, "otel_trading.instrumentation._native", None)  # import fails
-    monkeypatch.delattr(sys.modules["otel_trading.instrumentation"], "_native", raising=False)
-    module, why = hot_path._decide()
-    assert module is None and why is not None and why.startswith(hot_path.NOT_BUILT)
+@pytest.mark.parametrize("library", COMPILED)
+def test_a_module_that_is_not_built_is_the_reason_given(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"otel_trading.instrumentation.{library}._hooks"
+    monkeypatch.setattr(hot_path, "enabled", True)
+    monkeypatch.setattr(hot_path, "_loaded", {})
+    monkeypatch.setitem(sys.modules, name, None)  # import fails
+    monkeypatch.delattr(sys.modules[f"otel_trading.instrumentation.{library}"], "_hooks", raising=False)
+    assert hot_path.load(library) is None
+    why = pure_python_reason()
+    assert why is not None and why.startswith(hot_path.NOT_BUILT) and name in why
+    assert not compiled_hot_paths()
 
 
 def test_a_free_threaded_interpreter_gets_the_pure_python_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     real = sysconfig.get_config_var
     monkeypatch.setattr(sysconfig, "get_config_var", lambda name: 1 if name == "Py_GIL_DISABLED" else real(name))
-    assert hot_path._decide() == (None, hot_path.FREE_THREADED)
+    assert hot_path._decide() == hot_path.FREE_THREADED
+
+
+def test_switched_off_no_home_gets_its_compiled_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hot_path, "enabled", False)
+    assert [hot_path.load(library) for library in COMPILED] == [None] * len(COMPILED)
+    assert pure_python_reason() is not None and not compiled_hot_paths()
 
 
 def test_importing_the_instrumentation_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +194,7 @@ def test_importing_the_instrumentation_without_its_extra_names_the_extra(monkeyp
 
 def test_compiled_replacements_introspect_as_the_functions_they_replace(metrics: Metrics, instrumentor: Any) -> None:
     compiled()
-    before = {(o, n): vars(o)[n] for o, n in REPLACED}
+    before = {(o, n): vars(o)[n] for _, o, n in REPLACED}
     instrumentor.instrument(meter_provider=metrics.provider, config={})
     for (owner, name), original in before.items():
         hook = vars(owner)[name]
@@ -185,6 +228,7 @@ def test_a_compiled_replacement_binds_to_instances_like_a_function(metrics: Metr
 # -- the histogram update --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("library", COMPILED)
 @given(
     st.lists(
         st.one_of(
@@ -196,8 +240,8 @@ def test_a_compiled_replacement_binds_to_instances_like_a_function(metrics: Metr
         max_size=60,
     )
 )
-def test_compiled_histogram_update_equals_the_python_one(values: list[float]) -> None:
-    native = compiled()
+def test_compiled_histogram_update_equals_the_python_one(library: str, values: list[float]) -> None:
+    native = compiled(library)
     by_python, by_c = new_row(), new_row()
     for value in values:
         observe(by_python, value)
@@ -494,16 +538,326 @@ def test_replaced_methods_can_be_weakly_referenced(hot_path: str, instrumented: 
     assert weakref.ref(vars(circuitbreaker.CircuitBreaker)["call"])() is vars(circuitbreaker.CircuitBreaker)["call"]
 
 
+def _guarded_call(native: types.ModuleType, **changed: Any) -> Any:
+    fields: dict[str, Any] = {
+        "slow": lambda *a: None,
+        "entries": {},
+        "closed": object(),
+        "raised": lambda *a: None,
+        "record": lambda *a: None,
+        "entry_type": circuitbreaker_hooks.HotEntry,
+        "series_type": Series,
+    }
+    return native.guarded_call(**{**fields, **changed})
+
+
 def test_a_hook_wrapping_itself_raises_recursion_error_instead_of_crashing() -> None:
-    native = compiled()
-    hook = native.guarded_call(lambda *a: None, {}, object(), lambda *a: None, lambda *a: None)
+    hook = _guarded_call(compiled("circuitbreaker"))
     hook.__wrapped__ = hook
     with pytest.raises(RecursionError):
         _ = hook.__code__
 
 
-def test_the_row_layout_is_checked_before_it_is_used() -> None:
-    native = compiled()
+@pytest.mark.parametrize("library", COMPILED)
+def test_the_row_layout_is_checked_before_it_is_used(library: str) -> None:
+    native = compiled(library)
     with pytest.raises(ValueError, match="before b0"):
         native.configure((0.1,), 1000, 0, 0, 0)
     assert native.observe(new_row(), 0.05) is True  # the layout in use is unchanged
+
+
+# -- the common case takes the fast path ----------------------------------------------------------------
+# Every compiled hook counts the calls it served itself (hits) and those it handed to its pure-Python
+# twin (misses). Ordinary calls must be hits: a class of ours whose slot the C reads under another
+# name, or a library attribute it no longer finds, would send them all to the twin without a word.
+
+CALLS = 200
+
+
+def _pybreaker_calls() -> Iterator[Callable[[], Any]]:
+    breaker = pybreaker.CircuitBreaker(name="fast-pybreaker")
+    yield lambda: breaker.call(int)
+
+
+def _circuitbreaker_calls() -> Iterator[Callable[[], Any]]:
+    @circuitbreaker.circuit(name="fast-circuitbreaker")
+    def closed_and_succeeding() -> int:
+        return 1
+
+    yield closed_and_succeeding
+
+
+def _purgatory_calls() -> Iterator[Callable[[], Any]]:
+    factory = purgatory.SyncCircuitBreakerFactory()
+
+    def block() -> None:
+        with factory.get_breaker("fast-purgatory"):
+            pass
+
+    yield block
+
+
+def _pyee_calls() -> Iterator[Callable[[], Any]]:
+    emitter = pyee.EventEmitter()
+    emitter.on("tick", lambda: None)
+    emitter.emit("tick")  # its first emit makes the event's label (on the twin)
+    yield lambda: emitter.emit("tick")
+
+
+#: library -> (the calls, the hooks they go through, as fast_path_counts() names them)
+COMMON_CASES: dict[str, tuple[Callable[[], Iterator[Callable[[], Any]]], tuple[str, ...]]] = {
+    "pybreaker": (_pybreaker_calls, ("CircuitBreaker.call",)),
+    "circuitbreaker": (_circuitbreaker_calls, ("CircuitBreaker.call",)),
+    "purgatory": (_purgatory_calls, ("SyncCircuitBreaker.__enter__", "SyncCircuitBreaker.__exit__")),
+    "pyee": (_pyee_calls, ("EventEmitter._call_handlers",)),
+}
+
+
+@pytest.mark.parametrize("library", COMPILED)
+def test_the_common_case_takes_the_fast_path(library: str, instrumentor: Any) -> None:
+    compiled(library)
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    try:
+        instrumentor.instrument(meter_provider=provider, config={})
+        calls, hooks = COMMON_CASES[library]
+        call = next(calls())
+        before = fast_path_counts()[library]
+        for _ in range(CALLS):
+            call()
+        after = fast_path_counts()[library]
+        for hook in hooks:
+            hits = after[hook][0] - before.get(hook, (0, 0))[0]
+            misses = after[hook][1] - before.get(hook, (0, 0))[1]
+            # At most one miss: the first call in a thread makes its row on the twin.
+            assert hits >= CALLS - 1 and misses <= 1, (library, hook, hits, misses)
+        # The public reading is each installed hook's own.
+        (library_instrumentor,) = [cls() for cls in LIBRARY_INSTRUMENTORS if cls.target == library]
+        installed = {f"{o.__qualname__}.{n}": vars(o)[n] for o, n in library_instrumentor.patched}
+        for hook, counts in after.items():
+            assert installed[hook].fast_path_counts == counts
+    finally:
+        provider.shutdown()
+
+
+def test_fast_path_counts_name_only_the_compiled_hooks_installed_now(instrumentor: Any, metrics: Metrics) -> None:
+    compiled()
+    assert fast_path_counts() == {}
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    counts = fast_path_counts()
+    assert {(library, hook) for library, hooks in counts.items() for hook in hooks} == {
+        (library, f"{owner.__qualname__}.{name}") for library, owner, name in REPLACED
+    }
+    assert all(type(n) is int for hooks in counts.values() for pair in hooks.values() for n in pair)
+    instrumentor.uninstrument()
+    assert fast_path_counts() == {}
+
+
+def test_the_pure_python_paths_have_no_fast_path_counts(instrumentor: Any, metrics: Metrics) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hot_path, "enabled", False)
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+        assert fast_path_counts() == {}
+
+
+# -- what the C reads of our own objects: checked when a hook is made -------------------------------------
+
+
+def _without(cls: type, *names: str) -> type:
+    """``cls``'s slots, ``names`` renamed (as a refactoring that missed the C would leave them)."""
+    inherited = [s for klass in reversed(cls.__mro__) for s in vars(klass).get("__slots__", ())]
+    slots = [f"{s}_renamed" if s in names else s for s in inherited if s != "__weakref__"]
+    return type(f"Renamed{cls.__name__}", (), {"__slots__": tuple(slots)})
+
+
+def _factories() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each factory with arguments it accepts: library, factory -> (library, keyword arguments)."""
+
+    def anything(*args: Any) -> None:
+        return None
+
+    purgatory_blocks = compiled("purgatory").OpenBlocks()
+    return {
+        "guarded_call": (
+            "circuitbreaker",
+            {
+                "slow": anything,
+                "entries": {},
+                "closed": "closed",
+                "raised": anything,
+                "record": anything,
+                "entry_type": circuitbreaker_hooks.HotEntry,
+                "series_type": Series,
+            },
+        ),
+        "locked_call": (
+            "pybreaker",
+            {
+                "slow": anything,
+                "bindings": {},
+                "open_state": pybreaker.CircuitOpenState,
+                "after_error": anything,
+                "record": anything,
+                "generator": types.GeneratorType,
+                "binding_type": BreakerBinding,
+                "series_type": Series,
+            },
+        ),
+        "paired_exit": (
+            "purgatory",
+            {
+                "slow": anything,
+                "orig": anything,
+                "starts": {},
+                "circuits": {},
+                "record": anything,
+                "blocks": purgatory_blocks,
+                "circuit_type": purgatory_hooks._Circuit,
+                "series_type": Series,
+            },
+        ),
+        "emitter_call": (
+            "pyee",
+            {
+                "slow": anything,
+                "orig": anything,
+                "bindings": {},
+                "sync": pyee_hooks.SYNC,
+                "scheduled": pyee_hooks.SCHEDULED,
+                "uplift": [None],
+                "current": pyee_hooks._CURRENT,
+                "end": anything,
+                "binding_type": pyee_hooks.EmitterBinding,
+                "event_type": pyee_hooks._Event,
+                "series_type": Series,
+            },
+        ),
+    }
+
+
+#: (factory, its argument naming one of our classes, the slots the C reads on it)
+SLOTS_READ = [
+    ("guarded_call", "entry_type", ("local", "hot")),
+    ("guarded_call", "series_type", ("fast",)),
+    ("locked_call", "binding_type", ("exclusive", "hot")),
+    ("locked_call", "series_type", ("fast",)),
+    ("paired_exit", "circuit_type", ("local", "hot")),
+    ("paired_exit", "series_type", ("fast",)),
+    ("emitter_call", "binding_type", ("events", "mode")),
+    ("emitter_call", "event_type", ("local", "hot")),
+    ("emitter_call", "series_type", ("fast",)),
+]
+
+
+@pytest.mark.parametrize("factory", sorted({f for f, _, _ in SLOTS_READ}))
+def test_each_factory_accepts_our_classes_as_they_are(factory: str) -> None:
+    library, arguments = _factories()[factory]
+    hook = getattr(compiled(library), factory)(**arguments)
+    assert hook.fast_path_counts == (0, 0)
+
+
+@pytest.mark.parametrize(("factory", "argument", "slots"), SLOTS_READ)
+def test_a_factory_given_a_class_lacking_a_slot_it_reads_raises_type_error_naming_it(
+    factory: str, argument: str, slots: tuple[str, ...]
+) -> None:
+    library, arguments = _factories()[factory]
+    make = getattr(compiled(library), factory)
+    for slot in slots:
+        with pytest.raises(TypeError, match=rf"{argument}=\S+ has no slot '{slot}'") as raised:
+            make(**{**arguments, argument: _without(arguments[argument], slot)})
+        assert [other for other in slots if other != slot and f"'{other}'" in str(raised.value)] == []
+    if len(slots) > 1:  # every missing one is named at once
+        with pytest.raises(TypeError, match=r"has no slots " + ", ".join(f"'{s}'" for s in slots)):
+            make(**{**arguments, argument: _without(arguments[argument], *slots)})
+
+
+def test_a_pyee_factory_given_a_dispatch_holder_without_dispatch_raises_type_error_naming_it() -> None:
+    library, arguments = _factories()["emitter_call"]
+    native = compiled(library)
+
+    class Holder(threading.local):
+        current: Any = None  # ``dispatch`` renamed
+
+    with pytest.raises(TypeError, match="'dispatch'"):
+        native.emitter_call(**{**arguments, "current": Holder()})
+    with pytest.raises(TypeError, match="'dispatch'"):
+        native.emit_run(slow=print, orig=print, current=Holder(), on_error=print, after=print)
+
+
+@pytest.mark.parametrize("factory", sorted({f for f, _, _ in SLOTS_READ}))
+def test_factories_take_keyword_arguments_only_each_required(factory: str) -> None:
+    library, arguments = _factories()[factory]
+    make = getattr(compiled(library), factory)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        make(*arguments.values())
+    for name in arguments:
+        with pytest.raises(TypeError, match=f"missing keyword argument '{name}'"):
+            make(**{k: v for k, v in arguments.items() if k != name})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'refs'"):
+        make(**arguments, refs=())
+
+
+def test_a_renamed_slot_fails_at_instrument_time_and_leaves_the_pure_python_twin(
+    metrics: Metrics, instrumentor: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    compiled("circuitbreaker")
+    monkeypatch.setattr(circuitbreaker_hooks, "HotEntry", _without(circuitbreaker_hooks.HotEntry, "hot"))
+    with caplog.at_level(logging.ERROR, logger="otel_trading"):
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+    assert type(vars(circuitbreaker.CircuitBreaker)["call"]) is types.FunctionType  # the twin
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors and "circuitbreaker's CircuitBreaker.call" in errors[0].getMessage()
+    assert errors[0].exc_info is not None and "has no slot 'hot'" in str(errors[0].exc_info[1])
+    assert "circuitbreaker" not in fast_path_counts()
+
+
+# -- what the C reads of the libraries: declared on both sides -------------------------------------------
+
+#: Library attributes the compiled hooks read outside the bodies of the functions whose shapes are
+#: checked before patching (the Python twins read them too): circuitbreaker's breaker state, purgatory's
+#: circuit name on its Context.
+READ_OUTSIDE_THE_SHAPES = {"circuitbreaker": {"_state"}, "purgatory": {"name"}}
+#: What a ``with`` statement in a checked function relies on.
+WITH_PROTOCOL = {"__enter__", "__exit__"}
+
+
+def _shapes(value: Any, seen: set[int]) -> Iterator[Shape]:
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, Shape):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _shapes(item, seen)
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _shapes(item, seen)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            yield from _shapes(getattr(value, item.name), seen)
+
+
+def _declared_names(library: str) -> set[str]:
+    """Every name in the shapes the home declares (its modules' Shapes, however they are held)."""
+    names: set[str] = set()
+    home = f"otel_trading.instrumentation.{library}"
+    for module_name in (f"{home}.hooks", f"{home}.reliance"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for shape in _shapes(list(vars(module).values()), set()):
+            names.update(shape.names)
+    return names
+
+
+@pytest.mark.parametrize("library", COMPILED)
+def test_what_the_c_relies_on_of_the_library_is_declared_on_the_python_side(library: str) -> None:
+    relies_on = compiled(library).RELIES_ON
+    assert isinstance(relies_on, tuple) and relies_on and len(set(relies_on)) == len(relies_on)
+    undeclared = set(relies_on) - _declared_names(library) - WITH_PROTOCOL - READ_OUTSIDE_THE_SHAPES.get(library, set())
+    assert not undeclared, f"{library}'s _hooks.c reads {sorted(undeclared)}, which no shape of its home declares"
+    source = PACKAGE / "instrumentation" / library / "_hooks.c"
+    if source.is_file():  # the comment block at its top lists them too
+        header = source.read_text().split("*/", 1)[0]
+        assert [name for name in relies_on if name not in header] == []

@@ -1,8 +1,15 @@
-"""Loads the compiled hot paths (``_native``) when they are built, allowed and safe here, and says why not."""
+"""Loads each library home's compiled hot paths when they are built, allowed and safe here, and says why not.
+
+A home with compiled hot paths (``libraries.COMPILED``) has an extension module
+``otel_trading.instrumentation.<library>._hooks``, built from its ``_hooks.c`` on the shared
+header ``_core/hot_path.h``. ``load(library)`` gives it, configured with the row layout, or None:
+then that library's instrumentation installs its pure-Python twins.
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import sysconfig
 import threading
@@ -10,10 +17,12 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from otel_trading.instrumentation._core.reporting import report
+from otel_trading.instrumentation.libraries import COMPILED
 from otel_trading.recording.rows import B0, BOUNDS, MAX, MIN, SUM
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON, pure_python_from_env
 
-__all__ = ["announce", "named_as", "native", "pure_python_reason"]
+__all__ = ["announce", "compiled", "load", "named_as", "pure_python_reason"]
 
 _logger = logging.getLogger("otel_trading")
 
@@ -23,39 +32,62 @@ NOT_BUILT = (
 )
 TURNED_OFF = f"{OTEL_TRADING_PURE_PYTHON}=true turned them off"
 FREE_THREADED = "this is a free-threaded interpreter, where they are not proven safe (they rely on the GIL)"
+SWITCHED_OFF = "the compiled hot paths were switched off in this process"
 
 
-def _decide() -> tuple[types.ModuleType | None, str | None]:
-    """The ``_native`` module, or None and why the pure-Python twins are used instead."""
+def _decide() -> str | None:
+    """Why no compiled hot path may run in this process; None when they may."""
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return None, FREE_THREADED
+        return FREE_THREADED
     try:
         if pure_python_from_env():
-            return None, TURNED_OFF
+            return TURNED_OFF
     except ValueError as exc:
         _logger.warning("otel-trading: %s; using the compiled hot paths", exc)
-    try:
-        from otel_trading.instrumentation import _native
-    except ImportError as exc:
-        return None, f"{NOT_BUILT}: {exc}"
-    _native.configure(BOUNDS, SUM, MIN, MAX, B0)
-    return _native, None
+    return None
 
 
-native: types.ModuleType | None
-_why: str | None
-#: The ``_native`` module, or None when the pure-Python hot paths are in use. Read when an
-#: instrumentation patches, so that setting it to None (as the tests and the bench do) puts later
-#: patches on the pure-Python paths.
-native, _why = _decide()
+_why: str | None = _decide()
+#: Whether instrumentations patched from now on use the compiled hot paths: read by ``load`` when
+#: an instrumentation patches, so that setting it to False (as the tests and the bench do) puts
+#: later patches on the pure-Python paths. False from the start when this process may not use them.
+enabled: bool = _why is None
 _announced = threading.Event()
+#: library -> (its module, configured; or None and why not), each imported once.
+_loaded: dict[str, tuple[types.ModuleType | None, str | None]] = {}
+
+
+def _load(library: str) -> tuple[types.ModuleType | None, str | None]:
+    """``library``'s compiled hooks module, configured with the row layout; or None and why not."""
+    found = _loaded.get(library)
+    if found is None:
+        try:
+            module = importlib.import_module(f"otel_trading.instrumentation.{library}._hooks")
+        except ImportError as exc:
+            found = (None, str(exc))
+        else:
+            module.configure(BOUNDS, SUM, MIN, MAX, B0)
+            found = (module, None)
+        _loaded[library] = found
+    return found
+
+
+def load(library: str) -> types.ModuleType | None:
+    """The compiled hooks of ``library`` (``otel_trading.instrumentation.<library>._hooks``), or None
+    when its instrumentation is to install its pure-Python twins: the compiled hot paths are off in
+    this process (``enabled``), or that module is not built."""
+    if not enabled:
+        return None
+    return _load(library)[0]
 
 
 def pure_python_reason() -> str | None:
-    """Why the library instrumentations run on the pure-Python hot paths; None when compiled."""
-    if native is not None:
-        return None
-    return _why or "the compiled hot paths were switched off in this process"
+    """Why the library instrumentations run on the pure-Python hot paths; None when compiled (every
+    home of ``libraries.COMPILED`` has its module built and loaded)."""
+    if not enabled:
+        return _why or SWITCHED_OFF
+    missing = [why for why in (_load(library)[1] for library in COMPILED) if why is not None]
+    return f"{NOT_BUILT}: {'; '.join(missing)}" if missing else None
 
 
 def announce() -> None:
@@ -75,3 +107,14 @@ def named_as(twin: Callable[..., Any], original: Callable[..., Any]) -> Callable
     """``twin`` (the pure-Python path a compiled one hands calls to) named as the library's
     ``original``, so that an error binding its arguments names the library's method."""
     return functools.update_wrapper(twin, original)
+
+
+def compiled(twin: Callable[..., Any], make: Callable[[], Callable[..., Any]], what: str) -> Callable[..., Any]:
+    """``make()``: the compiled hook standing in for ``twin``. When its factory refuses what it is
+    given (a class of ours without a slot its C reads, after a rename: a TypeError naming each
+    one), the error is reported at instrument time and ``twin`` is installed instead."""
+    try:
+        return make()
+    except TypeError as exc:
+        report(f"making the compiled hot path of {what} (it runs on its pure-Python twin)", exc)
+        return twin

@@ -53,7 +53,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reliance import Reliance, Shape, interpreter, shape_differences, version_of
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
-from otel_trading.recording import C0, C1, C2
+from otel_trading.recording import C0, C1, C2, Series
 
 __all__ = ["Classes", "Family", "LibraryBreakers"]
 
@@ -84,8 +84,8 @@ class Family:
     reliance: Reliance
     #: The shape (see ``_core.reliance``) of the library's ``CircuitBreaker.call`` when it is exactly
     #: "under ``_lock``, return ``self.state.call(...)``": then that method is replaced by one doing
-    #: the same plus the recording (no extra frame on the hot path). Otherwise the state's ``call``
-    #: is wrapped.
+    #: the same plus the recording (no extra frame on the hot path), compiled when the home's
+    #: ``_hooks`` module is built (its ``locked_call``). Otherwise the state's ``call`` is wrapped.
     locked_call: Shape | None = None
 
     def classes(self) -> Classes:
@@ -352,14 +352,24 @@ class LibraryBreakers:
                     report(f"recording a {target} call", exc)
                 return result
 
-        native = hot_path.native  # read at patch time: tests and the bench switch it
-        if native is not None:
-            # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
-            fast: Callable[..., Any] = native.locked_call(
-                named_as(call, orig), by_lock, open_state, after_error, record_exclusive, generator
-            )
-            return fast
-        return call
+        hooks = hot_path.load(target)  # at patch time: tests and the bench switch it
+        if hooks is None:
+            return call
+        # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
+        return hot_path.compiled(
+            call,
+            lambda: hooks.locked_call(
+                slow=named_as(call, orig),
+                bindings=by_lock,
+                open_state=open_state,
+                after_error=after_error,
+                record=record_exclusive,
+                generator=generator,
+                binding_type=BreakerBinding,
+                series_type=Series,
+            ),
+            f"{target}'s CircuitBreaker.call",
+        )
 
     def _record_exclusive(self, binding: BreakerBinding, elapsed: float) -> None:
         """A success of the compiled ``call`` on a series not bound to its rows (or a row it could not update)."""

@@ -53,7 +53,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.circuitbreaker.reliance import RELIANCE
-from otel_trading.recording import C0, C1, C2
+from otel_trading.recording import C0, C1, C2, Series
 
 __all__ = ["CircuitbreakerBreakers"]
 
@@ -279,13 +279,23 @@ class CircuitbreakerBreakers:
                 report("recording a circuitbreaker call", exc)
             return result
 
-        native = hot_path.native  # read at patch time: tests and the bench switch it
-        if native is not None:
-            fast_call: Callable[..., Any] = native.guarded_call(
-                named_as(call, orig), self._by_id, self._closed, raised, _record_success
-            )
-            return fast_call
-        return call
+        compiled = hot_path.load("circuitbreaker")  # at patch time: tests and the bench switch it
+        if compiled is None:
+            return call
+        # The compiled fast path; it hands every other call to ``call`` above.
+        return hot_path.compiled(
+            call,
+            lambda: compiled.guarded_call(
+                slow=named_as(call, orig),
+                entries=self._by_id,
+                closed=self._closed,
+                raised=raised,
+                record=_record_success,
+                entry_type=HotEntry,
+                series_type=Series,
+            ),
+            "circuitbreaker's CircuitBreaker.call",
+        )
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         hooks = self

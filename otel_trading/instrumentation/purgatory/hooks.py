@@ -48,7 +48,7 @@ from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.purgatory.reliance import RELIANCE
-from otel_trading.recording import C0, C1, C2
+from otel_trading.recording import C0, C1, C2, Series
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["PurgatoryBreakers"]
@@ -93,8 +93,8 @@ class PurgatoryBreakers:
         fork_safe(self)
         # The compiled __enter__ keeps most starts here instead (with a reference to the wrapper);
         # the exits, compiled or not, look here first. None on the pure-Python path.
-        native = hot_path.native
-        self._blocks: Any = native.OpenBlocks() if native is not None else None
+        hooks = hot_path.load("purgatory")
+        self._blocks: Any = hooks.OpenBlocks() if hooks is not None else None
         if self._blocks is not None:
             session.on_stop.append(self._blocks.clear)
 
@@ -274,14 +274,22 @@ class PurgatoryBreakers:
                 nested(id(self), start)
             return self
 
-        native = hot_path.native  # read at patch time: tests and the bench switch it
-        if native is not None:
-            # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
-            fast_enter: Callable[..., Any] = native.paired_enter(
-                named_as(__enter__, orig), self._starts, opened, rejected, nested, self._blocks
-            )
-            return fast_enter
-        return __enter__
+        hooks = hot_path.load("purgatory")  # at patch time: tests and the bench switch it
+        if hooks is None or self._blocks is None:
+            return __enter__
+        # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
+        return hot_path.compiled(
+            __enter__,
+            lambda: hooks.paired_enter(
+                slow=named_as(__enter__, orig),
+                starts=self._starts,
+                opened=opened,
+                rejected=rejected,
+                nested=nested,
+                blocks=self._blocks,
+            ),
+            "purgatory's SyncCircuitBreaker.__enter__",
+        )
 
     def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``SyncCircuitBreaker.__exit__``: the block ends when it is called; it is counted once
@@ -323,14 +331,24 @@ class PurgatoryBreakers:
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
-        native = hot_path.native  # read at patch time: tests and the bench switch it
-        if native is not None:
-            # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
-            fast_exit: Callable[..., Any] = native.paired_exit(
-                named_as(__exit__, orig), orig, self._starts, self._circuits, record_success, self._blocks
-            )
-            return fast_exit
-        return __exit__
+        hooks = hot_path.load("purgatory")  # at patch time: tests and the bench switch it
+        if hooks is None or self._blocks is None:
+            return __exit__
+        # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
+        return hot_path.compiled(
+            __exit__,
+            lambda: hooks.paired_exit(
+                slow=named_as(__exit__, orig),
+                orig=orig,
+                starts=self._starts,
+                circuits=self._circuits,
+                record=record_success,
+                blocks=self._blocks,
+                circuit_type=_Circuit,
+                series_type=Series,
+            ),
+            "purgatory's SyncCircuitBreaker.__exit__",
+        )
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Replaces ``AsyncCircuitBreaker.__aenter__``: the sync ``__enter__`` replacement's body, awaited."""

@@ -837,7 +837,7 @@ def check_hot_paths(ctx: Context) -> CheckResult:
     name = "hot_paths"
     here = f"{platform.python_implementation()} {platform.python_version()} at {sys.executable}"
     try:
-        from otel_trading.instrumentation import pure_python_reason
+        from otel_trading.instrumentation import fast_path_counts, pure_python_reason
     except ImportError as exc:
         return CheckResult(
             name,
@@ -846,8 +846,14 @@ def check_hot_paths(ctx: Context) -> CheckResult:
             "to auto-instrument a bot here: pip install 'otel-trading[instrumentation]'",
         )
     why = pure_python_reason()
+    counts = fast_path_counts()
     if why is None:
-        return CheckResult(name, Status.OK, f"the library instrumentations run compiled here ({here})")
+        return CheckResult(
+            name,
+            Status.OK,
+            f"the library instrumentations run compiled here ({here}); {_fast_path_summary(counts)}",
+            data={"compiled": True, "fast_path_counts": counts},
+        )
     return CheckResult(
         name,
         Status.WARN,
@@ -856,8 +862,23 @@ def check_hot_paths(ctx: Context) -> CheckResult:
         "install otel-trading from a wheel, or reinstall it where a C compiler and the Python headers are "
         f"(Debian: apt-get install gcc python3-dev); leave {OTEL_TRADING_PURE_PYTHON} unset. The bot must run "
         "in this environment for this check to speak for it",
-        data={"compiled": False, "reason": why},
+        data={"compiled": False, "reason": why, "fast_path_counts": counts},
     )
+
+
+def _fast_path_summary(counts: dict[str, dict[str, tuple[int, int]]]) -> str:
+    """The compiled hooks installed in this process, with their fast-path hits and misses."""
+    if not counts:
+        return (
+            "no compiled hook is installed in this process (a bot reads its own with "
+            "otel_trading.instrumentation.fast_path_counts())"
+        )
+    hooks = [
+        f"{library} {method} {hits} hit(s), {misses} miss(es)"
+        for library, methods in counts.items()
+        for method, (hits, misses) in methods.items()
+    ]
+    return "fast path of the hooks installed in this process: " + "; ".join(hooks)
 
 
 def _json_safe(loops: dict[str, dict[str, float | None]]) -> dict[str, dict[str, float | None]]:
