@@ -9,7 +9,6 @@ the compiled modules themselves, and that the common case does take their fast p
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import importlib
 import inspect
@@ -46,7 +45,6 @@ from otel_trading.instrumentation import (
 )
 from otel_trading.instrumentation._core import hot_path
 from otel_trading.instrumentation._core.binding import BreakerBinding
-from otel_trading.instrumentation._core.reliance import Shape
 from otel_trading.instrumentation.circuitbreaker import hooks as circuitbreaker_hooks
 from otel_trading.instrumentation.libraries import COMPILED
 from otel_trading.instrumentation.purgatory import hooks as purgatory_hooks
@@ -812,51 +810,23 @@ def test_a_renamed_slot_fails_at_instrument_time_and_leaves_the_pure_python_twin
 
 # -- what the C reads of the libraries: declared on both sides -------------------------------------------
 
-#: Library attributes the compiled hooks read outside the bodies of the functions whose shapes are
-#: checked before patching (the Python twins read them too): circuitbreaker's breaker state, purgatory's
-#: circuit name on its Context.
-READ_OUTSIDE_THE_SHAPES = {"circuitbreaker": {"_state"}, "purgatory": {"name"}}
 #: What a ``with`` statement in a checked function relies on.
 WITH_PROTOCOL = {"__enter__", "__exit__"}
 
 
-def _shapes(value: Any, seen: set[int]) -> Iterator[Shape]:
-    if id(value) in seen:
-        return
-    seen.add(id(value))
-    if isinstance(value, Shape):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _shapes(item, seen)
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _shapes(item, seen)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for item in dataclasses.fields(value):
-            yield from _shapes(getattr(value, item.name), seen)
-
-
 def _declared_names(library: str) -> set[str]:
-    """Every name in the shapes the home declares (its modules' Shapes, however they are held)."""
-    names: set[str] = set()
-    home = f"otel_trading.instrumentation.{library}"
-    for module_name in (f"{home}.hooks", f"{home}.reliance"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        for shape in _shapes(list(vars(module).values()), set()):
-            names.update(shape.names)
-    return names
+    """Every name the home's reliance declares: its names and the names in its shapes."""
+    reliance = importlib.import_module(f"otel_trading.instrumentation.{library}.reliance").RELIANCE
+    shaped = {name for function in reliance.functions for shape in function.shapes for name in shape.names}
+    return set(reliance.names()) | shaped
 
 
 @pytest.mark.parametrize("library", COMPILED)
 def test_what_the_c_relies_on_of_the_library_is_declared_on_the_python_side(library: str) -> None:
     relies_on = compiled(library).RELIES_ON
     assert isinstance(relies_on, tuple) and relies_on and len(set(relies_on)) == len(relies_on)
-    undeclared = set(relies_on) - _declared_names(library) - WITH_PROTOCOL - READ_OUTSIDE_THE_SHAPES.get(library, set())
-    assert not undeclared, f"{library}'s _hooks.c reads {sorted(undeclared)}, which no shape of its home declares"
+    undeclared = set(relies_on) - _declared_names(library) - WITH_PROTOCOL
+    assert not undeclared, f"{library}'s _hooks.c reads {sorted(undeclared)}, undeclared by its home's reliance"
     source = PACKAGE / "instrumentation" / library / "_hooks.c"
     if source.is_file():  # the comment block at its top lists them too
         header = source.read_text().split("*/", 1)[0]
