@@ -35,6 +35,7 @@ OLDEST_PYTHON = PYTHONS[0]
 UNIT = ["tests/unit"]
 LIBRARY_UNIT = [
     "tests/unit/test_code_shape.py",
+    "tests/unit/test_instrumentation_contract.py",
     "tests/unit/test_instrumentation_pybreaker.py",
     "tests/unit/test_instrumentation_aiobreaker.py",
     "tests/unit/test_instrumentation_circuitbreaker.py",
