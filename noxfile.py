@@ -37,6 +37,7 @@ UNIT = ["tests/unit"]
 LIBRARY_UNIT = [
     "tests/unit/test_reliance.py",
     "tests/unit/test_library_homes.py",
+    "tests/unit/test_instrumentation_contract.py",
     "tests/unit/test_instrumentation_pybreaker.py",
     "tests/unit/test_instrumentation_aiobreaker.py",
     "tests/unit/test_instrumentation_circuitbreaker.py",

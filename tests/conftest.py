@@ -70,25 +70,6 @@ def run_in_threads(count: int, worker: Callable[[], object]) -> None:
 # -- helpers of the library instrumentation tests ---------------------------------------------------
 
 
-def assert_uninstrument_restores_classes(classes: list[type], instrumentor: Any, provider: Any) -> None:
-    """Instrumenting changes ``classes``' attributes; uninstrumenting puts back every one, the very
-    same objects."""
-
-    def attributes() -> dict[type, dict[str, Any]]:
-        return {cls: dict(vars(cls)) for cls in classes}
-
-    def identical(a: dict[type, dict[str, Any]], b: dict[type, dict[str, Any]]) -> bool:
-        return a.keys() == b.keys() and all(
-            a[cls].keys() == b[cls].keys() and all(a[cls][k] is v for k, v in b[cls].items()) for cls in a
-        )
-
-    before = attributes()
-    instrumentor.instrument(meter_provider=provider, config={})
-    assert not identical(attributes(), before)
-    instrumentor.uninstrument()
-    assert identical(attributes(), before)
-
-
 def breaker_counts(m: Metrics, name: str) -> tuple[Any, Any, Any]:
     """(successes, failures, rejected) of breaker ``name``."""
     return (

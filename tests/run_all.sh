@@ -110,7 +110,8 @@ fi
 DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \
   tests/unit/test_sdk_binding.py tests/unit/test_component_metrics.py tests/unit/test_cardinality.py \
   tests/unit/test_loop_monitor.py \
-  tests/unit/test_instrumentation_pybreaker.py tests/integration/test_fork_safety.py"
+  tests/unit/test_instrumentation_contract.py tests/unit/test_instrumentation_pybreaker.py \
+  tests/integration/test_fork_safety.py"
 
 export PATH="$PWD/.venv/bin:$PATH"
 log "data-path tests on the oldest supported SDK (opentelemetry-sdk 1.40)"

@@ -395,23 +395,37 @@ def _pybreaker_successes(metrics: Metrics) -> float | None:
     return metrics.value(N["breaker_successes"], name="binance")
 
 
-def test_one_bad_entry_in_the_environment_leaves_only_that_entry_uninstrumented(
-    write_module: Callable[[str], str],
+@pytest.fixture
+def instrument_from_environment(
     metrics: Metrics,
     instrumentor: TradingInstrumentor,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+) -> Callable[[dict[str, Any]], list[logging.LogRecord]]:
+    """Instrument with ``config`` in ``OTEL_TRADING_INSTRUMENT``; returns the warnings and errors logged."""
+
+    def instrument(config: dict[str, Any]) -> list[logging.LogRecord]:
+        monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps(config))
+        with caplog.at_level(logging.WARNING, logger="otel_trading"):
+            instrumentor.instrument(meter_provider=metrics.provider)
+        assert instrumentor.is_instrumented_by_opentelemetry
+        return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    return instrument
+
+
+def test_one_bad_entry_in_the_environment_leaves_only_that_entry_uninstrumented(
+    write_module: Callable[[str], str],
+    metrics: Metrics,
+    instrument_from_environment: Callable[[dict[str, Any]], list[logging.LogRecord]],
 ) -> None:
     # Old design: one misspelt key ("publsh") raised out of instrument(), so nothing was instrumented,
     # pybreaker included, and opentelemetry-instrument printed the problems twice in two tracebacks.
     name = write_module(BUS_SOURCE)
     bad = {**inline_bus_entry(name), "publsh": "emit"}
     del bad["publish"]
-    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps({"event_buses": [bad, queue_bus_entry(name)]}))
-    with caplog.at_level(logging.WARNING, logger="otel_trading"):
-        instrumentor.instrument(meter_provider=metrics.provider)
+    [record] = instrument_from_environment({"event_buses": [bad, queue_bus_entry(name)]})
     module = importlib.import_module(name)
-    assert instrumentor.is_instrumented_by_opentelemetry
     assert _pybreaker_successes(metrics) == 1
     bus = module.QueueBus()
     bus.label = "q"
@@ -420,7 +434,6 @@ def test_one_bad_entry_in_the_environment_leaves_only_that_entry_uninstrumented(
     inline = module.InlineBus()
     inline.emit("quote")
     assert metrics.value(N["bus_published"], event_type="quote") is None
-    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert record.levelno == logging.ERROR and record.exc_info is None
     message = record.getMessage()
     assert message.count("unknown key 'publsh'") == 1
@@ -431,39 +444,29 @@ def test_one_bad_entry_in_the_environment_leaves_only_that_entry_uninstrumented(
 def test_an_entry_whose_imported_module_lacks_the_class_is_left_out_and_reported(
     write_module: Callable[[str], str],
     metrics: Metrics,
-    instrumentor: TradingInstrumentor,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    instrument_from_environment: Callable[[dict[str, Any]], list[logging.LogRecord]],
 ) -> None:
-    name = write_module(GUARD_SOURCE)
-    module = importlib.import_module(name)
-    config = {"breakers": [guard_entry(name, "Gaurd"), guard_entry(name, "VenueGuard")]}
-    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps(config))
-    with caplog.at_level(logging.ERROR, logger="otel_trading"):
-        instrumentor.instrument(meter_provider=metrics.provider)
+    module = importlib.import_module(write_module(GUARD_SOURCE))
+    name = module.__name__
+    [record] = instrument_from_environment({"breakers": [guard_entry(name, "Gaurd"), guard_entry(name, "VenueGuard")]})
     guard = module.VenueGuard("kraken")
     guard.call(lambda: None)
     assert metrics.value(N["breaker_successes"], name="kraken") == 1
-    [record] = caplog.records
+    assert record.levelno == logging.ERROR
     assert f"module {name!r} has no class 'Gaurd'" in record.getMessage()
 
 
 def test_a_module_that_cannot_be_found_is_named_with_a_suggestion(
     write_module: Callable[[str], str],
     metrics: Metrics,
-    instrumentor: TradingInstrumentor,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    instrument_from_environment: Callable[[dict[str, Any]], list[logging.LogRecord]],
 ) -> None:
     # Old design: a misspelt module printed nothing at all; its classes were simply never patched.
     name = write_module(BUS_SOURCE)
     monkeypatch.chdir(Path(importlib.util.find_spec(name).origin).parent)  # type: ignore[arg-type,union-attr]
     misspelt = name + "s"
-    config = {"event_buses": [inline_bus_entry(misspelt), queue_bus_entry(name)]}
-    monkeypatch.setenv("OTEL_TRADING_INSTRUMENT", json.dumps(config))
-    with caplog.at_level(logging.WARNING, logger="otel_trading"):
-        instrumentor.instrument(meter_provider=metrics.provider)
-    [record] = caplog.records
+    [record] = instrument_from_environment({"event_buses": [inline_bus_entry(misspelt), queue_bus_entry(name)]})
     assert record.levelno == logging.WARNING
     assert f"module {misspelt!r} cannot be found" in record.getMessage()
     assert f"did you mean {name!r}?" in record.getMessage()

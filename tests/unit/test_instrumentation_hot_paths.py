@@ -1,9 +1,10 @@
 """The compiled hot paths (each home's ``_hooks``) of the library instrumentations: built, chosen,
 taken, invisible, lossless.
 
-The libraries' own behaviour and every metric are checked on both hot paths by the pybreaker,
-circuitbreaker, purgatory and pyee test modules (``hot_path`` fixture). Here: what is particular to
-the compiled modules themselves, and that the common case does take their fast paths.
+The libraries' own behaviour and every metric are checked on both hot paths by the contract suite
+(``test_instrumentation_contract.py``) and the library test modules (``hot_path`` fixture). Here:
+what is particular to the compiled modules themselves, and that the common case does take their
+fast paths.
 """
 
 from __future__ import annotations
@@ -383,17 +384,11 @@ def test_compiled_paths_count_exactly_from_many_threads(metrics: Metrics, instru
 # Each scenario runs once on the plain library and once instrumented; everything it observes must match.
 
 
-def _same_with_and_without(instrumentor: Any, metrics: Metrics, scenario: Callable[[], Any]) -> None:
-    plain = scenario()
-    instrumentor.instrument(meter_provider=metrics.provider, config={})
-    assert scenario() == plain
-
-
 class Boom(Exception):
     pass
 
 
-def _exception_state_after_an_asyncio_handler_fails() -> list[Any]:
+def _exception_state_after_a_handler_fails() -> list[Any]:
     ee = AsyncIOEventEmitter()
     seen: list[Any] = []
     ee.on("error", lambda exc: seen.append(("error event", type(exc).__name__, sys.exc_info()[1] is exc)))
@@ -425,13 +420,6 @@ def _exception_state_after_an_asyncio_handler_fails() -> list[Any]:
     return seen
 
 
-@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
-def test_a_failing_asyncio_handler_leaves_the_exception_state_as_pyee_does(
-    hot_path: str, metrics: Metrics, instrumentor: Any
-) -> None:
-    _same_with_and_without(instrumentor, metrics, _exception_state_after_an_asyncio_handler_fails)
-
-
 def _unhandled_asyncio_handler_error() -> tuple[str, str, bool]:
     ee = AsyncIOEventEmitter()  # no "error" listener: pyee raises the handler's exception
 
@@ -443,13 +431,6 @@ def _unhandled_asyncio_handler_error() -> tuple[str, str, bool]:
         ee.emit("bad")
     error = caught.value
     return repr(error), repr(error.__context__), error.__context__ is error
-
-
-@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
-def test_an_unhandled_asyncio_handler_error_is_chained_as_pyee_chains_it(
-    hot_path: str, metrics: Metrics, instrumentor: Any
-) -> None:
-    _same_with_and_without(instrumentor, metrics, _unhandled_asyncio_handler_error)
 
 
 class _WatchingBreaker(circuitbreaker.CircuitBreaker):
@@ -484,13 +465,6 @@ def _exit_sees_the_blocks_exception() -> list[Any]:
     return [outcomes, _WatchingBreaker.seen]
 
 
-@pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
-def test_a_breakers_exit_sees_the_guarded_blocks_exception_as_being_handled(
-    hot_path: str, metrics: Metrics, instrumentor: Any
-) -> None:
-    _same_with_and_without(instrumentor, metrics, _exit_sees_the_blocks_exception)
-
-
 def _keyword_named_like_a_parameter() -> list[str]:
     out = []
     for call in (
@@ -504,11 +478,23 @@ def _keyword_named_like_a_parameter() -> list[str]:
     return out
 
 
+#: What each scenario observes must be the same with and without the instrumentation.
+SAME_AS_WITHOUT: dict[str, Callable[[], Any]] = {
+    "a_failing_asyncio_handler_leaves_the_exception_state_as_pyee_does": _exception_state_after_a_handler_fails,
+    "an_unhandled_asyncio_handler_error_is_chained_as_pyee_chains_it": _unhandled_asyncio_handler_error,
+    "a_breakers_exit_sees_the_guarded_blocks_exception_as_being_handled": _exit_sees_the_blocks_exception,
+    "keywords_named_like_calls_own_parameters_fail_as_in_the_library": _keyword_named_like_a_parameter,
+}
+
+
+@pytest.mark.parametrize("scenario", list(SAME_AS_WITHOUT))
 @pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
-def test_keywords_named_like_calls_own_parameters_fail_as_in_the_library(
-    hot_path: str, metrics: Metrics, instrumentor: Any
+def test_the_libraries_code_observes_exceptions_as_without_the_instrumentation(
+    hot_path: str, metrics: Metrics, instrumentor: Any, scenario: str
 ) -> None:
-    _same_with_and_without(instrumentor, metrics, _keyword_named_like_a_parameter)
+    plain = SAME_AS_WITHOUT[scenario]()
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    assert SAME_AS_WITHOUT[scenario]() == plain
 
 
 @pytest.mark.parametrize("hot_path", HOT_PATHS, indirect=True)
