@@ -2,8 +2,11 @@
  *
  * Each library home with compiled paths has one extension module, ``otel_trading.instrumentation.
  * <library>._hooks``, built from its ``_hooks.c``, which defines HOOKS_MODULE (its dotted name) and
- * then includes this header. Everything here is static: each module has its own copy, with its own
- * row layout (set by its ``configure``), interned names and types. This header names no library.
+ * HOOK_NAMES (the names its C reads), then includes this header. Everything here is static: each
+ * module has its own copy, with its own row layout (set by its ``configure``), interned names and
+ * types. This header names no library. A ``_hooks.c`` holds only what is its library's: for each
+ * hook kind its struct, HOOK_KIND (its type, and its factory with the fields it takes) and its
+ * behaviour; then HOOKS_MODULE_INIT (the module, with its factories' docs).
  *
  * Why C: the libraries' own closed-path calls cost 400-700 ns, and a Python wrapper's frame, two
  * perf_counter() calls and a histogram update in Python already cost more than the 30% budget.
@@ -46,8 +49,30 @@
 
 /* Every function here is static inline: a module that does not use one gets no warning for it. */
 
-/* -- names every module reads ---------------------------------------------------------------------- */
+/* -- names: every module's, and its own (HOOK_NAMES, defined before including this header) ---------- */
 static PyObject *S_row, *S_fast, *S_enter, *S_exit, *S_wrapped, *S_class, *S_self, *S_func;
+
+/* A module lists the names its C reads as ``#define HOOK_NAMES(X) X(_lock) X(state)``: each is
+ * ``S_<name>``, interned when the module is executed. */
+#ifndef HOOK_NAMES
+#define HOOK_NAMES(X)
+#endif
+#define HOOK_NAME_DECLARE(name) static PyObject *S_##name;
+#define HOOK_NAME_ROW(name) {&S_##name, #name},
+HOOK_NAMES(HOOK_NAME_DECLARE)
+
+typedef struct {
+    PyObject **name;
+    const char *text;
+} Name;
+
+/* Every name a module interns when it is executed. */
+static const Name NAMES[] = {
+    {&S_row, "row"}, {&S_fast, "fast"}, {&S_enter, "__enter__"}, {&S_exit, "__exit__"}, {&S_wrapped, "__wrapped__"},
+    {&S_class, "__class__"}, {&S_self, "self"}, {&S_func, "func"},
+    HOOK_NAMES(HOOK_NAME_ROW)
+    {NULL, NULL},
+};
 
 /* Intern ``text`` into ``*name`` unless a previous exec of the module did: 0, or -1 with an error. */
 static inline int intern_name(PyObject **name, const char *text) {
@@ -235,62 +260,19 @@ static inline int name_missing(PyObject **text, const char *name) {
     return more != NULL ? 0 : -1;
 }
 
-/* ``type`` (a factory's ``argument=``) must have an object ``__slots__`` member for each of
- * ``names`` (NULL-terminated): their offsets go to ``offsets``, and a strong reference to ``type``
- * to ``*keep``. 0, or -1 with a TypeError naming every missing slot. */
-static inline int require_slots(const char *factory, const char *argument, PyObject *type, const char *const *names,
-                                Py_ssize_t *const *offsets, PyTypeObject **keep) {
-    if (!PyType_Check(type)) {
-        PyErr_Format(PyExc_TypeError, "%s(): %s must be a class, not %.200s", factory, argument, Py_TYPE(type)->tp_name);
-        return -1;
-    }
-    PyObject *missing = NULL;
-    int count = 0;
-    for (int i = 0; names[i] != NULL; i++) {
-        *offsets[i] = member_offset((PyTypeObject *)type, names[i]);
-        if (*offsets[i] < 0) {
-            count++;
-            if (name_missing(&missing, names[i]) < 0) {
-                return -1;
-            }
-        }
-    }
-    if (missing != NULL) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s(): %s=%.200s has no slot%s %U (the compiled hot path reads %s at %s: each must be an "
-                     "object member of its __slots__)",
-                     factory, argument, ((PyTypeObject *)type)->tp_name, count > 1 ? "s" : "", missing,
-                     count > 1 ? "them" : "it", count > 1 ? "their offsets" : "its offset");
-        Py_DECREF(missing);
-        return -1;
-    }
-    Py_XSETREF(*keep, (PyTypeObject *)Py_NewRef(type));
-    return 0;
-}
-
-/* One of the homes' row-owning classes (a breaker's entry, a circuit, an event): its ``local`` and ``hot``. */
+/* One of the homes' row-owning classes (a breaker's entry, a circuit, an event): its ``local`` and
+ * ``hot`` (a factory's ``CLASS_ARG(Kind, layout, local, hot)``). */
 typedef struct {
     PyTypeObject *type; /* strong */
     Py_ssize_t local, hot;
 } EntryLayout;
 
-static inline int entry_layout(EntryLayout *layout, const char *factory, const char *argument, PyObject *type) {
-    static const char *const names[] = {"local", "hot", NULL};
-    Py_ssize_t *const offsets[] = {&layout->local, &layout->hot};
-    return require_slots(factory, argument, type, names, offsets, &layout->type);
-}
-
-/* The timed series class (a ``hot`` that is not one is never fast: the untimed stand-in). */
+/* The timed series class (a ``hot`` that is not one is never fast: the untimed stand-in), a
+ * factory's ``SERIES_ARG(Kind)``. */
 typedef struct {
     PyTypeObject *type; /* strong */
     Py_ssize_t fast;
 } SeriesLayout;
-
-static inline int series_layout(SeriesLayout *layout, const char *factory, PyObject *type) {
-    static const char *const names[] = {"fast", NULL};
-    Py_ssize_t *const offsets[] = {&layout->fast};
-    return require_slots(factory, "series_type", type, names, offsets, &layout->type);
-}
 
 /* True when ``hot`` (an entry's ``hot``: its series, or the untimed stand-in) is fast, that is, its
  * series is bound to the rows. Runs no Python code for a series; reads ``fast`` by name otherwise. */
@@ -401,14 +383,14 @@ static inline PyObject *call_special(PyObject *method, PyObject *obj, PyObject *
 typedef struct {
     PyTypeObject *type; /* borrowed: compared by identity only, and re-checked by the tag */
     unsigned int tag;
-    PyObject *enter;
+    PyObject *enter; /* strong, as ``exit``: NULL until found, and once the hook is cleared */
     PyObject *exit;
 } SpecialCache;
 
 /* New references to type(obj).__enter__ and __exit__ (for call_special): 0, or -1 with an error. */
 static inline int specials(SpecialCache *cache, PyObject *obj, PyObject **enter, PyObject **exit) {
     PyTypeObject *type = Py_TYPE(obj);
-    int valid = cache->type == type && cache->tag != 0 && type->tp_version_tag == cache->tag;
+    int valid = cache->enter != NULL && cache->type == type && cache->tag != 0 && type->tp_version_tag == cache->tag;
 #ifdef Py_TPFLAGS_VALID_VERSION_TAG
     valid = valid && PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG);
 #endif
@@ -656,6 +638,46 @@ static inline int names_a_parameter(PyObject *kwnames) {
     return 0;
 }
 
+/* -- the hook kinds' fields: a factory's keyword arguments, and what a hook owns -------------------- */
+typedef enum {
+    ANY,             /* any object but None */
+    CALLABLE,        /* a callable */
+    A_CLASS,         /* a type */
+    AN_EXCEPTION,    /* an exception class */
+    EXACTLY,         /* an instance of ``of`` itself, not of a subclass */
+} Expect;
+
+#define SLOTS_MAX 2 /* read on one class of ours */
+
+/* One ``PyObject *`` field of a hook kind's struct. A kind lists its fields (HOOK_KIND's arguments,
+ * its table ``<factory>_fields``, ended by END_FIELDS): its factory takes each named one as the keyword
+ * argument of that name (after ``slow``, every kind's), checks it and keeps it; the others are the
+ * hook's own references (its caches'). The hook's traverse and clear go through them all. */
+typedef struct {
+    const char *name;                 /* the keyword; NULL for a reference no argument sets */
+    Py_ssize_t offset;                /* of the field in the kind's struct (0 ends a table) */
+    Expect expect;
+    PyTypeObject *of;                 /* for EXACTLY */
+    const char *slots[SLOTS_MAX + 1]; /* for a class of ours: the object slots the C reads (NULL-ended), */
+    Py_ssize_t slot_at[SLOTS_MAX];    /* and where in the kind's struct each one's offset is kept */
+} Field;
+
+/* The keyword argument ``name``, kept in the field of that name: ``expect`` says what it must be;
+ * ARG_OF's is an instance of ``type`` itself (EXACTLY). */
+#define ARG(Kind, name, expect) {#name, offsetof(Kind, name), expect, NULL, {NULL}, {0}}
+#define ARG_OF(Kind, name, type) {#name, offsetof(Kind, name), EXACTLY, type, {NULL}, {0}}
+/* ``<layout>_type``: a class of ours, kept in ``layout.type``, whose object slots ``a`` and ``b`` the C
+ * reads at the offsets kept in ``layout.a`` and ``layout.b`` (a class lacking one is refused). */
+#define CLASS_ARG(Kind, layout, a, b)                                                                   \
+    {#layout "_type", offsetof(Kind, layout.type), A_CLASS, NULL, {#a, #b, NULL},                       \
+     {offsetof(Kind, layout.a), offsetof(Kind, layout.b)}}
+/* ``series_type``: the timed series class, in the SeriesLayout ``series``. */
+#define SERIES_ARG(Kind)                                                                                \
+    {"series_type", offsetof(Kind, series.type), A_CLASS, NULL, {"fast", NULL}, {offsetof(Kind, series.fast)}}
+/* A reference the hook owns that no argument sets (a cache's). */
+#define OWNS(Kind, member) {NULL, offsetof(Kind, member), ANY, NULL, {NULL}, {0}}
+#define END_FIELDS {NULL, 0, ANY, NULL, {NULL}, {0}}
+
 /* -- Hook: a replacement method ------------------------------------------------------------------
  * The base of every hook kind (each a subtype with its own struct, whose first member is this): it
  * binds like a function, takes functools.update_wrapper's attributes, introspects as the function it
@@ -667,12 +689,26 @@ typedef struct {
     PyObject *dict;
     PyObject *weakrefs;
     PyObject *slow;               /* the pure-Python twin */
+    const Field *fields;          /* the kind's (its own references besides the head's) */
     unsigned long long calls;     /* every call */
     unsigned long long misses;    /* the calls handed to ``slow`` */
+    RowCache rows;                /* the caches of the kinds that use them */
+    SpecialCache specials;
 } Hook;
 
-/* At the top of every hook kind's behaviour: one more call. */
-#define HOOK_CALLED(h) ((h)->hook.calls++)
+/* The head's references: ``slow`` (every factory's first argument), then the others it owns. */
+static const Field HOOK_FIELDS[] = {
+    ARG(Hook, slow, CALLABLE), OWNS(Hook, dict), OWNS(Hook, rows.local), OWNS(Hook, rows.row),
+    OWNS(Hook, specials.enter), OWNS(Hook, specials.exit), END_FIELDS,
+};
+
+/* At the top of every hook kind's behaviour, ``Kind *h = HOOK_CALLED(Kind);``: one more call. */
+static inline Hook *hook_called(PyObject *op) {
+    Hook *hook = (Hook *)op;
+    hook->calls++;
+    return hook;
+}
+#define HOOK_CALLED(Kind) ((Kind *)hook_called(op))
 
 /* Hand the call to the twin (a miss), from a hook kind's behaviour (its parameters in scope). */
 static inline PyObject *hook_slow(Hook *hook, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -681,27 +717,29 @@ static inline PyObject *hook_slow(Hook *hook, PyObject *const *args, size_t narg
 }
 #define SLOW(h) hook_slow(&(h)->hook, args, nargsf, kwnames)
 
-/* The head's references, for the kinds' own traverse and clear. */
+/* Every kind's traverse, and with no ``visit`` its clear: the head's references, then the kind's. */
 static inline int hook_traverse(PyObject *op, visitproc visit, void *arg) {
-    Hook *hook = (Hook *)op;
-    Py_VISIT(hook->dict);
-    Py_VISIT(hook->slow);
+    const Field *const tables[] = {HOOK_FIELDS, ((Hook *)op)->fields};
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+        for (const Field *f = tables[t]; f != NULL && f->offset != 0; f++) {
+            if (visit == NULL) {
+                Py_CLEAR(SLOT(op, f->offset));
+            } else {
+                Py_VISIT(SLOT(op, f->offset));
+            }
+        }
+    }
     return 0;
 }
 
-static inline int hook_clear(PyObject *op) {
-    Hook *hook = (Hook *)op;
-    Py_CLEAR(hook->dict);
-    Py_CLEAR(hook->slow);
-    return 0;
-}
+static inline int hook_clear(PyObject *op) { return hook_traverse(op, NULL, NULL); }
 
 static inline void hook_dealloc(PyObject *op) {
     PyObject_GC_UnTrack(op);
     if (((Hook *)op)->weakrefs != NULL) {
         PyObject_ClearWeakRefs(op);
     }
-    Py_TYPE(op)->tp_clear(op);
+    hook_clear(op);
     PyObject_GC_Del(op);
 }
 
@@ -779,84 +817,53 @@ static PyGetSetDef hook_getset[] = {
     {NULL},
 };
 
+/* The head of a static type's initializer: ``Name`` is its struct, and its name in the module. */
+#define TYPE_HEAD(Name, doc)                                                                            \
+    PyVarObject_HEAD_INIT(NULL, 0) .tp_name = HOOKS_MODULE "." #Name, .tp_doc = doc, .tp_basicsize = sizeof(Name)
+
 #define HOOK_FLAGS \
     (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR)
 
+/* The slots of Hook that each kind has too. */
+#define HOOK_SLOTS                                                                                      \
+    .tp_dealloc = hook_dealloc, .tp_traverse = hook_traverse, .tp_clear = hook_clear,                   \
+    .tp_call = PyVectorcall_Call, .tp_vectorcall_offset = offsetof(Hook, vectorcall), .tp_descr_get = hook_get, \
+    .tp_getattro = hook_getattro
+
 static PyTypeObject HookType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = HOOKS_MODULE ".Hook",
-    .tp_doc = "A compiled replacement method installed by otel-trading's instrumentation.",
-    .tp_basicsize = sizeof(Hook),
+    TYPE_HEAD(Hook, "A compiled replacement method installed by otel-trading's instrumentation."),
     .tp_flags = HOOK_FLAGS | Py_TPFLAGS_BASETYPE,
-    .tp_dealloc = hook_dealloc,
-    .tp_traverse = hook_traverse,
-    .tp_clear = hook_clear,
-    .tp_call = PyVectorcall_Call,
-    .tp_vectorcall_offset = offsetof(Hook, vectorcall),
-    .tp_descr_get = hook_get,
+    HOOK_SLOTS,
     .tp_dictoffset = offsetof(Hook, dict),
     .tp_weaklistoffset = offsetof(Hook, weakrefs),
     .tp_getset = hook_getset,
-    .tp_getattro = hook_getattro,
 };
 
-/* A hook kind: a subtype of Hook with its own struct (``Kind``, first member ``Hook hook``), its
- * own traverse and clear (each calling hook_traverse / hook_clear for the head). */
-#define HOOK_KIND(Kind, doc, traverse, clear)                                                          \
-    {                                                                                                  \
-        PyVarObject_HEAD_INIT(NULL, 0) .tp_name = HOOKS_MODULE "." #Kind, .tp_doc = doc,               \
-        .tp_basicsize = sizeof(Kind), .tp_base = &HookType, .tp_flags = HOOK_FLAGS,                    \
-        .tp_dealloc = hook_dealloc, .tp_traverse = traverse, .tp_clear = clear,                        \
-        .tp_call = PyVectorcall_Call, .tp_vectorcall_offset = offsetof(Hook, vectorcall),              \
-        .tp_descr_get = hook_get, .tp_getattro = hook_getattro,                                        \
-    }
-
 /* -- factories: keyword arguments only, each stored in the field of the same name ----------------- */
-typedef enum {
-    ANY,             /* any object but None */
-    CALLABLE,        /* a callable */
-    A_CLASS,         /* a type */
-    AN_EXCEPTION,    /* an exception class */
-    EXACTLY,         /* an instance of ``of`` itself, not of a subclass */
-} Expect;
-
-typedef struct {
-    const char *name;   /* the keyword, and the name of the struct's field */
-    Py_ssize_t offset;  /* of that ``PyObject *`` field in the kind's struct */
-    Expect expect;
-    PyTypeObject *of;   /* for EXACTLY */
-} Field;
-
-/* A new hook of ``type`` running ``behaviour``, its fields (``fields``: ``slow`` first, then the
- * kind's, ending with a NULL name) set from ``kwargs``, each required and checked; every other
- * field of the struct zeroed. Untracked by the GC until the kind's factory is done with it. */
-static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, const char *factory,
-                                 const Field *fields, PyObject *args, PyObject *kwargs) {
-    if (PyTuple_GET_SIZE(args) != 0) {
-        PyErr_Format(PyExc_TypeError, "%s() takes keyword arguments only", factory);
-        return NULL;
-    }
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (kwargs != NULL && PyDict_Next(kwargs, &pos, &key, &value)) {
-        int known = 0;
-        for (const Field *f = fields; f->name != NULL && !known; f++) {
-            known = PyUnicode_CompareWithASCIIString(key, f->name) == 0;
-        }
-        if (!known) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", factory, key);
-            return NULL;
+/* Whether ``key`` is the keyword of one of ``fields``. */
+static inline int field_named(const Field *fields, PyObject *key) {
+    for (const Field *f = fields; f->offset != 0; f++) {
+        if (f->name != NULL && PyUnicode_CompareWithASCIIString(key, f->name) == 0) {
+            return 1;
         }
     }
-    for (const Field *f = fields; f->name != NULL; f++) {
-        value = kwargs != NULL ? PyDict_GetItemString(kwargs, f->name) : NULL; /* borrowed */
+    return 0;
+}
+
+/* Each named field's argument in ``kwargs`` is there and what it must be: 0, or -1 with a TypeError. */
+static inline int check_arguments(const char *factory, const Field *fields, PyObject *kwargs) {
+    for (const Field *f = fields; f->offset != 0; f++) {
+        if (f->name == NULL) {
+            continue;
+        }
+        PyObject *value = kwargs != NULL ? PyDict_GetItemString(kwargs, f->name) : NULL; /* borrowed */
         const char *want = NULL;
         if (value == NULL) {
             PyErr_Format(PyExc_TypeError, "%s() missing keyword argument '%s'", factory, f->name);
-            return NULL;
+            return -1;
         } else if (value == Py_None) {
             PyErr_Format(PyExc_TypeError, "%s(): '%s' must not be None", factory, f->name);
-            return NULL;
+            return -1;
         } else if (f->expect == CALLABLE && !PyCallable_Check(value)) {
             want = "callable";
         } else if (f->expect == A_CLASS && !PyType_Check(value)) {
@@ -869,8 +876,60 @@ static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, c
         if (want != NULL) {
             PyErr_Format(PyExc_TypeError, "%s(): '%s' must be %s%s", factory, f->name, f->expect == EXACTLY ? "a " : "",
                          want);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The offsets of the object slots the C reads on the class of a field (``<layout>_type=``), kept in
+ * the hook: 0, or -1 with a TypeError naming every missing one. */
+static inline int read_slots(const char *factory, const Field *f, PyObject *hook) {
+    PyTypeObject *type = (PyTypeObject *)SLOT(hook, f->offset);
+    PyObject *missing = NULL;
+    int count = 0;
+    for (int i = 0; i < SLOTS_MAX && f->slots[i] != NULL; i++) {
+        Py_ssize_t offset = member_offset(type, f->slots[i]);
+        *(Py_ssize_t *)((char *)hook + f->slot_at[i]) = offset;
+        if (offset < 0) {
+            count++;
+            if (name_missing(&missing, f->slots[i]) < 0) {
+                return -1;
+            }
+        }
+    }
+    if (missing != NULL) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s(): %s=%.200s has no slot%s %U (the compiled hot path reads %s at %s: each must be an "
+                     "object member of its __slots__)",
+                     factory, f->name, type->tp_name, count > 1 ? "s" : "", missing, count > 1 ? "them" : "it",
+                     count > 1 ? "their offsets" : "its offset");
+        Py_DECREF(missing);
+        return -1;
+    }
+    return 0;
+}
+
+/* A kind's factory: a new hook of ``type`` running ``behaviour``, its named fields (``slow``, then
+ * ``fields``') set from ``kwargs``, each required and checked, the slots of our classes among them
+ * found, then ``check`` (or NULL) passed; every other field of the struct zeroed. */
+static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, const char *factory,
+                                 const Field *fields, int (*check)(PyObject *hook, const char *factory),
+                                 PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) != 0) {
+        PyErr_Format(PyExc_TypeError, "%s() takes keyword arguments only", factory);
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (kwargs != NULL && PyDict_Next(kwargs, &pos, &key, &value)) {
+        if (!field_named(HOOK_FIELDS, key) && !field_named(fields, key)) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", factory, key);
             return NULL;
         }
+    }
+    if (check_arguments(factory, HOOK_FIELDS, kwargs) < 0 || check_arguments(factory, fields, kwargs) < 0) {
+        return NULL;
     }
     Hook *hook = PyObject_GC_New(Hook, type);
     if (hook == NULL) {
@@ -878,19 +937,39 @@ static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, c
     }
     memset((char *)hook + sizeof(PyObject), 0, (size_t)type->tp_basicsize - sizeof(PyObject));
     hook->vectorcall = behaviour;
-    for (const Field *f = fields; f->name != NULL; f++) {
-        SLOT(hook, f->offset) = Py_NewRef(PyDict_GetItemString(kwargs, f->name));
+    hook->slow = Py_NewRef(PyDict_GetItemString(kwargs, "slow"));
+    hook->fields = fields;
+    for (const Field *f = fields; f->offset != 0; f++) {
+        if (f->name != NULL) {
+            SLOT(hook, f->offset) = Py_NewRef(PyDict_GetItemString(kwargs, f->name));
+        }
     }
-    return (PyObject *)hook;
+    PyObject *op = (PyObject *)hook;
+    for (const Field *f = fields; f->offset != 0; f++) {
+        if (f->slots[0] != NULL && read_slots(factory, f, op) < 0) {
+            Py_DECREF(op);
+            return NULL;
+        }
+    }
+    if (check != NULL && check(op, factory) < 0) {
+        Py_DECREF(op);
+        return NULL;
+    }
+    PyObject_GC_Track(op);
+    return op;
 }
 
-/* The kind's factory is done: the hook (or NULL) is handed out, tracked by the GC. */
-static inline PyObject *hook_ready(PyObject *hook) {
-    if (hook != NULL) {
-        PyObject_GC_Track(hook);
+/* A hook kind, after its struct ``Kind`` (first member ``Hook hook``): ``KindType``, its type (a
+ * subtype of Hook), and ``make_<name>``, its factory, which takes the fields the rest of the arguments
+ * list (``<name>_fields``: ARG, ARG_OF, CLASS_ARG, SERIES_ARG, OWNS), checks them, then ``check`` (or
+ * NULL: what it checks besides), and makes a hook running the behaviour ``name``, defined after. */
+#define HOOK_KIND(Kind, name, check, doc, ...)                                                           \
+    static PyObject *name(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);       \
+    static const Field name##_fields[] = {__VA_ARGS__, END_FIELDS};                                     \
+    static PyTypeObject Kind##Type = {TYPE_HEAD(Kind, doc), .tp_flags = HOOK_FLAGS, HOOK_SLOTS, .tp_base = &HookType}; \
+    static PyObject *make_##name(PyObject *module, PyObject *args, PyObject *kwargs) {                  \
+        return hook_new(&Kind##Type, name, #name, name##_fields, check, args, kwargs);                   \
     }
-    return hook;
-}
 
 /* -- the module ------------------------------------------------------------------------------------ */
 #define HOT_PATH_METHODS                                                                                       \
@@ -901,19 +980,24 @@ static inline PyObject *hook_ready(PyObject *hook) {
 
 #define FACTORY_METHOD(name, doc) {#name, (PyCFunction)(void (*)(void))make_##name, METH_VARARGS | METH_KEYWORDS, doc}
 
-/* The shared part of a module's exec (PEP 489; it may run more than once, with importlib.reload or
- * an import after its sys.modules entry went: whatever is made is kept, never made again over a
- * reference still held). ``relies_on`` (NULL-terminated): the library's attribute names the
- * module's C reads, set as its ``RELIES_ON`` tuple. */
-static inline int hot_path_exec(PyObject *module, const char *const *relies_on) {
-    if (intern_name(&S_row, "row") < 0 || intern_name(&S_fast, "fast") < 0 || intern_name(&S_enter, "__enter__") < 0 ||
-        intern_name(&S_exit, "__exit__") < 0 || intern_name(&S_wrapped, "__wrapped__") < 0 ||
-        intern_name(&S_class, "__class__") < 0 || intern_name(&S_self, "self") < 0 || intern_name(&S_func, "func") < 0) {
-        return -1;
+/* The module's exec (PEP 489; it may run more than once, with importlib.reload or an import after
+ * its sys.modules entry went: whatever is made is kept, never made again over a reference still
+ * held): the names interned, ``relies_on`` (NULL-terminated: the library's attribute names the
+ * module's C reads) set as its ``RELIES_ON`` tuple, and Hook and ``types`` (NULL-terminated) added. */
+static inline int hot_path_exec(PyObject *module, const char *const *relies_on, PyTypeObject *const *types) {
+    for (const Name *name = NAMES; name->name != NULL; name++) {
+        if (intern_name(name->name, name->text) < 0) {
+            return -1;
+        }
     }
     /* PyModule_AddType readies a type only once, and names it after the last part of tp_name. */
     if (PyModule_AddType(module, &HookType) < 0) {
         return -1;
+    }
+    for (PyTypeObject *const *type = types; *type != NULL; type++) {
+        if (PyModule_AddType(module, *type) < 0) {
+            return -1;
+        }
     }
     Py_ssize_t n = 0;
     while (relies_on[n] != NULL) {
@@ -935,5 +1019,29 @@ static inline int hot_path_exec(PyObject *module, const char *const *relies_on) 
     Py_DECREF(names);
     return added;
 }
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define HOOKS_SUBINTERPRETERS {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#else
+#define HOOKS_SUBINTERPRETERS
+#endif
+
+/* The module ``HOOKS_MODULE``, documented by ``doc``: its types ``TYPES(&<Name>Type, ...)``, its
+ * functions configure, observe and the rest of the arguments (``FACTORY_METHOD``s), and what it relies
+ * on of the library ``RELIES_ON``. No per-module state (multi-phase initialisation needs m_size
+ * non-negative), and no Py_mod_gil: the statics and the rows are only safe under the GIL. */
+#define TYPES(...) __VA_ARGS__
+#define HOOKS_MODULE_INIT(doc, types, ...)                                                             \
+    static PyMethodDef hooks_methods[] = {HOT_PATH_METHODS, __VA_ARGS__, {NULL, NULL, 0, NULL}};        \
+    static int hooks_exec(PyObject *module) {                                                           \
+        PyTypeObject *const all[] = {types, NULL};                                                      \
+        return hot_path_exec(module, RELIES_ON, all);                                                   \
+    }                                                                                                   \
+    static PyModuleDef_Slot hooks_slots[] = {{Py_mod_exec, hooks_exec}, HOOKS_SUBINTERPRETERS{0, NULL}}; \
+    static struct PyModuleDef hooks_module = {                                                          \
+        PyModuleDef_HEAD_INIT, .m_name = HOOKS_MODULE, .m_doc = doc, .m_size = 0,                       \
+        .m_methods = hooks_methods, .m_slots = hooks_slots,                                             \
+    };                                                                                                  \
+    PyMODINIT_FUNC PyInit__hooks(void) { return PyModuleDef_Init(&hooks_module); }
 
 #endif /* OTEL_TRADING_HOT_PATH_H */

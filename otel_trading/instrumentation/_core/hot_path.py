@@ -109,12 +109,21 @@ def named_as(twin: Callable[..., Any], original: Callable[..., Any]) -> Callable
     return functools.update_wrapper(twin, original)
 
 
-def compiled(twin: Callable[..., Any], make: Callable[[], Callable[..., Any]], what: str) -> Callable[..., Any]:
-    """``make()``: the compiled hook standing in for ``twin``. When its factory refuses what it is
-    given (a class of ours without a slot its C reads, after a rename: a TypeError naming each
-    one), the error is reported at instrument time and ``twin`` is installed instead."""
-    try:
-        return make()
-    except TypeError as exc:
-        report(f"making the compiled hot path of {what} (it runs on its pure-Python twin)", exc)
+def compiled(factory: str, twin: Callable[..., Any], **fields: Any) -> Callable[..., Any]:
+    """What an instrumentation installs for ``twin``, its pure-Python path (named as the library's
+    method it replaces: ``named_as``): the hook ``factory`` (``"<library>.<name>"``: that function of
+    the library's compiled module) makes from ``slow=twin`` and ``fields``; or ``twin`` itself, when
+    that module is not to be used (``load``, read now: at patch time, as the tests and the bench
+    switch it), or when the factory refuses what it is given (a class of ours without a slot its C
+    reads, after a rename: a TypeError naming each one), which is reported at instrument time."""
+    library, _, name = factory.partition(".")
+    hooks = load(library)
+    if hooks is None:
         return twin
+    try:
+        hook: Callable[..., Any] = getattr(hooks, name)(slow=twin, **fields)
+    except TypeError as exc:
+        where = f"{library}'s {getattr(twin, '__qualname__', name)}"
+        report(f"making the compiled hot path of {where} (it runs on its pure-Python twin)", exc)
+        return twin
+    return hook

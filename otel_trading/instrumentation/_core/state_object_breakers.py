@@ -352,23 +352,17 @@ class LibraryBreakers:
                     report(f"recording a {target} call", exc)
                 return result
 
-        hooks = hot_path.load(target)  # at patch time: tests and the bench switch it
-        if hooks is None:
-            return call
         # The compiled fast path of ``call`` above (which it hands calls of unbound breakers to).
         return hot_path.compiled(
-            call,
-            lambda: hooks.locked_call(
-                slow=named_as(call, orig),
-                bindings=by_lock,
-                open_state=open_state,
-                after_error=after_error,
-                record=record_exclusive,
-                generator=generator,
-                binding_type=BreakerBinding,
-                series_type=Series,
-            ),
-            f"{target}'s CircuitBreaker.call",
+            f"{target}.locked_call",
+            named_as(call, orig),
+            bindings=by_lock,
+            open_state=open_state,
+            after_error=after_error,
+            record=record_exclusive,
+            generator=generator,
+            binding_type=BreakerBinding,
+            series_type=Series,
         )
 
     def _record_exclusive(self, binding: BreakerBinding, elapsed: float) -> None:

@@ -11,11 +11,10 @@
  *   series_type (Series)  fast
  */
 #define HOOKS_MODULE "otel_trading.instrumentation.circuitbreaker._hooks"
+#define HOOK_NAMES(X) X(_state)
 #include "hot_path.h"
 
 static const char *const RELIES_ON[] = {"_state", "__enter__", "__exit__", NULL};
-
-static PyObject *S__state;
 
 /* -- guarded_call: circuitbreaker's ``call(self, func, *args, **kwargs)`` ------------------------
  * Fast path: a known breaker whose ``_state`` is ``closed``, whose series is hot and whose row in
@@ -29,47 +28,15 @@ typedef struct {
     PyObject *record;  /* the twin's ``record(entry, elapsed)``, for a row it could not update */
     EntryLayout entry;
     SeriesLayout series;
-    SpecialCache specials;
-    RowCache rows;
 } GuardedCall;
 
-static int guarded_call_traverse(PyObject *op, visitproc visit, void *arg) {
-    GuardedCall *h = (GuardedCall *)op;
-    Py_VISIT(h->entries);
-    Py_VISIT(h->closed);
-    Py_VISIT(h->raised);
-    Py_VISIT(h->record);
-    Py_VISIT(h->entry.type);
-    Py_VISIT(h->series.type);
-    Py_VISIT(h->specials.enter);
-    Py_VISIT(h->specials.exit);
-    Py_VISIT(h->rows.local);
-    Py_VISIT(h->rows.row);
-    return hook_traverse(op, visit, arg);
-}
-
-static int guarded_call_clear(PyObject *op) {
-    GuardedCall *h = (GuardedCall *)op;
-    Py_CLEAR(h->entries);
-    Py_CLEAR(h->closed);
-    Py_CLEAR(h->raised);
-    Py_CLEAR(h->record);
-    Py_CLEAR(h->entry.type);
-    Py_CLEAR(h->series.type);
-    Py_CLEAR(h->specials.enter);
-    Py_CLEAR(h->specials.exit);
-    Py_CLEAR(h->rows.local);
-    Py_CLEAR(h->rows.row);
-    h->specials.type = NULL;
-    return hook_clear(op);
-}
-
-static PyTypeObject GuardedCallType =
-    HOOK_KIND(GuardedCall, "circuitbreaker's CircuitBreaker.call, compiled.", guarded_call_traverse, guarded_call_clear);
+HOOK_KIND(GuardedCall, guarded_call, NULL, "circuitbreaker's CircuitBreaker.call, compiled.",
+          ARG_OF(GuardedCall, entries, &PyDict_Type), ARG(GuardedCall, closed, ANY),
+          ARG(GuardedCall, raised, CALLABLE), ARG(GuardedCall, record, CALLABLE),
+          CLASS_ARG(GuardedCall, entry, local, hot), SERIES_ARG(GuardedCall))
 
 static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    GuardedCall *h = (GuardedCall *)op;
-    HOOK_CALLED(h);
+    GuardedCall *h = HOOK_CALLED(GuardedCall);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs < 2 || names_a_parameter(kwnames)) {
         return SLOW(h);
@@ -77,7 +44,7 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
     PyObject *breaker = args[0], *func = args[1];
     PyObject *entry = Py_XNewRef(by_id(h->entries, breaker));
     PyObject *local = entry != NULL ? hot_local(&h->entry, &h->series, entry) : NULL;
-    PyObject *row = local != NULL ? thread_row(&h->rows, local) : NULL;
+    PyObject *row = local != NULL ? thread_row(&h->hook.rows, local) : NULL;
     Py_XDECREF(local);
     if (row == NULL) {
         Py_XDECREF(entry);
@@ -90,7 +57,7 @@ static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf
     int fast = state == h->closed;
     Py_XDECREF(state);
     PyObject *enter = NULL, *exit = NULL;
-    if (fast && specials(&h->specials, breaker, &enter, &exit) < 0) {
+    if (fast && specials(&h->hook.specials, breaker, &enter, &exit) < 0) {
         PyErr_Clear(); /* the twin raises what ``with`` raises */
         fast = 0;
     }
@@ -143,62 +110,7 @@ done:
     return result;
 }
 
-static PyObject *make_guarded_call(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(GuardedCall, hook.slow), CALLABLE, NULL},
-        {"entries", offsetof(GuardedCall, entries), EXACTLY, &PyDict_Type},
-        {"closed", offsetof(GuardedCall, closed), ANY, NULL},
-        {"raised", offsetof(GuardedCall, raised), CALLABLE, NULL},
-        {"record", offsetof(GuardedCall, record), CALLABLE, NULL},
-        {"entry_type", offsetof(GuardedCall, entry.type), A_CLASS, NULL},
-        {"series_type", offsetof(GuardedCall, series.type), A_CLASS, NULL},
-        {NULL, 0, ANY, NULL},
-    };
-    PyObject *op = hook_new(&GuardedCallType, guarded_call, "guarded_call", fields, args, kwargs);
-    if (op == NULL) {
-        return NULL;
-    }
-    GuardedCall *h = (GuardedCall *)op;
-    if (entry_layout(&h->entry, "guarded_call", "entry_type", (PyObject *)h->entry.type) < 0 ||
-        series_layout(&h->series, "guarded_call", (PyObject *)h->series.type) < 0) {
-        Py_DECREF(op);
-        return NULL;
-    }
-    return hook_ready(op);
-}
-
 /* -- the module ------------------------------------------------------------------------------------ */
-static PyMethodDef hooks_methods[] = {
-    HOT_PATH_METHODS,
-    FACTORY_METHOD(guarded_call, "guarded_call(*, slow, entries, closed, raised, record, entry_type, series_type): "
-                                 "circuitbreaker's CircuitBreaker.call."),
-    {NULL, NULL, 0, NULL},
-};
-
-static int hooks_exec(PyObject *module) {
-    if (intern_name(&S__state, "_state") < 0 || hot_path_exec(module, RELIES_ON) < 0 ||
-        PyModule_AddType(module, &GuardedCallType) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
-static PyModuleDef_Slot hooks_slots[] = {
-    {Py_mod_exec, hooks_exec},
-#if PY_VERSION_HEX >= 0x030C0000
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
-#endif
-    /* No Py_mod_gil: the statics and the rows are only safe under the GIL. */
-    {0, NULL},
-};
-
-static struct PyModuleDef hooks_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = HOOKS_MODULE,
-    .m_doc = "circuitbreaker's compiled hot path (CircuitBreaker.call).",
-    .m_size = 0, /* no per-module state (multi-phase initialisation needs it non-negative) */
-    .m_methods = hooks_methods,
-    .m_slots = hooks_slots,
-};
-
-PyMODINIT_FUNC PyInit__hooks(void) { return PyModuleDef_Init(&hooks_module); }
+HOOKS_MODULE_INIT("circuitbreaker's compiled hot path (CircuitBreaker.call).", TYPES(&GuardedCallType),
+                  FACTORY_METHOD(guarded_call, "guarded_call(*, slow, entries, closed, raised, record, entry_type, "
+                                               "series_type): circuitbreaker's CircuitBreaker.call."))

@@ -279,22 +279,16 @@ class CircuitbreakerBreakers:
                 report("recording a circuitbreaker call", exc)
             return result
 
-        compiled = hot_path.load("circuitbreaker")  # at patch time: tests and the bench switch it
-        if compiled is None:
-            return call
         # The compiled fast path; it hands every other call to ``call`` above.
         return hot_path.compiled(
-            call,
-            lambda: compiled.guarded_call(
-                slow=named_as(call, orig),
-                entries=self._by_id,
-                closed=self._closed,
-                raised=raised,
-                record=_record_success,
-                entry_type=HotEntry,
-                series_type=Series,
-            ),
-            "circuitbreaker's CircuitBreaker.call",
+            "circuitbreaker.guarded_call",
+            named_as(call, orig),
+            entries=self._by_id,
+            raised=raised,
+            record=_record_success,
+            closed=self._closed,
+            entry_type=HotEntry,
+            series_type=Series,
         )
 
     def _call_async(self, orig: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,11 +13,10 @@
  *   series_type (Series)     fast
  */
 #define HOOKS_MODULE "otel_trading.instrumentation.purgatory._hooks"
+#define HOOK_NAMES(X) X(context) X(name)
 #include "hot_path.h"
 
 static const char *const RELIES_ON[] = {"context", "__enter__", "name", NULL};
-
-static PyObject *S_context, *S_name;
 
 /* -- OpenBlocks: where a wrapper's start waits for its exit -----------------------------------------
  * The starts of the blocks entered and not yet left, newest last, each with a reference to its
@@ -128,10 +127,7 @@ static PyMethodDef open_blocks_methods[] = {
 };
 
 static PyTypeObject OpenBlocksType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = HOOKS_MODULE ".OpenBlocks",
-    .tp_doc = "The starts of the guarded blocks entered and not yet left (purgatory's wrappers).",
-    .tp_basicsize = sizeof(OpenBlocks),
+    TYPE_HEAD(OpenBlocks, "The starts of the guarded blocks entered and not yet left (purgatory's wrappers)."),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = open_blocks_new,
     .tp_dealloc = open_blocks_dealloc,
@@ -153,32 +149,13 @@ typedef struct {
     PyObject *blocks;   /* the OpenBlocks, where most starts wait */
 } PairedEnter;
 
-static int paired_enter_traverse(PyObject *op, visitproc visit, void *arg) {
-    PairedEnter *h = (PairedEnter *)op;
-    Py_VISIT(h->starts);
-    Py_VISIT(h->opened);
-    Py_VISIT(h->rejected);
-    Py_VISIT(h->nested);
-    Py_VISIT(h->blocks);
-    return hook_traverse(op, visit, arg);
-}
-
-static int paired_enter_clear(PyObject *op) {
-    PairedEnter *h = (PairedEnter *)op;
-    Py_CLEAR(h->starts);
-    Py_CLEAR(h->opened);
-    Py_CLEAR(h->rejected);
-    Py_CLEAR(h->nested);
-    Py_CLEAR(h->blocks);
-    return hook_clear(op);
-}
-
-static PyTypeObject PairedEnterType = HOOK_KIND(PairedEnter, "purgatory's SyncCircuitBreaker.__enter__, compiled.",
-                                                paired_enter_traverse, paired_enter_clear);
+HOOK_KIND(PairedEnter, paired_enter, NULL, "purgatory's SyncCircuitBreaker.__enter__, compiled.",
+          ARG_OF(PairedEnter, starts, &PyDict_Type), ARG(PairedEnter, opened, AN_EXCEPTION),
+          ARG(PairedEnter, rejected, CALLABLE), ARG(PairedEnter, nested, CALLABLE),
+          ARG_OF(PairedEnter, blocks, &OpenBlocksType))
 
 static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    PairedEnter *h = (PairedEnter *)op;
-    HOOK_CALLED(h);
+    PairedEnter *h = HOOK_CALLED(PairedEnter);
     if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
         return SLOW(h);
     }
@@ -223,19 +200,6 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
     return entered;
 }
 
-static PyObject *make_paired_enter(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(PairedEnter, hook.slow), CALLABLE, NULL},
-        {"starts", offsetof(PairedEnter, starts), EXACTLY, &PyDict_Type},
-        {"opened", offsetof(PairedEnter, opened), AN_EXCEPTION, NULL},
-        {"rejected", offsetof(PairedEnter, rejected), CALLABLE, NULL},
-        {"nested", offsetof(PairedEnter, nested), CALLABLE, NULL},
-        {"blocks", offsetof(PairedEnter, blocks), EXACTLY, &OpenBlocksType},
-        {NULL, 0, ANY, NULL},
-    };
-    return hook_ready(hook_new(&PairedEnterType, paired_enter, "paired_enter", fields, args, kwargs));
-}
-
 /* -- paired_exit: purgatory's ``SyncCircuitBreaker.__exit__(self, exc_type, exc, tb)`` --------------
  * Fast path: no exception, one start kept for the wrapper, a known circuit whose series is hot and
  * whose row in this thread exists: the library's exit runs, then the block (enter to this call) is
@@ -244,7 +208,7 @@ static PyObject *make_paired_enter(PyObject *module, PyObject *args, PyObject *k
 /* The circuit the last exit found for a context object, and the size of the circuits table then:
  * circuits are only ever added, never replaced, so while the size is unchanged (no circuit added,
  * none removed by uninstrument) the same context object (held, so no other object takes its
- * address) leads to the same circuit. */
+ * address) leads to the same circuit. None found yet (or the hook cleared): ``circuit`` is NULL. */
 typedef struct {
     PyObject *context; /* strong */
     PyObject *circuit; /* strong */
@@ -260,48 +224,17 @@ typedef struct {
     PyObject *blocks;   /* the OpenBlocks */
     EntryLayout circuit;
     SeriesLayout series;
-    RowCache rows;
     LastCircuit last;
 } PairedExit;
 
-static int paired_exit_traverse(PyObject *op, visitproc visit, void *arg) {
-    PairedExit *h = (PairedExit *)op;
-    Py_VISIT(h->orig);
-    Py_VISIT(h->starts);
-    Py_VISIT(h->circuits);
-    Py_VISIT(h->record);
-    Py_VISIT(h->blocks);
-    Py_VISIT(h->circuit.type);
-    Py_VISIT(h->series.type);
-    Py_VISIT(h->rows.local);
-    Py_VISIT(h->rows.row);
-    Py_VISIT(h->last.context);
-    Py_VISIT(h->last.circuit);
-    return hook_traverse(op, visit, arg);
-}
-
-static int paired_exit_clear(PyObject *op) {
-    PairedExit *h = (PairedExit *)op;
-    Py_CLEAR(h->orig);
-    Py_CLEAR(h->starts);
-    Py_CLEAR(h->circuits);
-    Py_CLEAR(h->record);
-    Py_CLEAR(h->blocks);
-    Py_CLEAR(h->circuit.type);
-    Py_CLEAR(h->series.type);
-    Py_CLEAR(h->rows.local);
-    Py_CLEAR(h->rows.row);
-    Py_CLEAR(h->last.context);
-    Py_CLEAR(h->last.circuit);
-    return hook_clear(op);
-}
-
-static PyTypeObject PairedExitType = HOOK_KIND(PairedExit, "purgatory's SyncCircuitBreaker.__exit__, compiled.",
-                                               paired_exit_traverse, paired_exit_clear);
+HOOK_KIND(PairedExit, paired_exit, NULL, "purgatory's SyncCircuitBreaker.__exit__, compiled.",
+          ARG(PairedExit, orig, CALLABLE), ARG_OF(PairedExit, starts, &PyDict_Type),
+          ARG_OF(PairedExit, circuits, &PyDict_Type), ARG(PairedExit, record, CALLABLE),
+          ARG_OF(PairedExit, blocks, &OpenBlocksType), CLASS_ARG(PairedExit, circuit, local, hot),
+          SERIES_ARG(PairedExit), OWNS(PairedExit, last.context), OWNS(PairedExit, last.circuit))
 
 static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    PairedExit *h = (PairedExit *)op;
-    HOOK_CALLED(h);
+    PairedExit *h = HOOK_CALLED(PairedExit);
     double end = now();
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || args[2] != Py_None) {
         return SLOW(h);
@@ -345,7 +278,7 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     Py_XDECREF(context);
     PyObject *local = circuit != NULL ? hot_local(&h->circuit, &h->series, circuit) : NULL;
-    PyObject *row = local != NULL ? thread_row(&h->rows, local) : NULL;
+    PyObject *row = local != NULL ? thread_row(&h->hook.rows, local) : NULL;
     Py_XDECREF(local);
     if (row == NULL) {
         Py_XDECREF(circuit);
@@ -380,67 +313,10 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
     return result;
 }
 
-static PyObject *make_paired_exit(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(PairedExit, hook.slow), CALLABLE, NULL},
-        {"orig", offsetof(PairedExit, orig), CALLABLE, NULL},
-        {"starts", offsetof(PairedExit, starts), EXACTLY, &PyDict_Type},
-        {"circuits", offsetof(PairedExit, circuits), EXACTLY, &PyDict_Type},
-        {"record", offsetof(PairedExit, record), CALLABLE, NULL},
-        {"blocks", offsetof(PairedExit, blocks), EXACTLY, &OpenBlocksType},
-        {"circuit_type", offsetof(PairedExit, circuit.type), A_CLASS, NULL},
-        {"series_type", offsetof(PairedExit, series.type), A_CLASS, NULL},
-        {NULL, 0, ANY, NULL},
-    };
-    PyObject *op = hook_new(&PairedExitType, paired_exit, "paired_exit", fields, args, kwargs);
-    if (op == NULL) {
-        return NULL;
-    }
-    PairedExit *h = (PairedExit *)op;
-    h->last.size = -1;
-    if (entry_layout(&h->circuit, "paired_exit", "circuit_type", (PyObject *)h->circuit.type) < 0 ||
-        series_layout(&h->series, "paired_exit", (PyObject *)h->series.type) < 0) {
-        Py_DECREF(op);
-        return NULL;
-    }
-    return hook_ready(op);
-}
-
 /* -- the module ------------------------------------------------------------------------------------ */
-static PyMethodDef hooks_methods[] = {
-    HOT_PATH_METHODS,
-    FACTORY_METHOD(paired_enter, "paired_enter(*, slow, starts, opened, rejected, nested, blocks): purgatory's "
-                                 "SyncCircuitBreaker.__enter__."),
-    FACTORY_METHOD(paired_exit, "paired_exit(*, slow, orig, starts, circuits, record, blocks, circuit_type, "
-                                "series_type): purgatory's SyncCircuitBreaker.__exit__."),
-    {NULL, NULL, 0, NULL},
-};
-
-static int hooks_exec(PyObject *module) {
-    if (intern_name(&S_context, "context") < 0 || intern_name(&S_name, "name") < 0 ||
-        hot_path_exec(module, RELIES_ON) < 0 || PyModule_AddType(module, &OpenBlocksType) < 0 ||
-        PyModule_AddType(module, &PairedEnterType) < 0 || PyModule_AddType(module, &PairedExitType) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
-static PyModuleDef_Slot hooks_slots[] = {
-    {Py_mod_exec, hooks_exec},
-#if PY_VERSION_HEX >= 0x030C0000
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
-#endif
-    /* No Py_mod_gil: the statics and the rows are only safe under the GIL. */
-    {0, NULL},
-};
-
-static struct PyModuleDef hooks_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = HOOKS_MODULE,
-    .m_doc = "purgatory's compiled hot paths (SyncCircuitBreaker.__enter__ and __exit__).",
-    .m_size = 0, /* no per-module state (multi-phase initialisation needs it non-negative) */
-    .m_methods = hooks_methods,
-    .m_slots = hooks_slots,
-};
-
-PyMODINIT_FUNC PyInit__hooks(void) { return PyModuleDef_Init(&hooks_module); }
+HOOKS_MODULE_INIT("purgatory's compiled hot paths (SyncCircuitBreaker.__enter__ and __exit__).",
+                  TYPES(&OpenBlocksType, &PairedEnterType, &PairedExitType),
+                  FACTORY_METHOD(paired_enter, "paired_enter(*, slow, starts, opened, rejected, nested, blocks): "
+                                               "purgatory's SyncCircuitBreaker.__enter__."),
+                  FACTORY_METHOD(paired_exit, "paired_exit(*, slow, orig, starts, circuits, record, blocks, "
+                                              "circuit_type, series_type): purgatory's SyncCircuitBreaker.__exit__."))

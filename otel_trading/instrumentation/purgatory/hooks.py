@@ -274,21 +274,17 @@ class PurgatoryBreakers:
                 nested(id(self), start)
             return self
 
-        hooks = hot_path.load("purgatory")  # at patch time: tests and the bench switch it
-        if hooks is None or self._blocks is None:
+        if self._blocks is None:  # set up for the pure-Python paths
             return __enter__
         # The compiled twin of ``__enter__`` above (which it hands unusual calls to).
         return hot_path.compiled(
-            __enter__,
-            lambda: hooks.paired_enter(
-                slow=named_as(__enter__, orig),
-                starts=self._starts,
-                opened=opened,
-                rejected=rejected,
-                nested=nested,
-                blocks=self._blocks,
-            ),
-            "purgatory's SyncCircuitBreaker.__enter__",
+            "purgatory.paired_enter",
+            named_as(__enter__, orig),
+            starts=self._starts,
+            blocks=self._blocks,
+            opened=opened,
+            rejected=rejected,
+            nested=nested,
         )
 
     def _exit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -331,23 +327,19 @@ class PurgatoryBreakers:
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
-        hooks = hot_path.load("purgatory")  # at patch time: tests and the bench switch it
-        if hooks is None or self._blocks is None:
+        if self._blocks is None:  # set up for the pure-Python paths
             return __exit__
         # The compiled fast path: a success of a known circuit; the rest goes to ``__exit__`` above.
         return hot_path.compiled(
-            __exit__,
-            lambda: hooks.paired_exit(
-                slow=named_as(__exit__, orig),
-                orig=orig,
-                starts=self._starts,
-                circuits=self._circuits,
-                record=record_success,
-                blocks=self._blocks,
-                circuit_type=_Circuit,
-                series_type=Series,
-            ),
-            "purgatory's SyncCircuitBreaker.__exit__",
+            "purgatory.paired_exit",
+            named_as(__exit__, orig),
+            orig=orig,
+            starts=self._starts,
+            circuits=self._circuits,
+            record=record_success,
+            blocks=self._blocks,
+            circuit_type=_Circuit,
+            series_type=Series,
         )
 
     def _aenter(self, orig: Callable[..., Any]) -> Callable[..., Any]:

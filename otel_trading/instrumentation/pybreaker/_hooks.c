@@ -14,11 +14,10 @@
  *   series_type (Series)           fast
  */
 #define HOOKS_MODULE "otel_trading.instrumentation.pybreaker._hooks"
+#define HOOK_NAMES(X) X(_lock) X(state) X(call)
 #include "hot_path.h"
 
 static const char *const RELIES_ON[] = {"_lock", "state", "call", "__enter__", "__exit__", NULL};
-
-static PyObject *S__lock, *S_state, *S_call;
 
 /* -- locked_call: pybreaker's ``CircuitBreaker.call(self, func, *args, **kwargs)`` -------------------
  * The library's ``with self._lock: return self.state.call(func, *args, **kwargs)`` (the shape the
@@ -38,44 +37,15 @@ typedef struct {
         Py_ssize_t exclusive, hot;
     } binding;
     SeriesLayout series;
-    SpecialCache specials;
 } LockedCall;
 
-static int locked_call_traverse(PyObject *op, visitproc visit, void *arg) {
-    LockedCall *h = (LockedCall *)op;
-    Py_VISIT(h->bindings);
-    Py_VISIT(h->open_state);
-    Py_VISIT(h->after_error);
-    Py_VISIT(h->record);
-    Py_VISIT(h->generator);
-    Py_VISIT(h->binding.type);
-    Py_VISIT(h->series.type);
-    Py_VISIT(h->specials.enter);
-    Py_VISIT(h->specials.exit);
-    return hook_traverse(op, visit, arg);
-}
-
-static int locked_call_clear(PyObject *op) {
-    LockedCall *h = (LockedCall *)op;
-    Py_CLEAR(h->bindings);
-    Py_CLEAR(h->open_state);
-    Py_CLEAR(h->after_error);
-    Py_CLEAR(h->record);
-    Py_CLEAR(h->generator);
-    Py_CLEAR(h->binding.type);
-    Py_CLEAR(h->series.type);
-    Py_CLEAR(h->specials.enter);
-    Py_CLEAR(h->specials.exit);
-    h->specials.type = NULL;
-    return hook_clear(op);
-}
-
-static PyTypeObject LockedCallType =
-    HOOK_KIND(LockedCall, "pybreaker's CircuitBreaker.call, compiled.", locked_call_traverse, locked_call_clear);
+HOOK_KIND(LockedCall, locked_call, NULL, "pybreaker's CircuitBreaker.call, compiled.",
+          ARG_OF(LockedCall, bindings, &PyDict_Type), ARG(LockedCall, open_state, A_CLASS),
+          ARG(LockedCall, after_error, CALLABLE), ARG(LockedCall, record, CALLABLE),
+          ARG(LockedCall, generator, A_CLASS), CLASS_ARG(LockedCall, binding, exclusive, hot), SERIES_ARG(LockedCall))
 
 static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    LockedCall *h = (LockedCall *)op;
-    HOOK_CALLED(h);
+    LockedCall *h = HOOK_CALLED(LockedCall);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs < 2 || nargs + nkw > 16 || names_a_parameter(kwnames)) {
@@ -95,7 +65,7 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
     }
     Py_INCREF(binding);
     PyObject *enter, *exit;
-    if (specials(&h->specials, lock, &enter, &exit) < 0) {
+    if (specials(&h->hook.specials, lock, &enter, &exit) < 0) {
         PyErr_Clear(); /* the twin raises what ``with`` raises */
         Py_DECREF(binding);
         Py_DECREF(lock);
@@ -167,67 +137,8 @@ leave:
     return result;
 }
 
-static PyObject *make_locked_call(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(LockedCall, hook.slow), CALLABLE, NULL},
-        {"bindings", offsetof(LockedCall, bindings), EXACTLY, &PyDict_Type},
-        {"open_state", offsetof(LockedCall, open_state), A_CLASS, NULL},
-        {"after_error", offsetof(LockedCall, after_error), CALLABLE, NULL},
-        {"record", offsetof(LockedCall, record), CALLABLE, NULL},
-        {"generator", offsetof(LockedCall, generator), A_CLASS, NULL},
-        {"binding_type", offsetof(LockedCall, binding.type), A_CLASS, NULL},
-        {"series_type", offsetof(LockedCall, series.type), A_CLASS, NULL},
-        {NULL, 0, ANY, NULL},
-    };
-    PyObject *op = hook_new(&LockedCallType, locked_call, "locked_call", fields, args, kwargs);
-    if (op == NULL) {
-        return NULL;
-    }
-    LockedCall *h = (LockedCall *)op;
-    static const char *const binding_slots[] = {"exclusive", "hot", NULL};
-    Py_ssize_t *const binding_offsets[] = {&h->binding.exclusive, &h->binding.hot};
-    if (require_slots("locked_call", "binding_type", (PyObject *)h->binding.type, binding_slots, binding_offsets,
-                      &h->binding.type) < 0 ||
-        series_layout(&h->series, "locked_call", (PyObject *)h->series.type) < 0) {
-        Py_DECREF(op);
-        return NULL;
-    }
-    return hook_ready(op);
-}
-
 /* -- the module ------------------------------------------------------------------------------------ */
-static PyMethodDef hooks_methods[] = {
-    HOT_PATH_METHODS,
-    FACTORY_METHOD(locked_call,
-                   "locked_call(*, slow, bindings, open_state, after_error, record, generator, binding_type, "
-                   "series_type): pybreaker's CircuitBreaker.call."),
-    {NULL, NULL, 0, NULL},
-};
-
-static int hooks_exec(PyObject *module) {
-    if (intern_name(&S__lock, "_lock") < 0 || intern_name(&S_state, "state") < 0 || intern_name(&S_call, "call") < 0 ||
-        hot_path_exec(module, RELIES_ON) < 0 || PyModule_AddType(module, &LockedCallType) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
-static PyModuleDef_Slot hooks_slots[] = {
-    {Py_mod_exec, hooks_exec},
-#if PY_VERSION_HEX >= 0x030C0000
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
-#endif
-    /* No Py_mod_gil: the statics and the rows are only safe under the GIL. */
-    {0, NULL},
-};
-
-static struct PyModuleDef hooks_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = HOOKS_MODULE,
-    .m_doc = "pybreaker's compiled hot path (CircuitBreaker.call).",
-    .m_size = 0, /* no per-module state (multi-phase initialisation needs it non-negative) */
-    .m_methods = hooks_methods,
-    .m_slots = hooks_slots,
-};
-
-PyMODINIT_FUNC PyInit__hooks(void) { return PyModuleDef_Init(&hooks_module); }
+HOOKS_MODULE_INIT("pybreaker's compiled hot path (CircuitBreaker.call).", TYPES(&LockedCallType),
+                  FACTORY_METHOD(locked_call, "locked_call(*, slow, bindings, open_state, after_error, record, "
+                                              "generator, binding_type, series_type): pybreaker's "
+                                              "CircuitBreaker.call."))

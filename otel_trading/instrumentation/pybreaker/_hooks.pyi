@@ -3,22 +3,13 @@
 from collections.abc import Callable
 from typing import Any
 
-#: The attribute names of pybreaker's objects the C reads (see the top of ``_hooks.c``).
-RELIES_ON: tuple[str, ...]
-
-class Hook:
-    """A compiled replacement method: binds like a function, introspects as the one it replaces."""
-
-    @property
-    def fast_path_counts(self) -> tuple[int, int]:
-        """(hits, misses): the calls served here, and those handed to the pure-Python twin."""
-    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+from otel_trading.instrumentation._core._hook_module import RELIES_ON as RELIES_ON
+from otel_trading.instrumentation._core._hook_module import Hook as Hook
+from otel_trading.instrumentation._core._hook_module import configure as configure
+from otel_trading.instrumentation._core._hook_module import observe as observe
 
 class LockedCall(Hook): ...
 
-def configure(bounds: tuple[float, ...], sum: int, min: int, max: int, b0: int, /) -> None: ...
-def observe(row: list[Any], value: float, /) -> bool: ...
 def locked_call(
     *,
     slow: Callable[..., Any],

@@ -19,11 +19,10 @@
  * and, by name, the ``dispatch`` field of ``current`` (a threading.local whose class has it).
  */
 #define HOOKS_MODULE "otel_trading.instrumentation.pyee._hooks"
+#define HOOK_NAMES(X) X(dispatch) X(_lock) X(_events) X(get) X(values) X(_emit_run)
 #include "hot_path.h"
 
 static const char *const RELIES_ON[] = {"_lock", "__enter__", "__exit__", "_events", "get", "values", "_emit_run", NULL};
-
-static PyObject *S_dispatch, *S__lock, *S__events, *S_get, *S_values, *S__emit_run;
 
 /* -- emitter_call: pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` ----------------
  * Fast path: a known emitter that is not uplifted, an app event with a hot series and a row in this
@@ -45,51 +44,24 @@ typedef struct {
     } binding;
     EntryLayout event;
     SeriesLayout series;
-    SpecialCache specials;
-    RowCache rows;
 } EmitterCall;
 
-static int emitter_call_traverse(PyObject *op, visitproc visit, void *arg) {
+/* What emitter_call() checks besides: a one-item ``uplift``, and a ``current`` with ``dispatch``. */
+static int emitter_call_check(PyObject *op, const char *factory) {
     EmitterCall *h = (EmitterCall *)op;
-    Py_VISIT(h->orig);
-    Py_VISIT(h->bindings);
-    Py_VISIT(h->sync);
-    Py_VISIT(h->scheduled);
-    Py_VISIT(h->uplift);
-    Py_VISIT(h->current);
-    Py_VISIT(h->end);
-    Py_VISIT(h->binding.type);
-    Py_VISIT(h->event.type);
-    Py_VISIT(h->series.type);
-    Py_VISIT(h->specials.enter);
-    Py_VISIT(h->specials.exit);
-    Py_VISIT(h->rows.local);
-    Py_VISIT(h->rows.row);
-    return hook_traverse(op, visit, arg);
+    if (PyList_GET_SIZE(h->uplift) != 1) {
+        PyErr_Format(PyExc_TypeError, "%s(): 'uplift' must be a list of one item", factory);
+        return -1;
+    }
+    return require_attribute(factory, "current", Py_TYPE(h->current), S_dispatch);
 }
 
-static int emitter_call_clear(PyObject *op) {
-    EmitterCall *h = (EmitterCall *)op;
-    Py_CLEAR(h->orig);
-    Py_CLEAR(h->bindings);
-    Py_CLEAR(h->sync);
-    Py_CLEAR(h->scheduled);
-    Py_CLEAR(h->uplift);
-    Py_CLEAR(h->current);
-    Py_CLEAR(h->end);
-    Py_CLEAR(h->binding.type);
-    Py_CLEAR(h->event.type);
-    Py_CLEAR(h->series.type);
-    Py_CLEAR(h->specials.enter);
-    Py_CLEAR(h->specials.exit);
-    Py_CLEAR(h->rows.local);
-    Py_CLEAR(h->rows.row);
-    h->specials.type = NULL;
-    return hook_clear(op);
-}
-
-static PyTypeObject EmitterCallType = HOOK_KIND(EmitterCall, "pyee's EventEmitter._call_handlers, compiled.",
-                                                emitter_call_traverse, emitter_call_clear);
+HOOK_KIND(EmitterCall, emitter_call, emitter_call_check, "pyee's EventEmitter._call_handlers, compiled.",
+          ARG(EmitterCall, orig, CALLABLE), ARG_OF(EmitterCall, bindings, &PyDict_Type),
+          ARG(EmitterCall, sync, ANY), ARG(EmitterCall, scheduled, ANY), ARG_OF(EmitterCall, uplift, &PyList_Type),
+          ARG(EmitterCall, current, ANY), ARG(EmitterCall, end, CALLABLE),
+          CLASS_ARG(EmitterCall, binding, events, mode), CLASS_ARG(EmitterCall, event, local, hot),
+          SERIES_ARG(EmitterCall))
 
 /* The event is processed (``elapsed`` after its start), or it ends off the inline path: a handler
  * raised, a handler scheduled work in ``dispatch``, or the row was not one: ``end`` then. */
@@ -110,7 +82,7 @@ static PyObject *pyee_call_handlers(EmitterCall *h, PyObject *self, PyObject *ev
         return NULL;
     }
     PyObject *enter, *exit;
-    if (specials(&h->specials, lock, &enter, &exit) < 0) {
+    if (specials(&h->hook.specials, lock, &enter, &exit) < 0) {
         Py_DECREF(lock);
         return NULL;
     }
@@ -175,8 +147,7 @@ static PyObject *pyee_call_handlers(EmitterCall *h, PyObject *self, PyObject *ev
 }
 
 static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    EmitterCall *h = (EmitterCall *)op;
-    HOOK_CALLED(h);
+    EmitterCall *h = HOOK_CALLED(EmitterCall);
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL) {
         return SLOW(h);
     }
@@ -200,7 +171,7 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
     PyObject *ev = Py_XNewRef(PyDict_GetItemWithError(events, event)); /* None for pyee's own events */
     Py_DECREF(events);
     PyObject *local = ev != NULL && ev != Py_None ? hot_local(&h->event, &h->series, ev) : NULL;
-    PyObject *row = local != NULL ? thread_row(&h->rows, local) : NULL;
+    PyObject *row = local != NULL ? thread_row(&h->hook.rows, local) : NULL;
     Py_XDECREF(local);
     if (row == NULL || !PyList_CheckExact(row) || PyList_GET_SIZE(row) <= 0) {
         Py_XDECREF(row);
@@ -281,41 +252,6 @@ static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf
     return result;
 }
 
-static PyObject *make_emitter_call(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(EmitterCall, hook.slow), CALLABLE, NULL},
-        {"orig", offsetof(EmitterCall, orig), CALLABLE, NULL},
-        {"bindings", offsetof(EmitterCall, bindings), EXACTLY, &PyDict_Type},
-        {"sync", offsetof(EmitterCall, sync), ANY, NULL},
-        {"scheduled", offsetof(EmitterCall, scheduled), ANY, NULL},
-        {"uplift", offsetof(EmitterCall, uplift), EXACTLY, &PyList_Type},
-        {"current", offsetof(EmitterCall, current), ANY, NULL},
-        {"end", offsetof(EmitterCall, end), CALLABLE, NULL},
-        {"binding_type", offsetof(EmitterCall, binding.type), A_CLASS, NULL},
-        {"event_type", offsetof(EmitterCall, event.type), A_CLASS, NULL},
-        {"series_type", offsetof(EmitterCall, series.type), A_CLASS, NULL},
-        {NULL, 0, ANY, NULL},
-    };
-    PyObject *op = hook_new(&EmitterCallType, emitter_call, "emitter_call", fields, args, kwargs);
-    if (op == NULL) {
-        return NULL;
-    }
-    EmitterCall *h = (EmitterCall *)op;
-    static const char *const binding_slots[] = {"events", "mode", NULL};
-    Py_ssize_t *const binding_offsets[] = {&h->binding.events, &h->binding.mode};
-    if (PyList_GET_SIZE(h->uplift) != 1) {
-        PyErr_SetString(PyExc_TypeError, "emitter_call(): 'uplift' must be a list of one item");
-    } else if (require_slots("emitter_call", "binding_type", (PyObject *)h->binding.type, binding_slots,
-                             binding_offsets, &h->binding.type) == 0 &&
-               entry_layout(&h->event, "emitter_call", "event_type", (PyObject *)h->event.type) == 0 &&
-               series_layout(&h->series, "emitter_call", (PyObject *)h->series.type) == 0 &&
-               require_attribute("emitter_call", "current", Py_TYPE(h->current), S_dispatch) == 0) {
-        return hook_ready(op);
-    }
-    Py_DECREF(op);
-    return NULL;
-}
-
 /* -- StandIn: a handler that already ran ---------------------------------------------------------------
  * Handed to pyee's own asyncio ``_emit_run`` in place of a handler the hook ran itself: called with
  * the handler's arguments, it returns the handler's result (pyee then schedules a coroutine or
@@ -354,10 +290,7 @@ static void stand_in_dealloc(PyObject *op) {
 }
 
 static PyTypeObject StandInType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = HOOKS_MODULE ".StandIn",
-    .tp_doc = "A pyee handler that already ran: gives back its result or raises its exception again.",
-    .tp_basicsize = sizeof(StandIn),
+    TYPE_HEAD(StandIn, "A pyee handler that already ran: gives back its result or raises its exception again."),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_dealloc = stand_in_dealloc,
     .tp_traverse = stand_in_traverse,
@@ -381,26 +314,14 @@ typedef struct {
     PyObject *after;    /* the twin's ``after(result, dispatch)`` */
 } EmitRun;
 
-static int emit_run_traverse(PyObject *op, visitproc visit, void *arg) {
-    EmitRun *h = (EmitRun *)op;
-    Py_VISIT(h->orig);
-    Py_VISIT(h->current);
-    Py_VISIT(h->on_error);
-    Py_VISIT(h->after);
-    return hook_traverse(op, visit, arg);
+/* What emit_run() checks besides: a ``current`` with ``dispatch``. */
+static int emit_run_check(PyObject *op, const char *factory) {
+    return require_attribute(factory, "current", Py_TYPE(((EmitRun *)op)->current), S_dispatch);
 }
 
-static int emit_run_clear(PyObject *op) {
-    EmitRun *h = (EmitRun *)op;
-    Py_CLEAR(h->orig);
-    Py_CLEAR(h->current);
-    Py_CLEAR(h->on_error);
-    Py_CLEAR(h->after);
-    return hook_clear(op);
-}
-
-static PyTypeObject EmitRunType =
-    HOOK_KIND(EmitRun, "pyee's AsyncIOEventEmitter._emit_run, compiled.", emit_run_traverse, emit_run_clear);
+HOOK_KIND(EmitRun, emit_run, emit_run_check, "pyee's AsyncIOEventEmitter._emit_run, compiled.",
+          ARG(EmitRun, orig, CALLABLE), ARG(EmitRun, current, ANY), ARG(EmitRun, on_error, CALLABLE),
+          ARG(EmitRun, after, CALLABLE))
 
 /* pyee's own ``_emit_run(self, stand_in, args, kwargs)`` with a StandIn for ``value`` (stolen). */
 static PyObject *run_stand_in(EmitRun *h, PyObject *const *args, PyObject *value, int raising) {
@@ -420,8 +341,7 @@ static PyObject *run_stand_in(EmitRun *h, PyObject *const *args, PyObject *value
 }
 
 static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    EmitRun *h = (EmitRun *)op;
-    HOOK_CALLED(h);
+    EmitRun *h = HOOK_CALLED(EmitRun);
     if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || !PyTuple_CheckExact(args[2]) ||
         !PyDict_CheckExact(args[3])) {
         return SLOW(h);
@@ -461,59 +381,11 @@ static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, Py
     return run_stand_in(h, args, given, 0);
 }
 
-static PyObject *make_emit_run(PyObject *module, PyObject *args, PyObject *kwargs) {
-    const Field fields[] = {
-        {"slow", offsetof(EmitRun, hook.slow), CALLABLE, NULL},
-        {"orig", offsetof(EmitRun, orig), CALLABLE, NULL},
-        {"current", offsetof(EmitRun, current), ANY, NULL},
-        {"on_error", offsetof(EmitRun, on_error), CALLABLE, NULL},
-        {"after", offsetof(EmitRun, after), CALLABLE, NULL},
-        {NULL, 0, ANY, NULL},
-    };
-    PyObject *op = hook_new(&EmitRunType, emit_run, "emit_run", fields, args, kwargs);
-    if (op != NULL && require_attribute("emit_run", "current", Py_TYPE(((EmitRun *)op)->current), S_dispatch) < 0) {
-        Py_CLEAR(op);
-    }
-    return hook_ready(op);
-}
-
 /* -- the module ------------------------------------------------------------------------------------ */
-static PyMethodDef hooks_methods[] = {
-    HOT_PATH_METHODS,
-    FACTORY_METHOD(emitter_call, "emitter_call(*, slow, orig, bindings, sync, scheduled, uplift, current, end, "
-                                 "binding_type, event_type, series_type): pyee's EventEmitter._call_handlers."),
-    FACTORY_METHOD(emit_run, "emit_run(*, slow, orig, current, on_error, after): pyee's "
-                             "AsyncIOEventEmitter._emit_run."),
-    {NULL, NULL, 0, NULL},
-};
-
-static int hooks_exec(PyObject *module) {
-    if (intern_name(&S_dispatch, "dispatch") < 0 || intern_name(&S__lock, "_lock") < 0 ||
-        intern_name(&S__events, "_events") < 0 || intern_name(&S_get, "get") < 0 ||
-        intern_name(&S_values, "values") < 0 || intern_name(&S__emit_run, "_emit_run") < 0 ||
-        hot_path_exec(module, RELIES_ON) < 0 || PyModule_AddType(module, &StandInType) < 0 ||
-        PyModule_AddType(module, &EmitterCallType) < 0 || PyModule_AddType(module, &EmitRunType) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
-static PyModuleDef_Slot hooks_slots[] = {
-    {Py_mod_exec, hooks_exec},
-#if PY_VERSION_HEX >= 0x030C0000
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
-#endif
-    /* No Py_mod_gil: the statics and the rows are only safe under the GIL. */
-    {0, NULL},
-};
-
-static struct PyModuleDef hooks_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = HOOKS_MODULE,
-    .m_doc = "pyee's compiled hot paths (EventEmitter._call_handlers, AsyncIOEventEmitter._emit_run).",
-    .m_size = 0, /* no per-module state (multi-phase initialisation needs it non-negative) */
-    .m_methods = hooks_methods,
-    .m_slots = hooks_slots,
-};
-
-PyMODINIT_FUNC PyInit__hooks(void) { return PyModuleDef_Init(&hooks_module); }
+HOOKS_MODULE_INIT("pyee's compiled hot paths (EventEmitter._call_handlers, AsyncIOEventEmitter._emit_run).",
+                  TYPES(&StandInType, &EmitterCallType, &EmitRunType),
+                  FACTORY_METHOD(emitter_call, "emitter_call(*, slow, orig, bindings, sync, scheduled, uplift, "
+                                               "current, end, binding_type, event_type, series_type): pyee's "
+                                               "EventEmitter._call_handlers."),
+                  FACTORY_METHOD(emit_run, "emit_run(*, slow, orig, current, on_error, after): pyee's "
+                                           "AsyncIOEventEmitter._emit_run."))

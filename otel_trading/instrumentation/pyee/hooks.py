@@ -425,27 +425,21 @@ class PyeeEmitters:
                     dispatch.finish()
             return bool(outcome)
 
-        hooks = hot_path.load("pyee")  # at patch time: tests and the bench switch it
-        if hooks is None:
-            return _call_handlers
         # The compiled fast path (a known emitter, an app event, a hot series); the rest goes to
         # ``_call_handlers`` above.
         return hot_path.compiled(
-            _call_handlers,
-            lambda: hooks.emitter_call(
-                slow=named_as(_call_handlers, orig),
-                orig=orig,
-                bindings=self._by_id,
-                sync=SYNC,
-                scheduled=SCHEDULED,
-                uplift=self._uplift,
-                current=current,
-                end=_fast_end,
-                binding_type=EmitterBinding,
-                event_type=_Event,
-                series_type=Series,
-            ),
-            "pyee's EventEmitter._call_handlers",
+            "pyee.emitter_call",
+            named_as(_call_handlers, orig),
+            orig=orig,
+            bindings=self._by_id,
+            sync=SYNC,
+            scheduled=SCHEDULED,
+            current=current,
+            end=_fast_end,
+            uplift=self._uplift,
+            binding_type=EmitterBinding,
+            event_type=_Event,
+            series_type=Series,
         )
 
     def _asyncio_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -459,20 +453,14 @@ class PyeeEmitters:
                 return
             orig(self, _handler(f, dispatch, None), args, kwargs)
 
-        hooks = hot_path.load("pyee")  # at patch time: tests and the bench switch it
-        if hooks is None:
-            return _emit_run
         # The compiled path: while an event is recorded the handler runs there first (see _hooks.c).
         return hot_path.compiled(
-            _emit_run,
-            lambda: hooks.emit_run(
-                slow=named_as(_emit_run, orig),
-                orig=orig,
-                current=current,
-                on_error=_handler_error,
-                after=_handler_result,
-            ),
-            "pyee's AsyncIOEventEmitter._emit_run",
+            "pyee.emit_run",
+            named_as(_emit_run, orig),
+            orig=orig,
+            current=current,
+            on_error=_handler_error,
+            after=_handler_result,
         )
 
     def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
