@@ -960,9 +960,10 @@ static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, c
 }
 
 /* A hook kind, after its struct ``Kind`` (first member ``Hook hook``): ``KindType``, its type (a
- * subtype of Hook), and ``make_<name>``, its factory, which takes the fields the rest of the arguments
- * list (``<name>_fields``: ARG, ARG_OF, CLASS_ARG, SERIES_ARG, OWNS), checks them, then ``check`` (or
- * NULL: what it checks besides), and makes a hook running the behaviour ``name``, defined after. */
+ * subtype of Hook, documented by ``doc``), and ``make_<name>``, its factory (FACTORY_METHOD in the
+ * module), which takes the fields the rest of the arguments list (``<name>_fields``: ARG, ARG_OF,
+ * CLASS_ARG, SERIES_ARG, OWNS), checks them, then ``check`` (or NULL: what it checks besides), and
+ * makes a hook running the behaviour ``name``, defined after. */
 #define HOOK_KIND(Kind, name, check, doc, ...)                                                           \
     static PyObject *name(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);       \
     static const Field name##_fields[] = {__VA_ARGS__, END_FIELDS};                                     \

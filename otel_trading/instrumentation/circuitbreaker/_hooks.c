@@ -14,8 +14,6 @@
 #define HOOK_NAMES(X) X(_state)
 #include "hot_path.h"
 
-static const char *const RELIES_ON[] = {"_state", "__enter__", "__exit__", NULL};
-
 /* -- guarded_call: circuitbreaker's ``call(self, func, *args, **kwargs)`` ------------------------
  * Fast path: a known breaker whose ``_state`` is ``closed``, whose series is hot and whose row in
  * this thread exists; the block ``with breaker: func(*args, **kwargs)`` runs here, timed. A raising
@@ -111,6 +109,9 @@ done:
 }
 
 /* -- the module ------------------------------------------------------------------------------------ */
+/* The library's attribute names its C reads (listed at the top), its ``RELIES_ON``. */
+static const char *const RELIES_ON[] = {"_state", "__enter__", "__exit__", NULL};
+
 HOOKS_MODULE_INIT("circuitbreaker's compiled hot path (CircuitBreaker.call).", TYPES(&GuardedCallType),
                   FACTORY_METHOD(guarded_call, "guarded_call(*, slow, entries, closed, raised, record, entry_type, "
                                                "series_type): circuitbreaker's CircuitBreaker.call."))

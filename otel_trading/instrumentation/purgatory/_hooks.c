@@ -16,8 +16,6 @@
 #define HOOK_NAMES(X) X(context) X(name)
 #include "hot_path.h"
 
-static const char *const RELIES_ON[] = {"context", "__enter__", "name", NULL};
-
 /* -- OpenBlocks: where a wrapper's start waits for its exit -----------------------------------------
  * The starts of the blocks entered and not yet left, newest last, each with a reference to its
  * wrapper (so no other object can take its address while it waits), looked up by the wrapper from
@@ -314,6 +312,9 @@ static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf,
 }
 
 /* -- the module ------------------------------------------------------------------------------------ */
+/* The library's attribute names its C reads (listed at the top), its ``RELIES_ON``. */
+static const char *const RELIES_ON[] = {"context", "__enter__", "name", NULL};
+
 HOOKS_MODULE_INIT("purgatory's compiled hot paths (SyncCircuitBreaker.__enter__ and __exit__).",
                   TYPES(&OpenBlocksType, &PairedEnterType, &PairedExitType),
                   FACTORY_METHOD(paired_enter, "paired_enter(*, slow, starts, opened, rejected, nested, blocks): "

@@ -17,8 +17,6 @@
 #define HOOK_NAMES(X) X(_lock) X(state) X(call)
 #include "hot_path.h"
 
-static const char *const RELIES_ON[] = {"_lock", "state", "call", "__enter__", "__exit__", NULL};
-
 /* -- locked_call: pybreaker's ``CircuitBreaker.call(self, func, *args, **kwargs)`` -------------------
  * The library's ``with self._lock: return self.state.call(func, *args, **kwargs)`` (the shape the
  * Python side checked), timed: a closed or half-open state's call is one histogram update of the
@@ -138,6 +136,9 @@ leave:
 }
 
 /* -- the module ------------------------------------------------------------------------------------ */
+/* The library's attribute names its C reads (listed at the top), its ``RELIES_ON``. */
+static const char *const RELIES_ON[] = {"_lock", "state", "call", "__enter__", "__exit__", NULL};
+
 HOOKS_MODULE_INIT("pybreaker's compiled hot path (CircuitBreaker.call).", TYPES(&LockedCallType),
                   FACTORY_METHOD(locked_call, "locked_call(*, slow, bindings, open_state, after_error, record, "
                                               "generator, binding_type, series_type): pybreaker's "

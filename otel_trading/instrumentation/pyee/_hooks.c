@@ -22,8 +22,6 @@
 #define HOOK_NAMES(X) X(dispatch) X(_lock) X(_events) X(get) X(values) X(_emit_run)
 #include "hot_path.h"
 
-static const char *const RELIES_ON[] = {"_lock", "__enter__", "__exit__", "_events", "get", "values", "_emit_run", NULL};
-
 /* -- emitter_call: pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` ----------------
  * Fast path: a known emitter that is not uplifted, an app event with a hot series and a row in this
  * thread. The event is published, pyee's own runs, and the event is processed when its handlers are
@@ -382,6 +380,9 @@ static PyObject *emit_run(PyObject *op, PyObject *const *args, size_t nargsf, Py
 }
 
 /* -- the module ------------------------------------------------------------------------------------ */
+/* The library's attribute names its C reads (listed at the top), its ``RELIES_ON``. */
+static const char *const RELIES_ON[] = {"_lock", "__enter__", "__exit__", "_events", "get", "values", "_emit_run", NULL};
+
 HOOKS_MODULE_INIT("pyee's compiled hot paths (EventEmitter._call_handlers, AsyncIOEventEmitter._emit_run).",
                   TYPES(&StandInType, &EmitterCallType, &EmitRunType),
                   FACTORY_METHOD(emitter_call, "emitter_call(*, slow, orig, bindings, sync, scheduled, uplift, "
