@@ -28,11 +28,11 @@ from otel_trading.errors import CircuitOpenError
 from otel_trading.recording import (
     B0,
     BOUNDS,
-    C0,
-    C1,
-    C2,
+    FAILURES,
     MAX,
     MIN,
+    REJECTED,
+    SUCCESSES,
     SUM,
     Series,
     ThreadRows,
@@ -195,7 +195,7 @@ class CircuitBreaker:
             row = rows.local.row
         except AttributeError:
             row = rows.row()
-        row[C0] += 1
+        row[SUCCESSES] += 1
         if start is not None:
             elapsed = perf_counter() - start
             if self._series.fast:  # type: ignore[union-attr]
@@ -275,7 +275,7 @@ class CircuitBreaker:
 
     def _on_success(self, trial: int, elapsed: float | None) -> None:
         if self._rows is not None:
-            self._record(C0, elapsed)
+            self._record(SUCCESSES, elapsed)
         if trial or self._failures:
             self._settle_success(trial)
 
@@ -290,7 +290,7 @@ class CircuitBreaker:
             self._on_success(trial, elapsed)
             return
         if self._rows is not None:
-            self._record(C1, elapsed)
+            self._record(FAILURES, elapsed)
         with self._lock:
             current_trial = self._end_trial(trial)
             self._failures += 1
@@ -367,7 +367,7 @@ class CircuitBreaker:
     def _reject(self, state: CircuitState, retry_after: float) -> None:
         rows = self._rows
         if rows is not None:
-            rows.row()[C2] += 1
+            rows.row()[REJECTED] += 1
         raise CircuitOpenError(self.name, state, retry_after)
 
     def _move(self, new: CircuitState) -> CircuitState | None:

@@ -36,11 +36,11 @@ from otel_trading.loop_monitor import LoopMonitor, lease_for
 from otel_trading.recording import (
     B0,
     BOUNDS,
-    C0,
-    C1,
-    C2,
+    HANDLER_ERRORS,
     MAX,
     MIN,
+    PROCESSED,
+    PUBLISHED,
     SUM,
     Binding,
     CountedRow,
@@ -71,7 +71,7 @@ Route = tuple[tuple[tuple[Handler, bool], ...], Row | None, Series | None]
 
 
 def _processed_row() -> CountedRow:
-    return CountedRow(C1)
+    return CountedRow(PROCESSED)
 
 
 def _check_event(event: object) -> None:
@@ -392,14 +392,14 @@ class EventBus:
         else:
             queue.put_nowait(event)
         # No await between the put and the count, so the worker cannot process it uncounted.
-        row[C0] += 1  # type: ignore[index]
+        row[PUBLISHED] += 1  # type: ignore[index]
 
     def publish_nowait(self, event: object) -> None:
         """Queue ``event`` or raise ``asyncio.QueueFull``; a refused event is not counted."""
         queue = self._check_open(event)
         row = self._last_row if type(event) is self._last_type else self._row_for(event)
         queue.put_nowait(event)
-        row[C0] += 1  # type: ignore[index]
+        row[PUBLISHED] += 1  # type: ignore[index]
 
     def _row_for(self, event: object) -> Row:
         """Check an event of a type other than the last one, and return its published row."""
@@ -561,7 +561,7 @@ class EventBus:
                     self._handler_failed(event, handler, exc, row)
             # The row is a CountedRow: a timed event is counted as processed by its histogram count.
             if start is None:
-                row[C1] += 1  # type: ignore[index]
+                row[PROCESSED] += 1  # type: ignore[index]
             else:
                 elapsed = perf_counter() - start
                 if series.fast:  # type: ignore[union-attr]
@@ -577,11 +577,11 @@ class EventBus:
                     else:
                         row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
                 elif not series.observe_slow(row, elapsed):  # type: ignore[union-attr,arg-type]
-                    row[C1] += 1  # type: ignore[index]
+                    row[PROCESSED] += 1  # type: ignore[index]
 
     def _handler_failed(self, event: object, handler: Handler, exc: BaseException, row: Row | None) -> None:
         if row is not None:
-            row[C2] += 1
+            row[HANDLER_ERRORS] += 1
         # Log a failing handler once with its traceback, then quietly: a handler that fails on
         # every tick must not flood the log.
         key = id(handler)

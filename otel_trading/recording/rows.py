@@ -19,8 +19,14 @@ __all__ = [
     "C0",
     "C1",
     "C2",
+    "FAILURES",
+    "HANDLER_ERRORS",
     "MAX",
     "MIN",
+    "PROCESSED",
+    "PUBLISHED",
+    "REJECTED",
+    "SUCCESSES",
     "SUM",
     "WIDTH",
     "CountedRow",
@@ -43,6 +49,10 @@ __all__ = [
 # duration buckets (``BOUNDS``, breakers and buses) unless a row is made for other ``bounds`` (the
 # event-loop monitor's); every function below works on a row of either width.
 C0, C1, C2, SUM, MIN, MAX, B0 = 0, 1, 2, 3, 4, 5, 6
+#: The counters of a breaker's rows.
+SUCCESSES, FAILURES, REJECTED = C0, C1, C2
+#: The counters of an event bus's rows (one row per event type).
+PUBLISHED, PROCESSED, HANDLER_ERRORS = C0, C1, C2
 BOUNDS: tuple[float, ...] = mc.DURATION_BUCKETS
 WIDTH = B0 + len(BOUNDS) + 1
 

@@ -17,7 +17,7 @@ from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._core.identity import WeakIdentityMap
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.recording import MetricsRegistry, Row, Series, ThreadRows, observe
-from otel_trading.recording.rows import C0, CountedRow, CountedThreadRows, fork_safe
+from otel_trading.recording.rows import SUCCESSES, CountedRow, CountedThreadRows, fork_safe
 
 __all__ = [
     "STATE_LABELS",
@@ -161,7 +161,7 @@ class BreakerBinding:
         the lock already serialises the writes, so no per-thread lookup is needed. It is a
         ``CountedRow``: a timed success only bumps the histogram."""
         if self.exclusive is None:
-            source = CountedRow(C0)
+            source = CountedRow(SUCCESSES)
             self.series.attach(self, source)
             self.exclusive = source.row
         return self.exclusive
@@ -204,7 +204,7 @@ class BreakerBinding:
             self.series.count_transition(STATE_LABELS[old], STATE_LABELS[new])
 
     def count(self, column: int, elapsed: float | None = None) -> None:
-        """Count an outcome (C0 success, C1 failure, C2 rejected) and time it when ``elapsed`` is known."""
+        """Count an outcome (``SUCCESSES``, ``FAILURES``, ``REJECTED``); time it when ``elapsed`` is known."""
         row = self.rows.row()
         row[column] += 1
         if elapsed is not None and self.timed:

@@ -24,7 +24,9 @@ whether it counted a failure) that the call wrapper reads as the exception passe
 No listener is added and no attribute is set on a breaker: ``listeners``, state, counters and
 storage are exactly what the library keeps. Breakers created before instrumentation are found
 (``gc``) and bound when the library was already imported, else on their first call. The state
-gauge reads ``current_state`` (the storage, no side effect), never the ``state`` property. A
+gauge reads ``current_state`` (the storage: with a Redis storage one read per breaker per
+collection, which the library itself may answer by re-creating a missing key), never the ``state``
+property (which may change the state). A
 ``call_async`` that returns a future (Tornado) is counted and timed when the future completes (a
 failed half-open trial there is not counted as a failure).
 """
@@ -53,7 +55,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reliance import Reliance, Shape, interpreter, shape_differences, version_of
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
-from otel_trading.recording import C0, C1, C2, Series
+from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Series
 
 __all__ = ["Classes", "Family", "LibraryBreakers"]
 
@@ -242,7 +244,7 @@ class LibraryBreakers:
         try:
             failed = _take_verdict(breaker)
             if failed is not None:
-                self._record(breaker, C1 if failed else C0, perf_counter() - start)
+                self._record(breaker, FAILURES if failed else SUCCESSES, perf_counter() - start)
         except Exception as exc:  # pragma: no cover - defensive
             report(f"recording a {self.family.target} error", exc)
 
@@ -305,7 +307,7 @@ class LibraryBreakers:
                 self._after_error(breaker, start)
                 raise
             if result.__class__ is not types.GeneratorType:  # a generator's outcome comes at its end
-                self._record_with(binding, C0, perf_counter() - start)
+                self._record_with(binding, SUCCESSES, perf_counter() - start)
             return result
 
         return call
@@ -347,7 +349,7 @@ class LibraryBreakers:
                 elapsed = clock() - start
                 try:
                     # The exclusive row is a CountedRow: a timed success is its histogram count.
-                    record_timed(binding, binding.exclusive, elapsed, C0)  # type: ignore[arg-type]  # set by _bind
+                    record_timed(binding, binding.exclusive, elapsed, SUCCESSES)  # type: ignore[arg-type]  # set by _bind
                 except Exception as exc:  # pragma: no cover - defensive
                     report(f"recording a {target} call", exc)
                 return result
@@ -368,7 +370,7 @@ class LibraryBreakers:
     def _record_exclusive(self, binding: BreakerBinding, elapsed: float) -> None:
         """A success of the compiled ``call`` on a series not bound to its rows (or a row it could not update)."""
         try:
-            record_timed(binding, binding.exclusive, elapsed, C0)  # type: ignore[arg-type]  # set by _bind
+            record_timed(binding, binding.exclusive, elapsed, SUCCESSES)  # type: ignore[arg-type]  # set by _bind
         except Exception as exc:
             report(f"recording a {self.family.target} call", exc)
 
@@ -393,7 +395,7 @@ class LibraryBreakers:
             except BaseException:
                 self._after_error(breaker, start)
                 raise
-            self._record(breaker, C0, perf_counter() - start)
+            self._record(breaker, SUCCESSES, perf_counter() - start)
             return result
 
         return call_async
@@ -421,11 +423,11 @@ class LibraryBreakers:
                 return
             exc = future.exception()
             if exc is None:
-                self._record(breaker, C0, perf_counter() - start)
+                self._record(breaker, SUCCESSES, perf_counter() - start)
             elif not isinstance(exc, self._error):
                 # Decided by the library's own predicate. Its CircuitBreakerError is a rejection
                 # (counted by before_call) or a failed trial, which this path does not count.
-                self._record(breaker, C1 if breaker.is_system_error(exc) else C0, perf_counter() - start)
+                self._record(breaker, FAILURES if breaker.is_system_error(exc) else SUCCESSES, perf_counter() - start)
         except Exception as exc:
             report(f"recording a {self.family.target} Tornado call", exc)
 
@@ -443,7 +445,7 @@ class LibraryBreakers:
         except BaseException:
             self._after_error(breaker, start)
             raise
-        self._record(breaker, C0, perf_counter() - start)
+        self._record(breaker, SUCCESSES, perf_counter() - start)
         return result
 
     def _open_before_call(self, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -460,7 +462,7 @@ class LibraryBreakers:
                 # Still the same state object: no half-open trial ran, so the call was rejected
                 # (a library may run the trial inside before_call; its failure replaces the state).
                 if session.active and getattr(breaker, "_state", None) is before:
-                    self._record(breaker, C2, None)
+                    self._record(breaker, REJECTED, None)
                 raise
 
         return before_call

@@ -53,7 +53,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.circuitbreaker.reliance import RELIANCE
-from otel_trading.recording import C0, C1, C2, Series
+from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Series
 
 __all__ = ["CircuitbreakerBreakers"]
 
@@ -130,7 +130,7 @@ class CircuitbreakerBreakers:
         binding = self.session.bind_breaker(breaker, breaker._name, lambda b: _state_code(b.state), polled=True)
         if binding is None:
             return None
-        entry = HotEntry(binding, C0)
+        entry = HotEntry(binding, SUCCESSES)
         keep_by_id(self._by_id, breaker, entry)
         return entry
 
@@ -165,7 +165,7 @@ class CircuitbreakerBreakers:
 
     def _succeeded(self, breaker: Any, entry: HotEntry[BreakerBinding], start: float, observe: bool) -> None:
         try:
-            entry.binding.count(C0, perf_counter() - start)
+            entry.binding.count(SUCCESSES, perf_counter() - start)
             if observe:
                 self._observe(breaker, entry.binding)
         except Exception as exc:
@@ -184,7 +184,7 @@ class CircuitbreakerBreakers:
             failed = verdict.breaker == id(breaker) and verdict.exc is exc
             if failed:
                 verdict.breaker, verdict.exc = 0, None
-            entry.binding.count(C1 if failed else C0, perf_counter() - start)
+            entry.binding.count(FAILURES if failed else SUCCESSES, perf_counter() - start)
             self._observe(breaker, entry.binding)
         except Exception as report_exc:
             report("recording a circuitbreaker error", report_exc)
@@ -229,7 +229,7 @@ class CircuitbreakerBreakers:
                     entry = self.entry_of(circuit_breaker)
                     if entry is not None:
                         self._observe(circuit_breaker, entry.binding)
-                        entry.binding.count(C2)
+                        entry.binding.count(REJECTED)
                 except Exception as exc:
                     report("recording a circuitbreaker rejection", exc)
 

@@ -27,7 +27,7 @@ from otel_trading.instrumentation.config import (
     BreakerClassSpec,
 )
 from otel_trading.instrumentation.custom.resolve import Resolved, state_mapper
-from otel_trading.recording import C0, C1, C2
+from otel_trading.recording import FAILURES, REJECTED, SUCCESSES
 
 __all__ = ["CustomBreakerWrappers"]
 
@@ -117,15 +117,15 @@ class CustomBreakerWrappers:
         try:
             kind = exc if isinstance(exc, type) or exc is None else type(exc)
             if kind is None:
-                binding.count(C0, elapsed)
+                binding.count(SUCCESSES, elapsed)
             elif r.rejected and issubclass(kind, r.rejected):
-                binding.count(C2)
+                binding.count(REJECTED)
             elif not issubclass(kind, Exception):
                 pass  # cancellation / interpreter exit says nothing about the dependency
             elif r.excluded and issubclass(kind, r.excluded):
-                binding.count(C0, elapsed)
+                binding.count(SUCCESSES, elapsed)
             else:
-                binding.count(C1, elapsed)
+                binding.count(FAILURES, elapsed)
             _ = binding.state
         except Exception as report_exc:
             report(f"{r.spec.where}: recording a call", report_exc)

@@ -19,7 +19,7 @@ from otel_trading.instrumentation.config import (
     EventBusClassSpec,
 )
 from otel_trading.instrumentation.custom.resolve import Resolved
-from otel_trading.recording import C0, C1, C2, Binding, MetricsRegistry, Series, ThreadRows
+from otel_trading.recording import HANDLER_ERRORS, PROCESSED, PUBLISHED, Binding, MetricsRegistry, Series, ThreadRows
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["BusBinding", "CustomBusWrappers"]
@@ -123,13 +123,13 @@ class BusBinding:
         return stats[0].row(), stats[1]
 
     def published(self, label: str) -> None:
-        self._row(label)[0][C0] += 1
+        self._row(label)[0][PUBLISHED] += 1
 
     def processed(self, label: str, elapsed: float, failed: bool) -> None:
         row, series = self._row(label)
-        row[C1] += 1
+        row[PROCESSED] += 1
         if failed:
-            row[C2] += 1
+            row[HANDLER_ERRORS] += 1
         if self.timed:
             series.observe(row, elapsed)
 

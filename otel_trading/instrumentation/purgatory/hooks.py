@@ -48,7 +48,7 @@ from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.purgatory.reliance import RELIANCE
-from otel_trading.recording import C0, C1, C2, Series
+from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Series
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["PurgatoryBreakers"]
@@ -72,7 +72,7 @@ class _Circuit(HotEntry[BreakerBinding]):
     __slots__ = ("state",)
 
     def __init__(self, binding: BreakerBinding) -> None:
-        super().__init__(binding, C0)
+        super().__init__(binding, SUCCESSES)
         self.state = CLOSED
 
 
@@ -190,7 +190,7 @@ class PurgatoryBreakers:
         try:
             circuit = self._circuit(breaker.context.name)
             if circuit is not None:
-                circuit.binding.count(C2)
+                circuit.binding.count(REJECTED)
         except Exception as exc:
             report("recording a purgatory rejection", exc)
 
@@ -204,7 +204,7 @@ class PurgatoryBreakers:
                 circuit.observe(elapsed)
                 return
             failed = _FAILURES.pop((id(context), id(exc)), None) is exc
-            circuit.binding.count(C1 if failed else C0, elapsed)
+            circuit.binding.count(FAILURES if failed else SUCCESSES, elapsed)
         except Exception as report_exc:
             report("recording a purgatory call", report_exc)
 

@@ -53,7 +53,7 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.pyee.reliance import RELIANCE
-from otel_trading.recording import C0, C1, C2, MetricsRegistry, Row, Series
+from otel_trading.recording import HANDLER_ERRORS, PROCESSED, PUBLISHED, MetricsRegistry, Row, Series
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["EmitterBinding", "PyeeEmitters"]
@@ -66,8 +66,8 @@ _TWISTED_OWN_EVENTS = OWN_EVENTS | {"failure"}
 class _Event(HotEntry["_Event"]):
     """One ``event_type`` label: its series and the per-thread rows every emitter counts it in.
 
-    Row columns: C0 published, C1 processed (the histogram count, plus the events not timed), C2
-    handler errors. It is its own ``binding`` (what ``record_timed`` reads).
+    Row columns: ``PUBLISHED``, ``PROCESSED`` (the histogram count, plus the events not timed),
+    ``HANDLER_ERRORS``. It is its own ``binding`` (what ``record_timed`` reads).
     """
 
     __slots__ = ("series", "timed")
@@ -77,10 +77,10 @@ class _Event(HotEntry["_Event"]):
         self.timed = timed
         #: ``hot.fast`` is the hot path's one test: True only when timed and bound to the rows.
         self.hot: Any = series if timed else UNTIMED
-        super().__init__(self, C1, owner)
+        super().__init__(self, PROCESSED, owner)
 
     def error(self) -> None:
-        self.row()[C2] += 1
+        self.row()[HANDLER_ERRORS] += 1
 
 
 _LAST = object()
@@ -368,9 +368,9 @@ class PyeeEmitters:
                 if wrappers and self in wrappers:
                     if seen.kwargs is not kwargs:
                         seen.kwargs = kwargs
-                        row[C0] += 1
+                        row[PUBLISHED] += 1
                 else:
-                    row[C0] += 1
+                    row[PUBLISHED] += 1
             except Exception as exc:  # pragma: no cover - defensive
                 report("recording a pyee event", exc)
             mode = binding.mode
@@ -381,7 +381,7 @@ class PyeeEmitters:
                 except BaseException as exc:
                     try:
                         if isinstance(exc, Exception):
-                            row[C2] += 1
+                            row[HANDLER_ERRORS] += 1
                         ev.observe(clock() - start)
                     except Exception as report_exc:  # pragma: no cover - defensive
                         report("recording a pyee handler error", report_exc)
@@ -528,7 +528,7 @@ def _fast_end(event: _Event, row: Row, elapsed: float, error: BaseException | No
             dispatch.finish()
             return
         if isinstance(error, Exception):
-            row[C2] += 1
+            row[HANDLER_ERRORS] += 1
         event.observe(elapsed)
     except Exception as exc:
         report("recording a pyee event", exc)

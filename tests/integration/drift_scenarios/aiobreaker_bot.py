@@ -3,44 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import aiobreaker
 
-
-class VenueDown(Exception):
-    """A failure the breaker counts."""
-
-
-class InsufficientFunds(Exception):
-    """A business error the breaker excludes."""
-
-
-def ok() -> int:
-    return 1
-
-
-def down() -> int:
-    raise VenueDown("venue down")
-
-
-def funds() -> int:
-    raise InsufficientFunds("no funds")
-
-
-def ticks() -> Iterator[int]:
-    yield 1
-    yield 2
-
-
-async def ok_async() -> int:
-    return 1
-
-
-async def down_async() -> int:
-    raise VenueDown("venue down")
+from tests.integration.drift_scenarios.venue import (
+    InsufficientFunds,
+    down,
+    down_async,
+    funds,
+    ok,
+    ok_async,
+    recorder,
+    ticks,
+)
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -52,19 +30,7 @@ def run() -> tuple[list[Any], list[object]]:
 
     stuck = aiobreaker.CircuitBreaker(fail_max=1, timeout_duration=timedelta(seconds=600), name="bybit")
 
-    def outcome(attempt: Callable[[], Any]) -> None:
-        try:
-            result = attempt()
-            if not isinstance(result, int):  # a generator call: its outcome comes at its end
-                result = sum(result)
-        except VenueDown:
-            seen.append("down")
-        except InsufficientFunds:
-            seen.append("funds")
-        except aiobreaker.CircuitBreakerError:
-            seen.append("refused")
-        else:
-            seen.append(result)
+    outcome = recorder(seen, aiobreaker.CircuitBreakerError)
 
     def sync(func: Callable[[], Any], breaker: aiobreaker.CircuitBreaker = breaker) -> Callable[[], Any]:
         return lambda: breaker.call(func)

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import Any
 
 import circuitbreaker
 
-
-class VenueDown(Exception):
-    """A failure the breaker counts (its expected exception)."""
-
-
-class InsufficientFunds(Exception):
-    """A business error the breaker does not count."""
+from tests.integration.drift_scenarios.venue import InsufficientFunds, VenueDown, recorder
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -55,15 +49,7 @@ def run() -> tuple[list[Any], list[object]]:
     def withdraw() -> int:
         raise VenueDown("venue down")
 
-    def attempt(call: Callable[[], Any]) -> None:
-        try:
-            seen.append(call())
-        except VenueDown:
-            seen.append("down")
-        except InsufficientFunds:
-            seen.append("funds")
-        except circuitbreaker.CircuitBreakerError:
-            seen.append("refused")
+    attempt = recorder(seen, circuitbreaker.CircuitBreakerError)
 
     def expire() -> None:
         orders._opened -= 10_000  # the recovery timeout has passed: the next call is a half-open trial

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import purgatory
 from purgatory.domain.model import OpenedState
 
-
-class VenueDown(Exception):
-    """A failure the breaker counts."""
-
-
-class InsufficientFunds(Exception):
-    """A business error the breaker excludes."""
+from tests.integration.drift_scenarios.venue import InsufficientFunds, VenueDown, recorder
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -36,15 +29,7 @@ def run() -> tuple[list[Any], list[object]]:
     def withdraw() -> int:
         raise VenueDown("venue down")
 
-    def attempt(call: Callable[[], Any]) -> None:
-        try:
-            seen.append(call())
-        except VenueDown:
-            seen.append("down")
-        except InsufficientFunds:
-            seen.append("funds")
-        except OpenedState:
-            seen.append("refused")
+    attempt = recorder(seen, OpenedState)
 
     # kraken: 4 successes (one an excluded error), 2 failures (the second opens it), 2 rejected.
     for kind in ("ok", "ok", "ok", "funds", "down", "down", "ok", "ok"):

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pybreaker
 
-
-class VenueDown(Exception):
-    """A failure the breaker counts."""
-
-
-class InsufficientFunds(Exception):
-    """A business error the breaker excludes."""
-
-
-def ok() -> int:
-    return 1
-
-
-def down() -> int:
-    raise VenueDown("venue down")
-
-
-def funds() -> int:
-    raise InsufficientFunds("no funds")
-
-
-def ticks() -> Iterator[int]:
-    yield 1
-    yield 2
+from tests.integration.drift_scenarios.venue import InsufficientFunds, down, funds, ok, recorder, ticks
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -39,19 +16,10 @@ def run() -> tuple[list[Any], list[object]]:
     breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=600, exclude=[InsufficientFunds], name="binance")
     stuck = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=600, name="bybit")
 
+    record = recorder(seen, pybreaker.CircuitBreakerError)
+
     def attempt(func: Callable[[], Any], breaker: pybreaker.CircuitBreaker = breaker) -> None:
-        try:
-            result = breaker.call(func)
-            if not isinstance(result, int):  # a generator call: its outcome comes at its end
-                result = sum(result)
-        except VenueDown:
-            seen.append("down")
-        except InsufficientFunds:
-            seen.append("funds")
-        except pybreaker.CircuitBreakerError:
-            seen.append("refused")
-        else:
-            seen.append(result)
+        record(lambda: breaker.call(func))
 
     # 4 successes (one a generator), an excluded error, 2 failures (the second trips), 2 rejected.
     for func in (ok, ok, ok, ticks, funds, down, down, ok, ok):
