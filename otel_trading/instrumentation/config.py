@@ -58,6 +58,7 @@ from otel_trading.settings import OTEL_TRADING_INSTRUMENT
 __all__ = [
     "BreakerClassSpec",
     "ClassRef",
+    "ClassSpec",
     "ConfigurationError",
     "EventBusClassSpec",
     "InstrumentConfig",
@@ -113,9 +114,17 @@ class ClassRef:
 
 
 @dataclass(frozen=True)
-class BreakerClassSpec:
+class ClassSpec:
+    """One configured class: where it was configured (for messages) and which class it is."""
+
     where: str
     cls: ClassRef
+
+
+@dataclass(frozen=True)
+class BreakerClassSpec(ClassSpec):
+    """A breaker class: its call methods (or block ends), name, state and exceptions."""
+
     calls: tuple[str, ...]
     name: tuple[str, ...]
     state: tuple[str, ...]
@@ -131,9 +140,9 @@ class BreakerClassSpec:
 
 
 @dataclass(frozen=True)
-class EventBusClassSpec:
-    where: str
-    cls: ClassRef
+class EventBusClassSpec(ClassSpec):
+    """An event-bus class: its publish, dispatch and subscription methods and what it reads."""
+
     publish: tuple[str, ...]
     dispatch: tuple[str, ...]
     subscribe: tuple[str, ...]

@@ -52,12 +52,58 @@ from otel_trading.instrumentation._core.binding import (
 )
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
-from otel_trading.instrumentation._core.reliance import Reliance, Shape, interpreter, shape_differences, version_of
+from otel_trading.instrumentation._core.reliance import (
+    Attribute,
+    Function,
+    Reliance,
+    Shape,
+    interpreter,
+    shape_differences,
+    version_of,
+)
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Series
 
-__all__ = ["Classes", "Family", "LibraryBreakers"]
+__all__ = ["Classes", "Family", "LibraryBreakers", "state_object_reliance"]
+
+
+_CALL = ("self", "func", "args", "kwargs")
+
+
+def state_object_reliance(
+    library: str,
+    class_paths: tuple[str, str, str, str],
+    functions: tuple[Function, ...] = (),
+    attributes: tuple[Attribute, ...] = (),
+) -> Reliance:
+    """What this adapter relies on in a library of this design (its breaker, base state, open state
+    and error at ``class_paths``, "module:Class"), plus what the home's own names add."""
+    breaker, state, open_state, error = class_paths
+    return Reliance(
+        library,
+        functions=(
+            Function(f"{breaker}.__init__"),
+            # A transition: (new_state, prev_state, notify) by position or keyword.
+            Function(f"{breaker}._create_new_state", params=("self", "new_state", "prev_state", "notify")),
+            # The verdict's failure: the library counts one.
+            Function(f"{breaker}._inc_counter", params=("self",)),
+            Function(f"{state}.generator_call", params=("self", "wrapped_generator")),
+            Function(f"{state}.call_async", params=_CALL),
+            # A rejection: before_call raises without replacing the state (no half-open trial ran).
+            Function(f"{open_state}.before_call", params=_CALL),
+            *functions,
+        ),
+        attributes=(
+            Attribute(error),
+            Attribute(f"{breaker}._name", set_by=("__init__",)),
+            Attribute(f"{breaker}._state", set_by=("__init__",)),
+            Attribute(f"{breaker}.current_state"),
+            Attribute(f"{breaker}.name"),
+            Attribute(f"{state}._breaker", set_by=("__init__",)),
+            *attributes,
+        ),
+    )
 
 
 @dataclass(frozen=True)

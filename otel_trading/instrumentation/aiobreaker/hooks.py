@@ -5,20 +5,14 @@ from __future__ import annotations
 from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN
 from otel_trading.instrumentation._core.session import Session
 from otel_trading.instrumentation._core.state_object_breakers import Family, LibraryBreakers
-from otel_trading.instrumentation.aiobreaker.reliance import RELIANCE
+from otel_trading.instrumentation.aiobreaker.reliance import CLASS_PATHS, RELIANCE
 
 __all__ = ["AIOBREAKER", "breakers"]
 
-_STATE = "aiobreaker.state"
 #: The storage and each state object's ``state`` hold a ``CircuitBreakerState`` member.
 AIOBREAKER = Family(
     "aiobreaker",
-    (
-        "aiobreaker:CircuitBreaker",
-        f"{_STATE}:CircuitBreakerBaseState",
-        f"{_STATE}:CircuitOpenState",
-        f"{_STATE}:CircuitBreakerError",
-    ),
+    CLASS_PATHS,
     {"CLOSED": CLOSED, "OPEN": OPEN, "HALF_OPEN": HALF_OPEN},
     state_name=lambda member: getattr(member, "name", None),
     state_object_name=lambda state: getattr(getattr(state, "state", None), "name", None),

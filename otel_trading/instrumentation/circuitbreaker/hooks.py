@@ -41,13 +41,7 @@ from typing import Any
 
 from otel_trading.instrumentation._core import hot_path
 from otel_trading.instrumentation._core.around import around
-from otel_trading.instrumentation._core.binding import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    BreakerBinding,
-    HotEntry,
-)
+from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN, BreakerBinding, HotEntry
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report

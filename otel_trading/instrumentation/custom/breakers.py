@@ -153,37 +153,18 @@ class CustomBreakerWrappers:
         session = self.session
         starts = self._block_starts()
 
-        def rejected(instance: Any, binding: BreakerBinding | None, exc: BaseException) -> None:
-            if binding is not None and r.rejected and isinstance(exc, r.rejected):
+        def begin(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BreakerBinding] | None:
+            binding = self._breaker_before(r, instance) if session.active else None
+            return None if binding is None else (instance, binding)
+
+        def end(started: tuple[Any, BreakerBinding], exc: BaseException | None, elapsed: float) -> None:
+            instance, binding = started
+            if exc is None:  # the block starts once entered
+                starts.setdefault(id(instance), []).append(perf_counter())
+            elif r.rejected and isinstance(exc, r.rejected):
                 self._breaker_after(r, binding, exc, 0.0)
 
-        def sync(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            if not session.active:
-                return orig(instance, *args, **kwargs)
-            binding = self._breaker_before(r, instance)
-            try:
-                result = orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                rejected(instance, binding, exc)
-                raise
-            if binding is not None:
-                starts.setdefault(id(instance), []).append(perf_counter())
-            return result
-
-        async def coro(instance: Any, *args: Any, **kwargs: Any) -> Any:
-            if not session.active:
-                return await orig(instance, *args, **kwargs)
-            binding = self._breaker_before(r, instance)
-            try:
-                result = await orig(instance, *args, **kwargs)
-            except BaseException as exc:
-                rejected(instance, binding, exc)
-                raise
-            if binding is not None:
-                starts.setdefault(id(instance), []).append(perf_counter())
-            return result
-
-        return coro if inspect.iscoroutinefunction(orig) else sync
+        return around(orig, begin, end)
 
     def _exit_wrapper(self, r: Resolved, orig: Callable[..., Any]) -> Callable[..., Any]:
         session = self.session

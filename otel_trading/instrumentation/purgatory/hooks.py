@@ -36,14 +36,7 @@ from time import perf_counter
 from typing import Any
 
 from otel_trading.instrumentation._core import hot_path
-from otel_trading.instrumentation._core.binding import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    BreakerBinding,
-    HotEntry,
-    breaker_label,
-)
+from otel_trading.instrumentation._core.binding import CLOSED, HALF_OPEN, OPEN, BreakerBinding, HotEntry, breaker_label
 from otel_trading.instrumentation._core.hot_path import named_as
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation._core.session import Session, existing_instances
@@ -352,32 +345,34 @@ class PurgatoryBreakers:
         return __aenter__
 
     def _aexit(self, orig: Callable[..., Any]) -> Callable[..., Any]:
-        """Wraps ``AsyncCircuitBreaker.__aexit__``, as ``_exit`` does the sync one."""
-        _, _, _, pop, _, unnest, _, ended, _ = self._patch_parts()
-        take = self._blocks.take if self._blocks is not None else None
-        clock = perf_counter
-        failures = _FAILURES
+        """Wraps ``AsyncCircuitBreaker.__aexit__``, as ``_exit`` does the sync one (off the fast path)."""
+        hooks = self
 
         async def __aexit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
-            end = clock()
-            key = id(self)
-            start = take(self) if take is not None else None
-            if start is None:
-                start = pop(key, None)
-            if start is None:  # a block entered before instrumentation
-                try:
-                    return await orig(self, exc_type, exc, tb)
-                finally:
-                    if exc is not None:
-                        failures.pop((id(self.context), id(exc)), None)
+            end = perf_counter()
+            start = hooks._block_start(self)
             try:
                 return await orig(self, exc_type, exc, tb)
             finally:
-                try:
-                    if start.__class__ is list:
-                        start = unnest(key, start)
-                    ended(self.context, exc, start, end)
-                except Exception as report_exc:  # pragma: no cover - defensive
-                    report("recording a purgatory call", report_exc)
+                hooks._block_end(self, start, exc, end)
 
         return __aexit__
+
+    def _block_start(self, wrapper: Any) -> Any:
+        """The start of ``wrapper``'s block: a float, a list when the wrapper is in several blocks,
+        None when it was entered before instrumentation."""
+        start = self._blocks.take(wrapper) if self._blocks is not None else None
+        return self._starts.pop(id(wrapper), None) if start is None else start
+
+    def _block_end(self, wrapper: Any, start: Any, exc: BaseException | None, end: float) -> None:
+        """Record a block's end, ``exc`` being how the library's exit saw it end."""
+        try:
+            if start is None:  # entered before instrumentation: only forget the library's verdict
+                if exc is not None:
+                    _FAILURES.pop((id(wrapper.context), id(exc)), None)
+                return
+            if start.__class__ is list:
+                start = self._unnest(id(wrapper), start)
+            self._ended(wrapper.context, exc, start, end)
+        except Exception as report_exc:  # pragma: no cover - defensive
+            report("recording a purgatory call", report_exc)

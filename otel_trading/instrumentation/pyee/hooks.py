@@ -444,34 +444,32 @@ class PyeeEmitters:
 
     def _asyncio_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``AsyncIOEventEmitter._emit_run``: pyee's own runs the handler through ``_handler``."""
-        current = _CURRENT
-
-        def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
-            dispatch = current.dispatch
-            if dispatch is None:
-                orig(self, f, args, kwargs)
-                return
-            orig(self, _handler(f, dispatch, None), args, kwargs)
-
         # The compiled path: while an event is recorded the handler runs there first (see _hooks.c).
         return hot_path.compiled(
             "pyee.emit_run",
-            named_as(_emit_run, orig),
+            named_as(_emit_run_twin(orig, executor=False), orig),
             orig=orig,
-            current=current,
+            current=_CURRENT,
             on_error=_handler_error,
             after=_handler_result,
         )
 
     def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``ExecutorEventEmitter._emit_run``: the executor runs the handler through ``_handler``."""
-        current = _CURRENT
+        return _emit_run_twin(orig, executor=True)
 
-        def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
-            dispatch = current.dispatch
-            if dispatch is None:
-                orig(self, f, args, kwargs)
-                return
+
+def _emit_run_twin(orig: Callable[..., Any], executor: bool) -> Callable[..., Any]:
+    """pyee's ``_emit_run`` given ``_handler`` in place of the handler while an event is recorded."""
+    current = _CURRENT
+
+    def _emit_run(self: Any, f: Any, args: Any, kwargs: Any) -> None:
+        dispatch = current.dispatch
+        if dispatch is None:
+            orig(self, f, args, kwargs)
+        elif not executor:
+            orig(self, _handler(f, dispatch, None), args, kwargs)
+        else:
             started: list[bool] = []
             try:
                 orig(self, _handler(f, dispatch, started), args, kwargs)
@@ -480,7 +478,7 @@ class PyeeEmitters:
                     _scheduled(current, dispatch).finish()
                 raise
 
-        return _emit_run
+    return _emit_run
 
 
 def _record_error(event: _Event) -> None:
