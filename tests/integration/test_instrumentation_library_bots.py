@@ -74,6 +74,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], BotR
     return _LazyRuns(tmp_path_factory)
 
 
+def _assert_breakers(run: BotRun, expected: dict[str, tuple[int, int, int, int, int, float]]) -> None:
+    """name: successes, failures, rejected, state, latency count, least latency sum (s)."""
+    for name, (ok, failed, rejected, state, count, least) in expected.items():
+        assert run.value("circuit_breaker_successes_total", name=name) == ok, name
+        assert run.value("circuit_breaker_failures_total", name=name) == failed, name
+        assert run.value("circuit_breaker_rejected_total", name=name) == rejected, name
+        assert run.value("circuit_breaker_state", name=name) == state, name
+        assert run.value("circuit_breaker_latency_seconds_count", name=name) == count, name
+        total = run.value("circuit_breaker_latency_seconds_sum", name=name)
+        assert total is not None and total >= least, (name, total)
+
+
+def _transitions(run: BotRun) -> dict[tuple[str, str, str], float]:
+    return {
+        (dict(labels)["name"], dict(labels)["from_state"], dict(labels)["to_state"]): v
+        for (sample, labels), v in run.samples.items()
+        if sample == "circuit_breaker_transitions_total"
+    }
+
+
 def _no_internal_errors(run: BotRun) -> None:
     assert "otel-trading instrumentation:" not in run.log, run.log[-3000:]
     assert "Traceback" not in run.log.replace("KeyError: 'bug in the recorder'", ""), run.log[-3000:]
@@ -91,19 +111,8 @@ def test_circuitbreaker_bot_exports_exact_breaker_metrics(runs: dict[tuple[str, 
         "kraken": (0, 3, 17, 1, 3, 3 * 0.002),
         "candles": (3, 2, 0, 0, 5, 2 * 2 * 0.002 + 3 * 3 * 0.002),  # generator calls, timed to their end
     }
-    for name, (ok, failed, rejected, state, count, least) in expected.items():
-        assert run.value("circuit_breaker_successes_total", name=name) == ok, name
-        assert run.value("circuit_breaker_failures_total", name=name) == failed, name
-        assert run.value("circuit_breaker_rejected_total", name=name) == rejected, name
-        assert run.value("circuit_breaker_state", name=name) == state, name
-        assert run.value("circuit_breaker_latency_seconds_count", name=name) == count, name
-        total = run.value("circuit_breaker_latency_seconds_sum", name=name)
-        assert total is not None and total >= least, (name, total)
-    transitions = {
-        (dict(labels)["name"], dict(labels)["from_state"], dict(labels)["to_state"]): v
-        for (sample, labels), v in run.samples.items()
-        if sample == "circuit_breaker_transitions_total"
-    }
+    _assert_breakers(run, expected)
+    transitions = _transitions(run)
     assert transitions == {("kraken", "closed", "open"): 1}
     _no_internal_errors(run)
 
@@ -119,19 +128,8 @@ def test_purgatory_bot_exports_exact_breaker_metrics(runs: dict[tuple[str, str],
         "kraken": (0, 3, 17, 1, 3, 3 * 0.002),  # OpenedState rejections
         "okx": (3, 1, 1, 0, 4, 4 * 0.002),  # sync, context manager, recovered through half-open
     }
-    for name, (ok, failed, rejected, state, count, least) in expected.items():
-        assert run.value("circuit_breaker_successes_total", name=name) == ok, name
-        assert run.value("circuit_breaker_failures_total", name=name) == failed, name
-        assert run.value("circuit_breaker_rejected_total", name=name) == rejected, name
-        assert run.value("circuit_breaker_state", name=name) == state, name
-        assert run.value("circuit_breaker_latency_seconds_count", name=name) == count, name
-        total = run.value("circuit_breaker_latency_seconds_sum", name=name)
-        assert total is not None and total >= least, (name, total)
-    transitions = {
-        (dict(labels)["name"], dict(labels)["from_state"], dict(labels)["to_state"]): v
-        for (sample, labels), v in run.samples.items()
-        if sample == "circuit_breaker_transitions_total"
-    }
+    _assert_breakers(run, expected)
+    transitions = _transitions(run)
     assert transitions == {
         ("kraken", "closed", "open"): 1,
         ("okx", "closed", "open"): 1,

@@ -349,16 +349,10 @@ class PyeeEmitters:
                 # Not recording, one of pyee's own events (its handlers belong to no app event), or
                 # an emitter whose handlers run where their end cannot be seen: published without
                 # ever being processed would read as stuck events, so it is not counted at all.
-                dispatch = current.dispatch
-                if dispatch is None:
+                if current.dispatch is None:
                     result: bool = orig(self, event, args, kwargs)
                     return result
-                current.dispatch = None
-                try:
-                    result = orig(self, event, args, kwargs)
-                finally:
-                    current.dispatch = dispatch
-                return result
+                return _unseen(current, orig, self, event, args, kwargs)
             try:
                 try:
                     row: Row = ev.local.row
@@ -394,16 +388,11 @@ class PyeeEmitters:
                 except Exception as exc:  # pragma: no cover - defensive
                     report("recording a pyee event", exc)
                 return handled
-            saved = current.dispatch
             if mode is not SCHEDULED:
                 # An _emit_run otel-trading does not know: published only, and no dispatch of another
                 # emitter is visible to it (an override may call the wrapped asyncio one through super()).
-                current.dispatch = None
-                try:
-                    handled = orig(self, event, args, kwargs)
-                finally:
-                    current.dispatch = saved
-                return handled
+                return _unseen(current, orig, self, event, args, kwargs)
+            saved = current.dispatch
             # The handlers may schedule work: a (event, start) marker until one does, when the
             # wrapped _emit_run turns it into a _Dispatch that waits for the work to end.
             start = clock()
@@ -457,6 +446,17 @@ class PyeeEmitters:
     def _executor_emit_run(self, orig: Callable[..., Any]) -> Callable[..., Any]:
         """Wraps ``ExecutorEventEmitter._emit_run``: the executor runs the handler through ``_handler``."""
         return _emit_run_twin(orig, executor=True)
+
+
+def _unseen(current: Any, orig: Callable[..., Any], emitter: Any, event: Any, args: Any, kwargs: Any) -> bool:
+    """pyee's ``_call_handlers`` with no event dispatch visible to the emitter's ``_emit_run``."""
+    saved = current.dispatch
+    current.dispatch = None
+    try:
+        handled: bool = orig(emitter, event, args, kwargs)
+        return handled
+    finally:
+        current.dispatch = saved
 
 
 def _emit_run_twin(orig: Callable[..., Any], executor: bool) -> Callable[..., Any]:

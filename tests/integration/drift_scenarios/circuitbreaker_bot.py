@@ -9,7 +9,8 @@ from typing import Any
 
 import circuitbreaker
 
-from tests.integration.drift_scenarios.venue import InsufficientFunds, VenueDown, recorder
+from tests.integration.drift_scenarios.venue import VenueDown, recorder
+from tests.integration.drift_scenarios.venue import order as venue_order
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -21,13 +22,7 @@ def run() -> tuple[list[Any], list[object]]:
     stream = circuitbreaker.CircuitBreaker(failure_threshold=5, recovery_timeout=600, name="stream")
     stuck = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=600, name="bybit")
 
-    @orders
-    def order(kind: str) -> int:
-        if kind == "down":
-            raise VenueDown("venue down")
-        if kind == "funds":
-            raise InsufficientFunds("no funds")
-        return 1
+    order = orders(venue_order)
 
     @stream
     def candles() -> Iterator[int]:

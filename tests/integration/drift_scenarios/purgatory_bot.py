@@ -10,6 +10,7 @@ import purgatory
 from purgatory.domain.model import OpenedState
 
 from tests.integration.drift_scenarios.venue import InsufficientFunds, VenueDown, recorder
+from tests.integration.drift_scenarios.venue import order as venue_order
 
 
 def run() -> tuple[list[Any], list[object]]:
@@ -17,13 +18,7 @@ def run() -> tuple[list[Any], list[object]]:
     seen: list[Any] = []
     factory = purgatory.SyncCircuitBreakerFactory(default_threshold=2, default_ttl=600, exclude=[InsufficientFunds])
 
-    @factory("kraken")
-    def order(kind: str) -> int:
-        if kind == "down":
-            raise VenueDown("venue down")
-        if kind == "funds":
-            raise InsufficientFunds("no funds")
-        return 1
+    order = factory("kraken")(venue_order)
 
     @factory("bybit", threshold=1)
     def withdraw() -> int:

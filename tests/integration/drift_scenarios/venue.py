@@ -30,6 +30,11 @@ def funds() -> int:
     raise InsufficientFunds("no funds")
 
 
+def order(kind: str) -> int:
+    """An order the venue takes ("ok"), fails ("down") or refuses for the business ("funds")."""
+    return {"down": down, "funds": funds}.get(kind, ok)()
+
+
 def ticks() -> Iterator[int]:
     yield 1
     yield 2
