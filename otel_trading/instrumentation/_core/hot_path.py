@@ -97,7 +97,7 @@ def announce() -> None:
         return
     _announced.set()
     _logger.info(
-        "otel-trading: the library instrumentations use their pure-Python hot paths (about 1.3-2.3x a "
+        "otel-trading: the library instrumentations use their pure-Python hot paths (about 1.3-2.7x a "
         "bare call instead of 1.0-1.3x): %s",
         why,
     )

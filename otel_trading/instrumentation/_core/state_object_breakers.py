@@ -63,7 +63,7 @@ from otel_trading.instrumentation._core.reliance import (
 )
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
-from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Series
+from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Row, Series, observe
 
 __all__ = ["Classes", "Family", "LibraryBreakers", "state_object_reliance"]
 
@@ -395,7 +395,11 @@ class LibraryBreakers:
                 elapsed = clock() - start
                 try:
                     # The exclusive row is a CountedRow: a timed success is its histogram count.
-                    record_timed(binding, binding.exclusive, elapsed, SUCCESSES)  # type: ignore[arg-type]  # set by _bind
+                    row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
+                    if binding.hot.fast:
+                        observe(row, elapsed)
+                    else:
+                        record_timed(binding, row, elapsed, SUCCESSES)
                 except Exception as exc:  # pragma: no cover - defensive
                     report(f"recording a {target} call", exc)
                 return result

@@ -246,13 +246,21 @@ class CircuitbreakerBreakers:
         The compiled fast path (a bound breaker that starts closed and succeeds) times the block
         and bumps one histogram; it hands every other call to the twin below.
         """
+        by_id_get = self._by_id.get
+        closed = self._closed
         prepare = self._prepare
         raised = self._raised
         succeeded = self._succeeded
         clock = perf_counter
 
         def call(self: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-            entry, fast = prepare(self)
+            entry = by_id_get(id(self))
+            try:  # ``_prepare`` inlined for the fast path (a bound breaker starting closed)
+                fast = entry is not None and self._state is closed
+            except AttributeError:
+                fast = False
+            if not fast:
+                entry, fast = prepare(self)
             if entry is None:
                 with self:
                     return func(*args, **kwargs)

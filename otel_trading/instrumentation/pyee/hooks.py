@@ -40,6 +40,7 @@ import types
 import weakref
 from asyncio import CancelledError, iscoroutine
 from asyncio import Future as AsyncioFuture
+from bisect import bisect_left
 from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
@@ -53,7 +54,19 @@ from otel_trading.instrumentation._core.identity import keep_by_id
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.instrumentation.pyee.reliance import RELIANCE
-from otel_trading.recording import HANDLER_ERRORS, PROCESSED, PUBLISHED, MetricsRegistry, Row, Series
+from otel_trading.recording import (
+    B0,
+    BOUNDS,
+    HANDLER_ERRORS,
+    MAX,
+    MIN,
+    PROCESSED,
+    PUBLISHED,
+    SUM,
+    MetricsRegistry,
+    Row,
+    Series,
+)
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["EmitterBinding", "PyeeEmitters"]
@@ -331,6 +344,7 @@ class PyeeEmitters:
         uplift = self._uplift
         seen = _UPLIFT_SEEN
         clock = perf_counter
+        first_bound = BOUNDS[0]
         session = self.session
 
         def _call_handlers(self: Any, event: Any, args: Any, kwargs: Any) -> bool:
@@ -384,7 +398,17 @@ class PyeeEmitters:
                     return handled
                 elapsed = clock() - start
                 try:
-                    ev.observe(elapsed)
+                    if ev.hot.fast:
+                        # ``HotEntry.observe`` inlined: the pure-Python EventEmitter row of bench/run.py
+                        # is 0.13x of a bare emit slower through the call.
+                        row[SUM] += elapsed
+                        if elapsed < row[MIN]:
+                            row[MIN] = elapsed
+                        if elapsed > row[MAX]:
+                            row[MAX] = elapsed
+                        row[B0 if elapsed <= first_bound else B0 + bisect_left(BOUNDS, elapsed)] += 1
+                    else:
+                        ev.observe(elapsed)
                 except Exception as exc:  # pragma: no cover - defensive
                     report("recording a pyee event", exc)
                 return handled

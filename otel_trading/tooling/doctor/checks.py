@@ -857,7 +857,7 @@ def check_hot_paths(ctx: Context) -> CheckResult:
     return CheckResult(
         name,
         Status.WARN,
-        f"the library instrumentations run on their pure-Python hot paths here ({here}), about 1.3-2.3x a "
+        f"the library instrumentations run on their pure-Python hot paths here ({here}), about 1.3-2.7x a "
         f"bare call instead of 1.0-1.3x: {why}",
         "install otel-trading from a wheel, or reinstall it where a C compiler and the Python headers are "
         f"(Debian: apt-get install gcc python3-dev); leave {OTEL_TRADING_PURE_PYTHON} unset. The bot must run "
