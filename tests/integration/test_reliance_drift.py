@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 import pytest
 
+from otel_trading.instrumentation.libraries import COMPILED
+
 from . import drift
 from .drift import Point, Release, Run
 
@@ -151,10 +153,11 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> _Releases:
 
 @pytest.fixture(params=HOT_PATHS)
 def hot_path(request: pytest.FixtureRequest) -> str:
-    if request.param == "compiled" and importlib.util.find_spec("otel_trading.instrumentation._native") is None:
+    missing = [lib for lib in COMPILED if not importlib.util.find_spec(f"otel_trading.instrumentation.{lib}._hooks")]
+    if request.param == "compiled" and missing:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("the compiled hot paths (_native) are not built; CI installs them with `pip install -e .`")
-        pytest.skip("the compiled hot paths (_native) are not built here")
+            pytest.fail(f"the compiled hot paths of {missing} are not built; CI installs them with `pip install -e .`")
+        pytest.skip(f"the compiled hot paths of {missing} are not built here")
     return str(request.param)
 
 

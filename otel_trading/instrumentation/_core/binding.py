@@ -102,8 +102,8 @@ class HotEntry(Generic[B]):
         except AttributeError:
             row = self.counted.row()
         if self.hot.fast:
-            # ``recording.rows.observe`` inlined: the pure-Python rows of bench/run.py (circuitbreaker,
-            # purgatory, pyee) are 0.1-0.3x of a bare call slower through the call.
+            # ``recording.rows.observe`` inlined: three of the pure-Python rows of bench/run.py are
+            # 0.1-0.3x of a bare call slower through the call.
             row[SUM] += elapsed
             if elapsed < row[MIN]:
                 row[MIN] = elapsed
