@@ -1,5 +1,8 @@
-"""aiobreaker's home: its instrumentor (entry point ``otel_trading_aiobreaker``); ``package`` (releases),
-``reliance`` (what the hooks rely on, checked first) and ``hooks`` (the patches) beside it."""
+"""aiobreaker's home: its instrumentor, entry point ``otel_trading_aiobreaker``.
+
+Beside it: ``package`` (the releases), ``reliance`` (what the hooks rely on, checked first) and
+``hooks`` (the patches).
+"""
 
 from otel_trading.instrumentation._core.instrumentor import LibraryInstrumentor
 from otel_trading.instrumentation.aiobreaker.hooks import breakers

@@ -1,5 +1,8 @@
-"""pybreaker's home: its instrumentor (entry point ``otel_trading_pybreaker``); ``package`` (releases),
-``reliance`` (what the hooks rely on, checked first) and ``hooks`` (the patches) beside it."""
+"""pybreaker's home: its instrumentor, entry point ``otel_trading_pybreaker``.
+
+Beside it: ``package`` (the releases), ``reliance`` (what the hooks rely on, checked first) and
+``hooks`` (the patches).
+"""
 
 from otel_trading.instrumentation._core.instrumentor import LibraryInstrumentor
 from otel_trading.instrumentation.pybreaker.hooks import breakers
