@@ -941,10 +941,24 @@ class PyeeAsyncioAdapter(PyeeAdapter):
         emit = subject.ops
 
         async def settled(op: str) -> Any:
-            result = emit[op]()
-            mine = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            if mine:
-                await asyncio.wait(mine)
+            # The handler tasks this emit makes, seen through this loop's task factory: not through
+            # asyncio.all_tasks(), whose global WeakSet CPython 3.10 reads racily from many threads
+            # (one threaded run raised "__len__() should return >= 0" from it).
+            loop = asyncio.get_running_loop()
+            made: list[asyncio.Task[Any]] = []
+
+            def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+                made.append(task)
+                return task
+
+            loop.set_task_factory(factory)
+            try:
+                result = emit[op]()
+            finally:
+                loop.set_task_factory(None)
+            if made:
+                await asyncio.wait(made)
             await asyncio.sleep(0)  # the tasks' done-callbacks
             return result
 
