@@ -287,36 +287,25 @@ class PurgatoryBreakers:
         The inline path is a success of a known circuit on a series bound to its rows: one
         histogram update (a ``CountedThreadRows`` row: the success is its histogram count).
         """
-        _, _, _, pop, _, unnest, circuits_get, ended, record_success = self._patch_parts()
+        _, _, _, pop, _, _, circuits_get, _, record_success = self._patch_parts()
         take = self._blocks.take if self._blocks is not None else None
         clock = perf_counter
-        failures = _FAILURES
+        block_end = self._block_end
 
         def __exit__(self: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
             end = clock()
-            key = id(self)
             start = take(self) if take is not None else None
             if start is None:
-                start = pop(key, None)
-            if start is None:  # a block entered before instrumentation
-                if exc is None:
-                    return orig(self, exc_type, exc, tb)
-                try:
-                    return orig(self, exc_type, exc, tb)
-                finally:
-                    failures.pop((id(self.context), id(exc)), None)
+                start = pop(id(self), None)
             try:
                 return orig(self, exc_type, exc, tb)
             finally:
                 try:
                     circuit = circuits_get(self.context.name) if exc is None else None
                     if circuit is not None and start.__class__ is float:
-                        elapsed = end - start
-                        circuit.observe(elapsed)
-                    else:
-                        if start.__class__ is list:
-                            start = unnest(key, start)
-                        ended(self.context, exc, start, end)
+                        circuit.observe(end - start)
+                    else:  # a failure, a nested or unbound block, or one entered before instrumentation
+                        block_end(self, start, exc, end)
                 except Exception as report_exc:  # pragma: no cover - defensive
                     report("recording a purgatory call", report_exc)
 
