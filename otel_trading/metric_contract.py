@@ -141,6 +141,19 @@ class MetricSpec:
             return (f"{base}_bucket", f"{base}_count", f"{base}_sum")
         return (self.prometheus_name,)
 
+    @property
+    def native_series_name(self) -> str | None:
+        """The one series a native (exponential) histogram of this metric is stored as in Prometheus 3
+        (its plain name: no ``_bucket``/``_count``/``_sum``), or None for a metric that is not a histogram.
+
+        Not one of :attr:`series_names`: a scrape of the classic exposition never shows it, and the
+        Metrics Reference lists what the exporters write. Dashboards and alerts query it beside the
+        classic series (``... or ...``), so one query serves bots exporting either kind.
+        """
+        if self.kind is InstrumentKind.HISTOGRAM:
+            return self.prometheus_name
+        return None
+
 
 _B = MetricGroup.BREAKER
 _E = MetricGroup.EVENT_BUS

@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
     OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
@@ -28,6 +29,7 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_PROMETHEUS_PORT,
     OTEL_METRIC_EXPORT_INTERVAL,
     OTEL_METRIC_EXPORT_TIMEOUT,
+    OTEL_METRICS_EXEMPLAR_FILTER,
     OTEL_RESOURCE_ATTRIBUTES,
     OTEL_SERVICE_NAME,
 )
@@ -55,16 +57,27 @@ OTEL_TRADING_INSTRUMENT = "OTEL_TRADING_INSTRUMENT"
 #: ones (each library home's ``_hooks`` module) are built. Read once, at import.
 OTEL_TRADING_PURE_PYTHON = "OTEL_TRADING_PURE_PYTHON"
 
+#: The values of OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION (matched case-insensitively,
+#: as the OTLP/HTTP exporter does; the gRPC one compares case-sensitively, so we pass it the result).
+HISTOGRAM_AGGREGATIONS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+
+#: The values of OTEL_METRICS_EXEMPLAR_FILTER, exactly as the SDK's MeterProvider accepts them.
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+
 
 __all__ = [
     "DEFAULT_MAX_LABEL_VALUES",
+    "EXEMPLAR_FILTERS",
+    "HISTOGRAM_AGGREGATIONS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
     "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_PROMETHEUS_HOST",
     "OTEL_EXPORTER_PROMETHEUS_PORT",
+    "OTEL_METRICS_EXEMPLAR_FILTER",
     "OTEL_METRICS_EXPORTER",
     "OTEL_METRIC_EXPORT_INTERVAL",
     "OTEL_METRIC_EXPORT_TIMEOUT",
@@ -82,6 +95,8 @@ __all__ = [
     "check_port",
     "check_rate",
     "disabled_metrics_from_env",
+    "exemplar_filter_from_env",
+    "exponential_histograms_from_env",
     "max_label_values_from_env",
     "near_miss",
     "otel_env_warnings",
@@ -213,8 +228,32 @@ def pure_python_from_env() -> bool:
     raise ValueError(f"{OTEL_TRADING_PURE_PYTHON} must be true or false, got {raw!r}")
 
 
+def exponential_histograms_from_env() -> bool:
+    """True when OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION asks for base-2 exponential buckets."""
+    raw = os.environ.get(OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION, "").strip().lower()
+    if not raw:
+        return False
+    if raw not in HISTOGRAM_AGGREGATIONS:
+        raise ValueError(
+            f"{OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION}: {raw!r} is not one of "
+            f"{', '.join(HISTOGRAM_AGGREGATIONS)}"
+        )
+    return raw == HISTOGRAM_AGGREGATIONS[1]
+
+
+def exemplar_filter_from_env() -> str:
+    """OTEL_METRICS_EXEMPLAR_FILTER (default ``trace_based``), checked as the SDK's MeterProvider would."""
+    raw = os.environ.get(OTEL_METRICS_EXEMPLAR_FILTER, EXEMPLAR_FILTERS[0])
+    # The SDK compares exactly and raises from the MeterProvider constructor; say so at start-up instead.
+    if raw not in EXEMPLAR_FILTERS:
+        raise ValueError(f"{OTEL_METRICS_EXEMPLAR_FILTER}: {raw!r} is not one of {', '.join(EXEMPLAR_FILTERS)}")
+    return raw
+
+
 def trading_env_problems() -> list[str]:
-    """Every problem with the ``OTEL_TRADING_*`` variables: malformed values and likely typos.
+    """Every problem with the ``OTEL_TRADING_*`` variables (and the two histogram/exemplar OTel ones).
+
+    Malformed values and likely typos are reported.
 
     An unknown ``OTEL_TRADING_*`` name close to a known one (``..._MAX_LABEL_VALUE``) is an error,
     since the setting it was meant for is silently not applied; other unknown names are only logged
@@ -227,6 +266,8 @@ def trading_env_problems() -> list[str]:
         lambda: resolve_sample_rate(None),
         max_label_values_from_env,
         pure_python_from_env,
+        exponential_histograms_from_env,
+        exemplar_filter_from_env,
     )
     for check in checks:
         try:

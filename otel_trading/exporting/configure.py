@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import View
+from opentelemetry.sdk.metrics.view import Aggregation, ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
 from otel_trading.errors import ConfigurationError
 from otel_trading.exporting.global_provider import install_global
 from otel_trading.exporting.metrics_server import MetricsServer, prometheus_endpoint, resolve_endpoint
-from otel_trading.recording import views as trading_views
 from otel_trading.settings import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
     OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE,
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_METRIC_EXPORT_INTERVAL,
     OTEL_METRICS_EXPORTER,
+    exponential_histograms_from_env,
     trading_env_problems,
     warn_about_otel_env,
 )
@@ -35,6 +37,8 @@ __all__ = ["DEFAULT_PUSH_INTERVAL_MILLIS", "MetricsHandle", "configure_metrics",
 #: otherwise: the guide's 15 s scrape interval, not the SDK's 60 s. Grafana's ``$__rate_interval``
 #: for a 15 s data source is 1m, which needs at least two points per minute to show a rate.
 DEFAULT_PUSH_INTERVAL_MILLIS = 15_000
+
+_logger = logging.getLogger("otel_trading")
 
 _EXPORTERS = ("prometheus", "otlp", "console", "none")
 _PROTOCOLS = ("grpc", "http/protobuf")
@@ -147,6 +151,12 @@ def configure_metrics(
     applies (the embedded Prometheus endpoint). Every problem found is reported at once as a
     ``ConfigurationError``; likely mistakes in standard ``OTEL_*`` variables that the SDK would
     ignore (a misspelt name, an OTLP/HTTP endpoint without ``/v1/metrics``) are logged as warnings.
+
+    Histograms get the guide's explicit buckets unless
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION is ``base2_exponential_bucket_histogram``:
+    then the OTLP and console readers get base-2 exponential ones (native histograms in Prometheus 3),
+    and the Prometheus reader keeps explicit buckets, with a WARNING, since its exporter drops
+    exponential histograms. ``views`` are added as given.
     """
     warn_about_otel_env()
     raw = ",".join(exporters) if isinstance(exporters, (list, tuple)) else exporters
@@ -174,19 +184,35 @@ def configure_metrics(
     server: MetricsServer | None = None
     push_ms = push_interval_millis()
     resource = resource or Resource.create()
-    all_views = [*trading_views(), *views]
+    # No explicit-bucket views: the instruments' advisory boundaries give the guide's buckets, and a
+    # view would override the exponential aggregation a reader prefers.
+    exponential = exponential_histograms_from_env()
+    push_aggregation: dict[type, Aggregation] = (
+        {Histogram: ExponentialBucketHistogramAggregation()} if exponential else {}
+    )
     endpoint = None
     if "prometheus" in names:
+        if exponential:
+            _logger.warning(
+                "otel-trading: %s asks for exponential histograms, but the Prometheus exporter (/metrics) "
+                "drops them, so it keeps explicit buckets; native histograms reach Prometheus 3 through "
+                "OTLP or the collector's remote write (README: Exporting)",
+                OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION,
+            )
         port, addr = resolve_endpoint(prometheus_port, prometheus_addr)
         endpoint = (addr, *prometheus_endpoint(port, addr, None, {}))
         readers.append(endpoint[1])
     if "otlp" in names:
-        readers.append(PeriodicExportingMetricReader(_otlp_exporter(protocol), export_interval_millis=push_ms))
+        readers.append(
+            PeriodicExportingMetricReader(_otlp_exporter(protocol, push_aggregation), export_interval_millis=push_ms)
+        )
     if "console" in names:
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=push_ms))
-    provider = MeterProvider(metric_readers=readers, resource=resource, views=all_views)
+        # The console shows what OTLP would send, so it follows the OTLP aggregation variable too.
+        console = ConsoleMetricExporter(preferred_aggregation=push_aggregation)
+        readers.append(PeriodicExportingMetricReader(console, export_interval_millis=push_ms))
+    provider = MeterProvider(metric_readers=readers, resource=resource, views=list(views))
     if endpoint is not None:
         addr, _, registry, http_server, thread, bound = endpoint
         server = MetricsServer(addr, bound, registry, provider, http_server, thread, _owns_provider=False)
@@ -200,7 +226,7 @@ def configure_metrics(
     return handle
 
 
-def _otlp_exporter(protocol: str) -> Any:
+def _otlp_exporter(protocol: str, preferred_aggregation: dict[type, Aggregation]) -> Any:
     try:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -212,4 +238,5 @@ def _otlp_exporter(protocol: str) -> Any:
         raise ConfigurationError(
             [f"OTLP over {protocol} needs the exporter package: pip install 'otel-trading[otlp]' ({exc})"]
         ) from exc
-    return OTLPMetricExporter()
+    # Passed explicitly: the gRPC exporter reads the aggregation variable case-sensitively.
+    return OTLPMetricExporter(preferred_aggregation=preferred_aggregation or None)

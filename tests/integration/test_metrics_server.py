@@ -186,3 +186,25 @@ def test_configure_metrics_otlp_honours_the_delta_preference(monkeypatch: pytest
         assert preferred[Counter.__name__] is preferred[Histogram.__name__] is AggregationTemporality.DELTA
     finally:
         handle.meter_provider.shutdown(timeout_millis=1000)
+
+
+def test_exponential_histograms_asked_for_keep_explicit_buckets_on_metrics_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "base2_exponential_bucket_histogram")
+    with caplog.at_level("WARNING", logger="otel_trading"):
+        handle = configure_metrics(
+            exporters="prometheus", prometheus_port=0, prometheus_addr="127.0.0.1", set_global=False
+        )
+    try:
+        assert handle.server is not None
+        CircuitBreaker("venue", meter_provider=handle.meter_provider).call(lambda: None)
+        got = samples(scrape(handle.server.url))
+        latency = {name: value for (name, labels), value in got.items() if ("name", "venue") in labels}
+        assert latency["circuit_breaker_latency_seconds_count"] == 1
+        assert "circuit_breaker_latency_seconds_bucket" in latency
+    finally:
+        handle.shutdown()
+    warnings = [r.getMessage() for r in caplog.records if "drops them" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION" in warnings[0]
