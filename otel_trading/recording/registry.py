@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from otel_trading import metric_contract as mc
 from otel_trading.recording import sdk_binding
 from otel_trading.recording.rows import B0, MAX, MIN, SUM, Row, count_of, fork_safe
-from otel_trading.recording.sdk_binding import HistogramTotals, RowsHistogramStream
+from otel_trading.recording.sdk_binding import HistogramTotals, RowsExponentialStream, RowsHistogramStream
 from otel_trading.recording.series import Binding, LabelFold, Series
 from otel_trading.settings import disabled_metrics_from_env, max_label_values_from_env
 from otel_trading.version import __version__
@@ -71,17 +71,19 @@ class MetricsRegistry:
         self._instruments: dict[str, Any] = {}
         # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
         self._hooks: list[Callable[[], Callable[[], object] | None]] = []
-        self._streams: dict[str, weakref.WeakSet[RowsHistogramStream]] = {
+        self._streams: dict[str, weakref.WeakSet[RowsHistogramStream | RowsExponentialStream]] = {
             kind: weakref.WeakSet() for kind in _HISTOGRAM_OF
         }
         self._snapshot: dict[str, list[tuple[Series, Row]]] = {kind: [] for kind in _HISTOGRAM_OF}
         self._histograms: dict[str, Any] = {}
+        # (max_scale, max_size) of the exponential buckets each kind's series keep, where a reader takes them.
+        self._exponential: dict[str, tuple[int, int] | None] = {}
         #: The registry that took this one over (see the module docstring), else None.
         self.adopted_by: MetricsRegistry | None = None
         self._create_instruments()
         self.binding = Binding.PENDING
         if meter_provider is not None:
-            self.binding, self._histograms = self._binding_for(meter_provider)
+            self.binding, self._histograms, self._exponential = self._binding_for(meter_provider)
 
     def _tables(self) -> dict[str, dict[str, Series]]:
         """Every kind's series table, by kind."""
@@ -135,18 +137,19 @@ class MetricsRegistry:
                 inst = _create_histogram(m, spec)
             self._instruments[spec.key] = inst
 
-    def _binding_for(self, provider: Any) -> tuple[Binding, dict[str, Any]]:
-        """How this registry's histograms reach ``provider``, and its real histogram instruments."""
+    def _binding_for(self, provider: Any) -> tuple[Binding, dict[str, Any], dict[str, tuple[int, int] | None]]:
+        """How this registry's histograms reach ``provider``, its real histogram instruments, and the
+        exponential buckets each kind's rows must keep for it."""
         kinds = {kind: key for kind, key in _HISTOGRAM_OF.items() if key in self._instruments}
         if not kinds:
-            return Binding.ROWS, {}
+            return Binding.ROWS, {}, {}
         if not _is_proxy_meter(self.meter):
             real = {kind: self._instruments[key] for kind, key in kinds.items()}
         else:
             meter = provider.get_meter(mc.SCOPE_NAME, __version__, schema_url=mc.SCHEMA_URL)
             real = {kind: _create_histogram(meter, mc.METRICS_BY_KEY[key]) for kind, key in kinds.items()}
         if not sdk_binding.can_serve(provider):
-            return Binding.DIRECT, real
+            return Binding.DIRECT, real, {}
         for kind, instrument in real.items():
             reason = sdk_binding.incompatibility(provider, instrument, _BOUNDS_OF[kind])
             if reason is not None:
@@ -155,8 +158,9 @@ class MetricsRegistry:
                     "(correct, but as slow as plain OpenTelemetry)",
                     reason,
                 )
-                return Binding.DIRECT, real
-        return Binding.ROWS, real
+                return Binding.DIRECT, real, {}
+        exponential = {kind: sdk_binding.exponential_limits(provider, instrument) for kind, instrument in real.items()}
+        return Binding.ROWS, real, exponential
 
     # -- collection -------------------------------------------------------------------------------------
     def _on_collect(self, options: CallbackOptions) -> Iterable[Observation]:
@@ -188,15 +192,16 @@ class MetricsRegistry:
         self._bind_to(provider)
 
     def _bind_to(self, provider: Any) -> None:
-        binding, histograms = self._binding_for(provider)
+        binding, histograms, exponential = self._binding_for(provider)
         with self._lock:
             self._provider = _weak(provider)
             self._histograms = histograms
+            self._exponential = exponential
             self.binding = binding
             tables = {kind: list(table.values()) for kind, table in self._tables().items()}
         for kind, series_list in tables.items():
             for series in series_list:
-                series.bind(binding, histograms.get(kind))
+                series.bind(binding, histograms.get(kind), exponential.get(kind))
 
     def _adopt_pending_global(self) -> None:
         pending = _pending_global
@@ -229,7 +234,7 @@ class MetricsRegistry:
                     if target is None:
                         own[label] = series
                 if target is None:
-                    series.bind(self.binding, self._histograms.get(kind))
+                    series.bind(self.binding, self._histograms.get(kind), self._exponential.get(kind))
                 else:
                     target.absorb(series)
         for bus in buses:
@@ -246,12 +251,32 @@ class MetricsRegistry:
         if provider is None:
             return
         for kind, instrument in self._histograms.items():
-            for stream in sdk_binding.install(provider, instrument, _BOUNDS_OF[kind]):
+            new = sdk_binding.install(provider, instrument, _BOUNDS_OF[kind])
+            for stream in new:
                 self._streams[kind].add(stream)
+            if any(isinstance(stream, RowsExponentialStream) for stream in new):
+                limits = sdk_binding.exponential_limits(provider, instrument)
+                if limits != self._exponential.get(kind):
+                    self._keep_exponential(kind, limits)
+
+    def _keep_exponential(self, kind: str, limits: tuple[int, int] | None) -> None:
+        # A reader added at run time takes exponential buckets: the rows keep them from now on.
+        if self._exponential.get(kind) is None:
+            _logger.warning(
+                "otel-trading: a reader added after the first collection takes exponential histograms of %s; "
+                "its first point misses the durations recorded between its addition and this collection",
+                _HISTOGRAM_OF[kind],
+            )
+        with self._lock:
+            self._exponential[kind] = limits
+            series_list = list(self._tables()[kind].values())
+        for series in series_list:
+            series.keep_exponential(limits)
 
     def _take_snapshot(self) -> None:
         for kind, table in self._tables().items():
             snapshot = [(series, series.snapshot()) for series in list(table.values())]
+            epochs = [series.exponential_epoch() for series, _ in snapshot]
             self._snapshot[kind] = snapshot
             streams = list(self._streams[kind])
             if streams:
@@ -267,8 +292,9 @@ class MetricsRegistry:
                         series.all_min,
                         series.all_max,
                         series.start_ns,
+                        epoch,
                     )
-                    for series, row in snapshot
+                    for (series, row), epoch in zip(snapshot, epochs, strict=True)
                 ]
                 for stream in streams:
                     stream.note(totals)
@@ -342,7 +368,13 @@ class MetricsRegistry:
             value = fold.fold(value, table)
             series = table.get(value)
             if series is None:
-                series = Series({label: value}, self._histograms.get(kind), self.binding, _BOUNDS_OF[kind])
+                series = Series(
+                    {label: value},
+                    self._histograms.get(kind),
+                    self.binding,
+                    _BOUNDS_OF[kind],
+                    self._exponential.get(kind),
+                )
                 table[value] = series
             return series
 

@@ -25,20 +25,29 @@ from importlib import metadata
 from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Buckets,
+    ExponentialHistogramDataPoint,
+    HistogramDataPoint,
+)
 from opentelemetry.sdk.metrics.view import (
     DefaultAggregation,
     DropAggregation,
     ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
     View,
 )
 
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, SCOPE_NAME, InstrumentKind
+from otel_trading.recording.exponential import MAX_SCALE, MAX_SIZE, MIN_SCALE, ExponentialBuckets
 from otel_trading.recording.rows import fork_safe
 
 __all__ = [
     "HistogramTotals",
+    "RowsExponentialStream",
     "RowsHistogramStream",
+    "exponential_limits",
     "incompatibility",
     "install",
     "rows_supported",
@@ -66,6 +75,9 @@ class HistogramTotals(NamedTuple):
     all_min: float
     all_max: float
     start_ns: int
+    #: the exponential buckets of the values since the previous collection of the provider, when
+    #: a reader takes exponential histograms (shared by every reader's stream: read only)
+    epoch: ExponentialBuckets | None = None
 
 
 class RowsHistogramStream:
@@ -205,55 +217,260 @@ def _point(
     )
 
 
+class _ExponentialState:
+    """One attribute set of one exponential stream: what its reader has not collected yet, and history."""
+
+    __slots__ = ("attributes", "cumulative", "pending", "phantom", "start_ns", "sticky_scale", "zero_floor")
+
+    def __init__(self, attributes: Any, start_ns: int, max_scale: int, max_size: int) -> None:
+        self.attributes = attributes
+        self.start_ns = start_ns
+        self.pending = ExponentialBuckets(max_scale, max_size)
+        self.cumulative: ExponentialBuckets | None = None
+        self.sticky_scale = max_scale
+        # The SDK's cumulative quirks: an interval of zeros only pins the scale at <= 0 for good, and
+        # a first such interval leaves bucket index 0 inside the range.
+        self.zero_floor = False
+        self.phantom = False
+
+
+class RowsExponentialStream:
+    """The exponential twin of ``RowsHistogramStream``: gives one reader the SDK's exponential points.
+
+    Each collection of the provider hands every stream the buckets of the values since the previous
+    one (``HistogramTotals.epoch``); a stream merges them until its reader collects, then reports
+    what the SDK's ``_ExponentialBucketHistogramAggregation`` would for the same values: the scale
+    that fits them in ``max_size`` buckets (1.45's delta streams start each interval at
+    ``max_scale``; older SDKs keep the lowest scale so far), zero count, sum and extremes.
+    Bucket counts carry no zero buckets beyond the occupied range (the SDK's trailing zeros depend
+    on the order of measurements).
+    """
+
+    def __init__(self, match: Any) -> None:
+        self._match = match
+        self._view = match._view
+        self._instrument = match._instrument
+        self._name = match._name
+        self._description = match._description
+        self._aggregation = match._aggregation
+        self._max_size: int = match._aggregation._max_size
+        self._max_scale: int = match._aggregation._max_scale
+        self._record_min_max: bool = getattr(match._aggregation, "_record_min_max", True)
+        # SDK 1.45 starts every delta interval afresh; earlier ones keep the aggregation (and its scale).
+        self._reset: bool = bool(getattr(match, "_reset_on_collect", False))
+        self._limit: int | None = getattr(match, "_cardinality_limit", None)
+        self._lock = threading.Lock()
+        fork_safe(self)
+        self._states: dict[object, _ExponentialState] = {}
+        self._overflow: _ExponentialState | None = None
+        self._own: dict[object, None] = {}
+        self._previous_ns: int | None = None
+
+    def conflicts(self, other: Any) -> bool:
+        return bool(self._match.conflicts(other))
+
+    def consume_measurement(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
+        """Nothing records through the instrument while its streams are ours."""
+
+    def note(self, totals: Sequence[HistogramTotals]) -> None:
+        """Called at every collection of the provider, whichever reader collects."""
+        with self._lock:
+            for t in totals:
+                state = self._states.get(t.key)
+                if state is None:
+                    state = self._states[t.key] = _ExponentialState(
+                        t.attributes, t.start_ns, self._max_scale, self._max_size
+                    )
+                if t.epoch is not None and t.epoch.count:
+                    state.pending.merge(t.epoch, self._max_scale, self._max_size)
+
+    def collect(self, temporality: AggregationTemporality, collection_start_nanos: int) -> list[Any] | None:
+        with self._lock:
+            delta = temporality is AggregationTemporality.DELTA
+            if delta:
+                self._own = {}
+            points: list[ExponentialHistogramDataPoint] = []
+            overflowed = False
+            for key, state in self._states.items():
+                if self._limit is not None and key not in self._own and len(self._own) >= self._limit:
+                    if self._overflow is None:
+                        self._overflow = _ExponentialState(
+                            dict(_OVERFLOW_ATTRIBUTES), state.start_ns, self._max_scale, self._max_size
+                        )
+                    self._overflow.pending.merge(state.pending, self._max_scale, self._max_size)
+                    state.pending = ExponentialBuckets(self._max_scale, self._max_size)
+                    overflowed = True
+                    continue
+                point = self._point(state, delta, collection_start_nanos)
+                if point is not None:
+                    self._own[key] = None
+                    points.append(point)
+            if overflowed or (self._overflow is not None and not delta):
+                assert self._overflow is not None
+                point = self._point(self._overflow, delta, collection_start_nanos)
+                if point is not None:
+                    points.append(point)
+            self._previous_ns = collection_start_nanos
+            return points or None
+
+    def _point(self, state: _ExponentialState, delta: bool, now: int) -> ExponentialHistogramDataPoint | None:
+        interval = state.pending
+        if interval.count:
+            state.pending = ExponentialBuckets(self._max_scale, self._max_size)
+        zeros_only = interval.count > 0 and interval.zero == interval.count
+        if delta:
+            if not interval.count:
+                return None
+            if not zeros_only and not self._reset:
+                state.sticky_scale = min(state.sticky_scale, interval.scale)
+                interval.downscale(interval.scale - state.sticky_scale)
+            start = self._previous_ns or state.start_ns
+            return self._data_point(state.attributes, start, now, interval, 0 if zeros_only else interval.scale)
+        total = state.cumulative
+        if interval.count:
+            if total is None:
+                total = state.cumulative = ExponentialBuckets(self._max_scale, self._max_size)
+                state.phantom = zeros_only
+            if zeros_only:
+                state.zero_floor = True
+            first_positive = not total.counts
+            total.merge(interval, 0 if state.zero_floor else self._max_scale, self._max_size)
+            if state.phantom and first_positive and total.counts:
+                total.lo, total.hi = min(total.lo, 0), max(total.hi, 0)
+        if total is None or not total.count:
+            return None
+        scale = total.scale if total.counts else 0
+        if state.zero_floor and scale > 0:
+            total.downscale(scale)
+            scale = 0
+        return self._data_point(state.attributes, state.start_ns, now, total, scale)
+
+    def _data_point(
+        self, attributes: Any, start: int, now: int, buckets: ExponentialBuckets, scale: int
+    ) -> ExponentialHistogramDataPoint:
+        offset, counts = buckets.offset_counts()
+        low, high = (buckets.min, buckets.max) if self._record_min_max else (math.inf, -math.inf)
+        return ExponentialHistogramDataPoint(
+            attributes=attributes,
+            start_time_unix_nano=start,
+            time_unix_nano=now,
+            count=buckets.count,
+            sum=buckets.sum,
+            scale=scale,
+            zero_count=buckets.zero,
+            positive=Buckets(offset=offset, bucket_counts=counts),
+            negative=Buckets(offset=0, bucket_counts=[0]),
+            flags=0,
+            min=low,
+            max=high,
+        )
+
+
 def _storages(provider: Any) -> list[Any]:
     return list(provider._measurement_consumer._reader_storages.values())
 
 
-def install(provider: Any, instrument: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> list[RowsHistogramStream]:
-    """Put a ``RowsHistogramStream`` (rows bucketed by ``bounds``) in every reader's place for
-    ``instrument``; returns the new ones.
+def install(
+    provider: Any, instrument: Any, bounds: tuple[float, ...] = DURATION_BUCKETS
+) -> list[RowsHistogramStream | RowsExponentialStream]:
+    """Put a ``RowsHistogramStream`` (rows bucketed by ``bounds``), or a ``RowsExponentialStream`` where
+    the reader or a view asks for exponential buckets, in every reader's place for ``instrument``;
+    returns the new ones.
 
     Idempotent: call it at every collection, so readers added later are served too. Streams a view
     drops stay dropped.
     """
-    from opentelemetry.sdk.metrics._internal.aggregation import _DropAggregation
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _DropAggregation,
+        _ExponentialBucketHistogramAggregation,
+    )
 
-    installed: list[RowsHistogramStream] = []
+    installed: list[RowsHistogramStream | RowsExponentialStream] = []
     for storage in _storages(provider):
         with storage._lock:
             matches = storage._get_or_init_view_instrument_match(instrument)
             for i, match in enumerate(matches):
-                if isinstance(match, RowsHistogramStream) or isinstance(match._aggregation, _DropAggregation):
+                if isinstance(match, RowsHistogramStream | RowsExponentialStream) or isinstance(
+                    match._aggregation, _DropAggregation
+                ):
                     continue
-                stream = RowsHistogramStream(match, bounds)
+                stream: RowsHistogramStream | RowsExponentialStream
+                if isinstance(match._aggregation, _ExponentialBucketHistogramAggregation):
+                    stream = RowsExponentialStream(match)
+                else:
+                    stream = RowsHistogramStream(match, bounds)
                 matches[i] = stream
                 installed.append(stream)
     return installed
+
+
+def _exponential_problem(aggregation: Any) -> str | None:
+    size, scale = aggregation._max_size, aggregation._max_scale
+    if not (MIN_SCALE <= scale <= MAX_SCALE and 2 <= size <= MAX_SIZE):
+        return (
+            f"an exponential histogram with max_size={size}, max_scale={scale} (otel-trading serves "
+            f"max_size 2..{MAX_SIZE}, max_scale {MIN_SCALE}..{MAX_SCALE})"
+        )
+    return None
+
+
+def _aggregations(provider: Any, instrument: Any) -> list[Any]:
+    """The aggregations (public ``Aggregation`` objects) the provider's views and readers give ``instrument``."""
+    found: list[Any] = []
+    matched = False
+    for view in provider._sdk_config.views:
+        if view._match(instrument):
+            matched = True
+            if not isinstance(view._aggregation, DefaultAggregation):
+                found.append(view._aggregation)
+                continue
+            found.extend(s._instrument_class_aggregation.get(type(instrument)) for s in _storages(provider))
+    if not matched:
+        found.extend(s._instrument_class_aggregation.get(type(instrument)) for s in _storages(provider))
+    return [a for a in found if a is not None]
+
+
+def exponential_limits(provider: Any, instrument: Any) -> tuple[int, int] | None:
+    """(max_scale, max_size) the rows' exponential buckets need to serve every exponential reader of
+    ``instrument`` exactly (the finest any asks for), or None when none asks for exponential buckets."""
+    limits = [
+        (a._max_scale, a._max_size)
+        for a in _aggregations(provider, instrument)
+        if isinstance(a, ExponentialBucketHistogramAggregation)
+    ]
+    if not limits:
+        return None
+    return max(scale for scale, _ in limits), max(size for _, size in limits)
 
 
 def incompatibility(provider: Any, instrument: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> str | None:
     """Why the rows (bucketed by ``bounds``) cannot stand for what ``provider`` would make of ``instrument``,
     or None."""
 
-    def explicit_ok(aggregation: Any) -> bool:
+    def problem(aggregation: Any) -> str | None:
         if isinstance(aggregation, DefaultAggregation | DropAggregation):
-            return True
+            return None
         if isinstance(aggregation, ExplicitBucketHistogramAggregation):
             boundaries = aggregation._boundaries
-            return boundaries is None or tuple(boundaries) == tuple(bounds)
-        return False
+            if boundaries is None or tuple(boundaries) == tuple(bounds):
+                return None
+            return f"{type(aggregation).__name__} with boundaries {list(boundaries)}"
+        if isinstance(aggregation, ExponentialBucketHistogramAggregation):
+            return _exponential_problem(aggregation)
+        return f"the aggregation {type(aggregation).__name__}"
 
     for view in provider._sdk_config.views:
         if not view._match(instrument):
             continue
         if view._attribute_keys is not None:
             return f"a view keeps only the attributes {sorted(view._attribute_keys)} of {instrument.name}"
-        if not explicit_ok(view._aggregation):
-            return f"a view gives {instrument.name} the aggregation {type(view._aggregation).__name__}"
+        reason = problem(view._aggregation)
+        if reason is not None:
+            return f"a view gives {instrument.name} {reason}"
     for storage in _storages(provider):
-        preferred = storage._instrument_class_aggregation.get(type(instrument))
-        if preferred is not None and not explicit_ok(preferred):
-            return f"a reader prefers {type(preferred).__name__} for histograms"
+        reason = problem(storage._instrument_class_aggregation.get(type(instrument)))
+        if reason is not None:
+            return f"a reader prefers {reason} for histograms"
     return None
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_trading import metric_contract as mc
+from otel_trading.recording.exponential import ExponentialBuckets
 from otel_trading.recording.rows import (
     BOUNDS,
     MAX,
@@ -52,16 +53,23 @@ class Binding(enum.Enum):
 class Series:
     """What every component sharing one label value feeds, and what collection reads.
 
-    Hot paths test ``fast`` (True when bound to ``Binding.ROWS``) and write their row inline;
-    otherwise they call ``observe_slow``. Counters always come from the rows, whatever the binding.
-    ``bounds`` are the histogram's bucket boundaries: every row of the series is made for them.
+    Hot paths test ``fast`` (True when bound to ``Binding.ROWS`` and no reader takes exponential
+    buckets) and write their row inline; otherwise they call ``observe_slow``. Counters always come
+    from the rows, whatever the binding. ``bounds`` are the histogram's bucket boundaries: every row
+    of the series is made for them. ``exponential`` is (max_scale, max_size) of the exponential
+    buckets the series also keeps when a reader takes them, else None.
     """
 
     # ``fast`` is a slot: the compiled hot paths read it at its offset (checked when they are made).
     __slots__ = ("__dict__", "__weakref__", "fast")
 
     def __init__(
-        self, attributes: dict[str, str], histogram: Any, binding: Binding, bounds: tuple[float, ...] = BOUNDS
+        self,
+        attributes: dict[str, str],
+        histogram: Any,
+        binding: Binding,
+        bounds: tuple[float, ...] = BOUNDS,
+        exponential: tuple[int, int] | None = None,
     ) -> None:
         self.attributes = attributes
         self.bounds = bounds
@@ -71,7 +79,10 @@ class Series:
         # after the provider is shut down and dropped. The registry's meter holds the instrument.
         self._histogram = _weak_instrument(histogram)
         self.binding = binding
-        self.fast = binding is Binding.ROWS
+        self.exponential = exponential
+        # The exponential buckets of the values since the last collection (see exponential_epoch()).
+        self._epoch = ExponentialBuckets(*exponential) if exponential is not None else None
+        self.fast = binding is Binding.ROWS and exponential is None
         self._lock = threading.Lock()
         self._sources: dict[int, RowSource] = {}
         self._retired = new_row(bounds)
@@ -157,6 +168,15 @@ class Series:
             self.all_max = total[MAX]
         return total
 
+    def exponential_epoch(self) -> ExponentialBuckets | None:
+        """The exponential buckets since the previous call (once per collection), or None when not kept."""
+        if self.exponential is None:
+            return None
+        fresh = ExponentialBuckets(*self.exponential)
+        with self._lock:
+            epoch, self._epoch = self._epoch, fresh
+        return epoch
+
     # -- durations off the fast path -------------------------------------------------------------------
     def observe(self, row: Row, value: float) -> None:
         """A duration, wherever the binding sends it. Hot paths inline the ``fast`` branch instead."""
@@ -182,6 +202,12 @@ class Series:
             self._record(value)
             return False
         observe(row, value, self.bounds)
+        # Under the lock, which the collection takes to swap the buckets: no value is lost or counted
+        # twice, and the buckets are never seen half rescaled.
+        with self._lock:
+            epoch = self._epoch
+            if epoch is not None:
+                epoch.add(value)
         return True
 
     def _record(self, value: float) -> None:
@@ -193,25 +219,46 @@ class Series:
         except Exception:  # pragma: no cover - the SDK swallows its own errors
             _logger.exception("otel-trading: recording %s failed", self.attributes)
 
-    def bind(self, binding: Binding, histogram: Any) -> None:
-        """Leave PENDING (or switch instrument); values kept while pending go where ``binding`` says."""
+    def bind(self, binding: Binding, histogram: Any, exponential: tuple[int, int] | None = None) -> None:
+        """Leave PENDING (or switch instrument); values kept while pending go where ``binding`` says.
+
+        ``exponential``: see the class docstring; the pending values go into those buckets too.
+        """
         with self._lock:
             self._histogram = _weak_instrument(histogram)
             self.binding = binding
-            self.fast = binding is Binding.ROWS
             pending, self._pending = self._pending, []
             dropped, self._pending_dropped = self._pending_dropped, 0
+            self._keep_exponential(exponential if binding is Binding.ROWS else None)
+            if self._epoch is not None:
+                for value in pending:
+                    self._epoch.add(value)
         if binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)
-            if dropped:
-                _logger.warning(
-                    "otel-trading: %d durations of %s recorded before a MeterProvider was set exceeded the "
-                    "%d kept for it and are missing from its histogram (counters are exact)",
-                    dropped,
-                    self.attributes,
-                    MAX_PENDING_VALUES,
-                )
+        if dropped and (binding is Binding.DIRECT or self._epoch is not None):
+            _logger.warning(
+                "otel-trading: %d durations of %s recorded before a MeterProvider was set exceeded the "
+                "%d kept for it and are missing from its histogram (counters are exact)",
+                dropped,
+                self.attributes,
+                MAX_PENDING_VALUES,
+            )
+
+    def keep_exponential(self, exponential: tuple[int, int] | None) -> None:
+        """Start (or stop) keeping exponential buckets: a reader taking them appeared (or none is left)."""
+        with self._lock:
+            self._keep_exponential(exponential if self.binding is Binding.ROWS else None)
+
+    def _keep_exponential(self, exponential: tuple[int, int] | None) -> None:
+        # Called with the lock held.
+        if exponential != self.exponential:
+            self.exponential = exponential
+            epoch = ExponentialBuckets(*exponential) if exponential is not None else None
+            if epoch is not None and self._epoch is not None:
+                epoch.merge(self._epoch, *exponential)
+            self._epoch = epoch
+        self.fast = self.binding is Binding.ROWS and self.exponential is None
 
     def absorb(self, other: Series) -> None:
         """Take over ``other``'s sources, history and pending values; ``other`` forwards here from now on."""
@@ -223,6 +270,7 @@ class Series:
             pending, other._pending = other._pending, []
             components = list(other.components)
             owned = dict(other._owned.items())
+            epoch, other._epoch = other._epoch, None
             other.merged_into = self
             other.binding, other.fast = self.binding, self.fast
         with self._lock:
@@ -237,6 +285,12 @@ class Series:
                 self._owned.setdefault(component, source)
             if self.binding is Binding.PENDING:
                 self._pending.extend(pending)
+            if self._epoch is not None:
+                if epoch is not None:
+                    self._epoch.merge(epoch, *self.exponential)  # type: ignore[misc]
+                else:
+                    for value in pending:
+                        self._epoch.add(value)
         if self.binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)

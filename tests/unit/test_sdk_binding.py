@@ -295,9 +295,31 @@ def test_a_view_keeping_only_some_attributes_gets_direct_recording_with_exact_da
         provider.shutdown()
 
 
-def test_a_reader_preferring_exponential_histograms_gets_direct_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_reader_preferring_exponential_histograms_is_served_exponential_buckets_from_the_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     provider, reader = _provider(
         preferred_aggregation={SdkHistogramInstrument: ExponentialBucketHistogramAggregation()}
+    )
+    try:
+        breaker = CircuitBreaker("b", meter_provider=provider)
+        assert breaker._series is not None and breaker._series.binding is Binding.ROWS
+        assert breaker._series.exponential == (20, 160)
+        timed_calls(monkeypatch, breaker, VALUES)
+        (point,) = points(reader, LATENCY)
+        assert isinstance(point, ExponentialHistogramDataPoint)
+        assert point.count == len(VALUES) == sum(point.positive.bucket_counts)
+        assert (point.min, point.max) == (min(VALUES), max(VALUES))
+    finally:
+        provider.shutdown()
+
+
+@pytest.mark.parametrize(("max_size", "max_scale"), [(161, 20), (160, 0), (1000, 20)])
+def test_an_exponential_aggregation_outside_the_sdk_defaults_gets_direct_recording(
+    monkeypatch: pytest.MonkeyPatch, max_size: int, max_scale: int
+) -> None:
+    provider, reader = _provider(
+        preferred_aggregation={SdkHistogramInstrument: ExponentialBucketHistogramAggregation(max_size, max_scale)}
     )
     try:
         breaker = CircuitBreaker("b", meter_provider=provider)
@@ -306,7 +328,6 @@ def test_a_reader_preferring_exponential_histograms_gets_direct_recording(monkey
         (point,) = points(reader, LATENCY)
         assert isinstance(point, ExponentialHistogramDataPoint)
         assert point.count == len(VALUES)
-        assert (point.min, point.max) == (min(VALUES), max(VALUES))
     finally:
         provider.shutdown()
 
