@@ -77,6 +77,8 @@ STRETCH_BUS_RATIO = 0.85
 TARGET_BREAKER_RATIO = 0.45
 # An existing pybreaker bot, instrumented, against the same bot bare.
 TARGET_INSTRUMENTED_RATIO = 1.3
+# Exponential buckets cost one log() and a dict update more per duration than explicit ones.
+TARGET_EXPONENTIAL_RATIO = 2.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -517,6 +519,71 @@ def bench_breaker(calls: int, repeat: int) -> dict[str, Any]:
     naive_provider.shutdown()
     configurator_provider.shutdown()
     bot_provider.shutdown()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# 2a. explicit vs exponential (native) histogram buckets on the same hot paths
+
+EXPLICIT, EXPONENTIAL = "explicit buckets", "exponential buckets"
+
+
+def bench_histograms(calls: int, events: int, repeat: int) -> dict[str, Any]:
+    """The breaker, the bus and an instrumented pybreaker with a reader taking explicit buckets, then one
+    taking exponential ones (OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION); the SDK's own
+    exponential histogram beside them, for the cost class."""
+    from opentelemetry.sdk.metrics import Histogram as HistogramInstrument
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    expo = {HistogramInstrument: ExponentialBucketHistogramAggregation()}
+    providers = {EXPLICIT: _provider(with_views=False)[0], EXPONENTIAL: _provider(False, preferred_aggregation=expo)[0]}
+    breakers = {kind: CircuitBreaker(f"bench-{kind[:4]}", meter_provider=p) for kind, p in providers.items()}
+    sdk_provider, _ = _provider(False, preferred_aggregation=expo)
+    sdk_histogram = sdk_provider.get_meter("naive").create_histogram("naive.latency", unit="s")
+    attrs = {"name": "pb"}
+    plain = pybreaker.CircuitBreaker()
+
+    def sdk_call() -> None:
+        start = time.perf_counter()
+        plain.call(_noop)
+        sdk_histogram.record(time.perf_counter() - start, attrs)
+
+    def instrumented(provider: MeterProvider) -> float:
+        instrumentor = TradingInstrumentor()
+        instrumentor.instrument(meter_provider=provider, config={})
+        try:
+            breaker = pybreaker.CircuitBreaker(name="bench-histograms")
+            return _ns_per_call(lambda: breaker.call(_noop), calls)
+        finally:
+            instrumentor.uninstrument()
+
+    variants: dict[str, Callable[[], float]] = {}
+    for kind, provider in providers.items():
+        breaker = breakers[kind]
+        variants[f"CircuitBreaker, {kind}"] = lambda b=breaker: _ns_per_call(lambda: b.call(_noop), calls)
+        variants[f"EventBus ns/event, {kind}"] = lambda p=provider: (
+            1e9 / _bus_events_per_s(lambda: EventBus(meter_provider=p), events)
+        )
+        variants[f"pybreaker instrumented, {kind}"] = lambda p=provider: instrumented(p)
+    variants["pybreaker + SDK exponential histogram"] = lambda: _ns_per_call(sdk_call, max(calls // 10, 100))
+    samples = _interleaved(variants, repeat)
+    ratios = {
+        what: _paired_ratio(samples, f"{what}, {EXPONENTIAL}", f"{what}, {EXPLICIT}")
+        for what in ("CircuitBreaker", "EventBus ns/event", "pybreaker instrumented")
+    }
+    result = {
+        "calls_per_run": calls,
+        "events_per_run": events,
+        "repeat": repeat,
+        "ns_median": {k: _median(v) for k, v in samples.items()},
+        "samples": samples,
+        "exponential_vs_explicit": ratios,
+        "sdk_exponential_vs_rows_exponential": _paired_ratio(
+            samples, "pybreaker + SDK exponential histogram", f"pybreaker instrumented, {EXPONENTIAL}"
+        ),
+    }
+    for provider in (*providers.values(), sdk_provider):
+        provider.shutdown()
     return result
 
 
@@ -1002,6 +1069,11 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
                 ("2g_instrumented_pyee_asyncio_emit", results["emitter"]["ratio_asyncio_instrumented_vs_bare"]),
             )
         },
+        "6_exponential_same_cost_class": {
+            "value": max(results["histograms"]["exponential_vs_explicit"].values()),
+            "target": f"<= {TARGET_EXPONENTIAL_RATIO} x explicit buckets (the SDK's own histogram: several x)",
+            "met": max(results["histograms"]["exponential_vs_explicit"].values()) <= TARGET_EXPONENTIAL_RATIO,
+        },
         "3_exact_counts": {"met": all(exact_checks.values()), "checks": exact_checks},
         "4_otel_data": {
             "met": all(otel_checks.values()) and results["batching"]["flushed_counter_total_exact"],
@@ -1064,6 +1136,16 @@ def _print_table(results: dict[str, Any]) -> None:
         f"AsyncIOEventEmitter {em['ratio_asyncio_instrumented_vs_bare']:.3f}; pure Python: "
         + ", ".join(f"{k} {v:.3f}" for k, v in em["pure_python_ratios"].items())
         + "\n"
+    )
+    hi = results["histograms"]
+    print("explicit vs exponential (native) histogram buckets, same hot paths")
+    for name, ns in hi["ns_median"].items():
+        print(f"  {name:<46} {ns:>9,.0f} ns")
+    print(
+        "  -> exponential/explicit: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in hi["exponential_vs_explicit"].items())
+        + f"; the SDK's own exponential histogram costs {hi['sdk_exponential_vs_rows_exponential']:.1f}x"
+        + " the instrumented pybreaker's\n"
     )
     ex = results["exactness"]
     print(f"Exactness and OTel data ({ex['threads']} threads x {ex['per_thread']:,} calls; asyncio the same)")
@@ -1145,6 +1227,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("breaker", lambda: bench_breaker(scale["breaker_calls"], repeat)),
         ("emitter", lambda: bench_emitter(scale["breaker_calls"], repeat)),
+        ("histograms", lambda: bench_histograms(scale["breaker_calls"], scale["bus_events"], scale["slow_repeat"])),
         ("exactness", lambda: check_exactness_and_otel(scale["threads"], scale["per_thread"])),
         ("scrape", lambda: bench_scrape(max(scale["slow_repeat"], 3))),
         ("memory", lambda: bench_memory(scale["memory_count"])),

@@ -60,9 +60,9 @@ log "ruff"
 log "mypy (settings in pyproject.toml: check-untyped-defs everywhere, strict on the runtime core)"
 .venv/bin/mypy
 
-log "promtool rule unit tests (Prometheus 2.42 and 3)"
+log "promtool rule unit tests (Prometheus 2.42 and 3; the native-histogram tests with 3 only)"
 promtool test rules deploy/prometheus/rules/tests/*.yml
-"$PROMTOOL3_BINARY" test rules deploy/prometheus/rules/tests/*.yml
+"$PROMTOOL3_BINARY" test rules deploy/prometheus/rules/tests/*.yml deploy/prometheus/rules/tests/native/*.yml
 
 log "pint (offline checks) on the alert rules"
 "$PINT_BINARY" --offline --no-color lint deploy/prometheus/rules/*.yml
@@ -109,7 +109,8 @@ fi
 # The tests that prove what reaches readers: run again on the oldest supported SDK below.
 DATA_PATH_TESTS="tests/unit/test_otel_data_paths.py tests/unit/test_lossless_recording.py \
   tests/unit/test_sdk_binding.py tests/unit/test_component_metrics.py tests/unit/test_cardinality.py \
-  tests/unit/test_loop_monitor.py \
+  tests/unit/test_loop_monitor.py tests/unit/test_exponential_histograms.py tests/unit/test_sdk_reference.py \
+  tests/unit/test_histogram_aggregation_config.py \
   tests/unit/test_instrumentation_contract.py tests/unit/test_instrumentation_pybreaker.py \
   tests/integration/test_fork_safety.py"
 

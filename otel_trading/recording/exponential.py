@@ -14,8 +14,29 @@ from __future__ import annotations
 
 import math
 from math import floor, frexp, ldexp, log
+from typing import Any
 
-__all__ = ["MAX_SCALE", "MAX_SIZE", "MIN_SCALE", "ExponentialBuckets", "index_of"]
+__all__ = [
+    "E_COUNTS",
+    "E_FACTOR",
+    "E_HI",
+    "E_LO",
+    "E_SCALE",
+    "E_SUM",
+    "E_ZERO",
+    "MAX_SCALE",
+    "MAX_SIZE",
+    "MIN_NORMAL",
+    "MIN_SCALE",
+    "Epoch",
+    "ExponentialBuckets",
+    "epoch_add",
+    "epoch_taken",
+    "fold_epoch",
+    "index_of",
+    "late_in",
+    "new_epoch",
+]
 
 #: The SDK's default and otel-trading's limits for ``ExponentialBucketHistogramAggregation``.
 MAX_SCALE = 20
@@ -24,8 +45,9 @@ MAX_SIZE = 160
 MIN_SCALE = 1
 
 _INV_LN2 = 1 / log(2)
-_MIN_NORMAL = 2.2250738585072014e-308
-_MIN_NORMAL_EXPONENT = -1022
+#: The smallest normal double: the SDK puts everything at or below it in one bucket.
+MIN_NORMAL = 2.2250738585072014e-308
+MIN_NORMAL_EXPONENT = -1022
 _MAX_NORMAL_EXPONENT = 1023
 
 
@@ -34,14 +56,21 @@ def _scale_factor(scale: int) -> float:
     return ldexp(_INV_LN2, scale)
 
 
+_FACTOR_20 = _scale_factor(MAX_SCALE)
+
+
 def index_of(value: float, scale: int) -> int:
     """The SDK's bucket index of ``value`` (> 0) at ``scale`` (1..20)."""
     return _index(value, scale, _scale_factor(scale))
 
 
 def _index(value: float, scale: int, factor: float) -> int:
-    if value <= _MIN_NORMAL:
-        return (_MIN_NORMAL_EXPONENT << scale) - 1
+    if scale < MIN_SCALE:
+        # Below scale 1 the SDK maps by exponent, which can disagree with the logarithm one ulp from a
+        # power of two (its result then depends on the order of measurements): keep the shifted index.
+        return _index(value, MAX_SCALE, _FACTOR_20) >> (MAX_SCALE - scale)
+    if value <= MIN_NORMAL:
+        return (MIN_NORMAL_EXPONENT << scale) - 1
     mantissa, exponent = frexp(value)
     if mantissa == 0.5:  # an exact power of two is the upper bound of the bucket below
         return ((exponent - 1) << scale) - 1
@@ -78,21 +107,26 @@ class ExponentialBuckets:
             self.min = value
         if value > self.max:
             self.max = value
-        if value <= 0.0:
+        if value > MIN_NORMAL:
+            x = log(value) * self.factor
+            i = floor(x)
+            # Only a value this close above a bucket boundary can be an exact power of two.
+            if x - i >= 1e-6 and self.lo <= i <= self.hi:
+                counts = self.counts
+                try:
+                    counts[i] += 1
+                except KeyError:  # inside the range, but not seen yet
+                    counts[i] = 1
+                return
+            self._place(_index(value, self.scale, self.factor))
+        elif value > 0.0:
+            self._place(_index(value, self.scale, self.factor))
+        else:
             self.zero += 1
-            return
-        x = log(value) * self.factor
-        i = floor(x)
-        # Only a value this close above a bucket boundary can be an exact power of two.
-        if x - i < 1e-6 or value <= _MIN_NORMAL:
-            i = _index(value, self.scale, self.factor)
+
+    def _place(self, i: int) -> None:
+        # The bucket of a positive value whose index may lie outside the range, or be a power of two.
         counts = self.counts
-        if self.lo <= i <= self.hi:
-            try:
-                counts[i] += 1
-            except KeyError:  # inside the range, but not seen yet
-                counts[i] = 1
-            return
         if not counts:
             self.lo = self.hi = i
             counts[i] = 1
@@ -180,3 +214,92 @@ class ExponentialBuckets:
             return 0, [0]
         counts = self.counts
         return self.lo, [counts.get(i, 0) for i in range(self.lo, self.hi + 1)]
+
+
+# -- a row's epoch ---------------------------------------------------------------------------------
+# The buckets one row (one writer thread) filled since the last collection, as a list so that a hot
+# path reads its fields by index. Count, min and max are not kept: the row's own columns have them.
+E_FACTOR, E_LO, E_HI, E_ZERO, E_SUM, E_COUNTS, E_SCALE, E_MAX_SIZE = range(8)
+
+Epoch = list[Any]  # [factor, lo, hi, zero count, sum, {index: count}, scale, max_size]
+
+
+def new_epoch(max_scale: int = MAX_SCALE, max_size: int = MAX_SIZE) -> Epoch:
+    return [_scale_factor(max_scale), 0, -1, 0, 0.0, {}, max_scale, max_size]
+
+
+def epoch_add(e: Epoch, value: float) -> None:
+    """One measurement into ``e``, whatever it needs (hot paths inline the in-range case)."""
+    e[E_SUM] += value
+    if value <= 0.0:
+        e[E_ZERO] += 1
+        return
+    i = _index(value, e[E_SCALE], e[E_FACTOR])
+    counts = e[E_COUNTS]
+    if not counts:
+        e[E_LO] = e[E_HI] = i
+        counts[i] = 1
+        return
+    lo, hi = min(e[E_LO], i), max(e[E_HI], i)
+    change = 0
+    while (hi >> change) - (lo >> change) >= e[E_MAX_SIZE]:
+        change += 1
+    if change:
+        # A new dict rather than an update in place: a reader copying the old one sees it whole.
+        merged: dict[int, int] = {}
+        for j, n in counts.items():
+            merged[j >> change] = merged.get(j >> change, 0) + n
+        counts = e[E_COUNTS] = merged
+        e[E_SCALE] -= change
+        e[E_FACTOR] = _scale_factor(e[E_SCALE])
+        i >>= change
+        lo >>= change
+        hi >>= change
+    counts[i] = counts.get(i, 0) + 1
+    e[E_LO], e[E_HI] = lo, hi
+
+
+def epoch_taken(e: Epoch) -> tuple[int, float, dict[int, int]]:
+    """What ``e`` holds now, for ``late_in`` at the next collection."""
+    return e[E_ZERO], e[E_SUM], dict(e[E_COUNTS])
+
+
+def _buckets(scale: int, max_size: int, zero: int, total: float, counts: dict[int, int]) -> ExponentialBuckets:
+    b = ExponentialBuckets(scale, max_size)
+    b.zero, b.sum, b.counts = zero, total, counts
+    b.count = zero + sum(counts.values())
+    if counts:
+        b.lo, b.hi = min(counts), max(counts)
+    return b
+
+
+def as_buckets(e: Epoch, taken: tuple[int, float, dict[int, int]]) -> ExponentialBuckets:
+    """The buckets ``taken`` from ``e`` (empty edge indices dropped)."""
+    zero, total, counts = taken
+    return _buckets(e[E_SCALE], e[E_MAX_SIZE], zero, total, {i: n for i, n in counts.items() if n})
+
+
+def late_in(e: Epoch, taken: tuple[int, float, dict[int, int]]) -> ExponentialBuckets | None:
+    """What a writer that read ``e`` just before its collection added after ``taken`` was copied, if anything.
+
+    A taken epoch keeps its scale (rescaling happens under the series lock, only on the row's current
+    epoch), so the difference is exact bucket by bucket.
+    """
+    zero, total, counts = epoch_taken(e)
+    if zero == taken[0] and counts == taken[2] and total == taken[1]:
+        return None
+    before = taken[2]
+    added = {i: n - before.get(i, 0) for i, n in counts.items() if n != before.get(i, 0)}
+    return _buckets(e[E_SCALE], e[E_MAX_SIZE], zero - taken[0], total - taken[1], added)
+
+
+def fold_epoch(into: Epoch | None, e: Epoch) -> Epoch:
+    """``into`` (None: nothing yet) with ``e`` added, for rows folded for good (a thread that ended)."""
+    merged = as_buckets(e, epoch_taken(e))
+    if into is not None:
+        merged.merge(as_buckets(into, epoch_taken(into)), MAX_SCALE, max(into[E_MAX_SIZE], e[E_MAX_SIZE]))
+    out = new_epoch(merged.scale, merged.max_size)
+    out[E_ZERO], out[E_SUM], out[E_COUNTS] = merged.zero, merged.sum, merged.counts
+    if merged.counts:
+        out[E_LO], out[E_HI] = merged.lo, merged.hi
+    return out

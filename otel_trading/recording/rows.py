@@ -12,6 +12,7 @@ from random import random
 from typing import Any, Protocol
 
 from otel_trading import metric_contract as mc
+from otel_trading.recording.exponential import fold_epoch
 
 __all__ = [
     "B0",
@@ -19,6 +20,7 @@ __all__ = [
     "C0",
     "C1",
     "C2",
+    "EPOCH",
     "FAILURES",
     "HANDLER_ERRORS",
     "MAX",
@@ -47,8 +49,10 @@ __all__ = [
 
 # Row layout shared by every component: three counters, then one histogram. Its buckets are the
 # duration buckets (``BOUNDS``, breakers and buses) unless a row is made for other ``bounds`` (the
-# event-loop monitor's); every function below works on a row of either width.
-C0, C1, C2, SUM, MIN, MAX, B0 = 0, 1, 2, 3, 4, 5, 6
+# event-loop monitor's); every function below works on a row of either width. ``EPOCH`` holds the
+# row's exponential buckets since the last collection (``recording.exponential``), or None while
+# no reader takes them.
+C0, C1, C2, SUM, MIN, MAX, EPOCH, B0 = 0, 1, 2, 3, 4, 5, 6, 7
 #: The counters of a breaker's rows.
 SUCCESSES, FAILURES, REJECTED = C0, C1, C2
 #: The counters of an event bus's rows (one row per event type).
@@ -64,6 +68,7 @@ def new_row(bounds: tuple[float, ...] = BOUNDS) -> Row:
     row[SUM] = 0.0
     row[MIN] = math.inf
     row[MAX] = -math.inf
+    row[EPOCH] = None
     return row
 
 
@@ -83,8 +88,12 @@ def count_of(row: Row) -> int:
 
 
 def add_row(into: Row, row: Row) -> None:
+    """Add ``row`` into ``into``, exponential buckets included (``row`` no longer written)."""
     for i in range(len(into)):
-        if i == MIN:
+        if i == EPOCH:
+            if row[EPOCH] is not None:
+                into[EPOCH] = fold_epoch(into[EPOCH], row[EPOCH])
+        elif i == MIN:
             if row[MIN] < into[MIN]:
                 into[MIN] = row[MIN]
         elif i == MAX:
@@ -110,7 +119,7 @@ def harvest(into: Row, row: Row) -> None:
     low, row[MIN] = row[MIN], math.inf
     high, row[MAX] = row[MAX], -math.inf
     copy = row[:]
-    copy[MIN], copy[MAX] = low, high
+    copy[MIN], copy[MAX], copy[EPOCH] = low, high, None  # exponential buckets are taken apart
     add_row(into, copy)
 
 

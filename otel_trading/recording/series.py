@@ -8,15 +8,34 @@ import math
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable
+from math import floor, log
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.recording.exponential import ExponentialBuckets
+from otel_trading.recording.exponential import (
+    E_COUNTS,
+    E_HI,
+    E_LO,
+    E_SUM,
+    E_ZERO,
+    MIN_NORMAL,
+    Epoch,
+    ExponentialBuckets,
+    as_buckets,
+    epoch_add,
+    epoch_taken,
+    late_in,
+    new_epoch,
+)
 from otel_trading.recording.rows import (
+    B0,
     BOUNDS,
+    EPOCH,
     MAX,
     MIN,
+    SUM,
     Row,
     RowSource,
     add_row,
@@ -79,10 +98,12 @@ class Series:
         # after the provider is shut down and dropped. The registry's meter holds the instrument.
         self._histogram = _weak_instrument(histogram)
         self.binding = binding
-        self.exponential = exponential
-        # The exponential buckets of the values since the last collection (see exponential_epoch()).
-        self._epoch = ExponentialBuckets(*exponential) if exponential is not None else None
-        self.fast = binding is Binding.ROWS and exponential is None
+        self.exponential = exponential if binding is Binding.ROWS else None
+        # Row epochs taken at the previous collection, checked for late writes at the next one.
+        self._taken: list[tuple[Epoch, tuple[int, float, dict[int, int]]]] = []
+        # The exponential buckets of the latest collection (see exponential_epoch()).
+        self._epoch: ExponentialBuckets | None = None
+        self.fast = binding is Binding.ROWS and self.exponential is None
         self._lock = threading.Lock()
         self._sources: dict[int, RowSource] = {}
         self._retired = new_row(bounds)
@@ -143,8 +164,13 @@ class Series:
 
     # -- collection -----------------------------------------------------------------------------------
     def snapshot(self) -> Row:
-        """Every source added up, once per collection; its MIN/MAX are this collection's epoch."""
+        """Every source added up, once per collection; its MIN/MAX are this collection's epoch.
+
+        When exponential buckets are kept, each row's are taken too (see ``exponential_epoch()``).
+        """
         total = new_row(self.bounds)
+        limits = self.exponential
+        epoch = ExponentialBuckets(*limits) if limits is not None else None
         with self._lock:
             while self._retiring:
                 source = self._retiring.pop()
@@ -156,25 +182,45 @@ class Series:
                             self._retired[implied] += count_of(row)
             harvest(total, self._retired)
             sources = list(self._sources.values())
+            taken, self._taken = self._taken, []
+            self._take_epoch(self._retired, epoch)
         for source in sources:
             implied = implied_column(source)
             for row in source.rows():
                 harvest(total, row)
                 if implied is not None:
                     total[implied] += count_of(row)
+                if row[EPOCH] is not None:
+                    with self._lock:
+                        self._take_epoch(row, epoch)
+        if epoch is not None:
+            # Writers that read an epoch just before the previous collection took it.
+            for e, copy in taken:
+                late = late_in(e, copy)
+                if late is not None:
+                    epoch.merge(late, *limits)  # type: ignore[misc]
+            epoch.min, epoch.max = total[MIN], total[MAX]
+        self._epoch = epoch
         if total[MIN] < self.all_min:
             self.all_min = total[MIN]
         if total[MAX] > self.all_max:
             self.all_max = total[MAX]
         return total
 
+    def _take_epoch(self, row: Row, into: ExponentialBuckets | None) -> None:
+        # With the lock held: writers only rescale or start an epoch under it.
+        e = row[EPOCH]
+        if e is None:
+            return
+        row[EPOCH] = None
+        copy = epoch_taken(e)
+        self._taken.append((e, copy))
+        if into is not None:
+            into.merge(as_buckets(e, copy), *self.exponential)  # type: ignore[misc]
+
     def exponential_epoch(self) -> ExponentialBuckets | None:
-        """The exponential buckets since the previous call (once per collection), or None when not kept."""
-        if self.exponential is None:
-            return None
-        fresh = ExponentialBuckets(*self.exponential)
-        with self._lock:
-            epoch, self._epoch = self._epoch, fresh
+        """The exponential buckets of the values the latest ``snapshot()`` took, or None when not kept."""
+        epoch, self._epoch = self._epoch, None
         return epoch
 
     # -- durations off the fast path -------------------------------------------------------------------
@@ -187,6 +233,41 @@ class Series:
 
     def observe_slow(self, row: Row, value: float) -> bool:
         """A duration while not bound to the rows; True when it went into ``row``'s histogram."""
+        if self.exponential is not None:
+            # Bound to the rows, exponential buckets kept too: ``observe()`` inlined, as hot paths do.
+            row[SUM] += value
+            if value < row[MIN]:
+                row[MIN] = value
+            if value > row[MAX]:
+                row[MAX] = value
+            bounds = self.bounds
+            row[B0 if value <= bounds[0] else B0 + bisect_left(bounds, value)] += 1
+            # The row's epoch has one writer, this thread: no lock unless it must grow or rescale.
+            e = row[EPOCH]
+            if e is not None:
+                if value > MIN_NORMAL:
+                    x = log(value) * e[0]
+                    i = floor(x)
+                    # Not near a boundary (where a power of two needs the exact rule), inside the range.
+                    if x - i >= 1e-6 and e[E_LO] <= i <= e[E_HI]:
+                        e[E_SUM] += value
+                        counts = e[E_COUNTS]
+                        try:
+                            counts[i] += 1
+                        except KeyError:
+                            counts[i] = 1
+                        return True
+                elif value == 0.0:
+                    e[E_ZERO] += 1
+                    return True
+            with self._lock:
+                limits = self.exponential
+                if limits is not None:
+                    e = row[EPOCH]
+                    if e is None:
+                        e = row[EPOCH] = new_epoch(*limits)
+                    epoch_add(e, value)
+            return True
         if self.merged_into is not None:
             return self.merged_into.observe_slow(row, value)
         if self.binding is Binding.PENDING:
@@ -202,12 +283,6 @@ class Series:
             self._record(value)
             return False
         observe(row, value, self.bounds)
-        # Under the lock, which the collection takes to swap the buckets: no value is lost or counted
-        # twice, and the buckets are never seen half rescaled.
-        with self._lock:
-            epoch = self._epoch
-            if epoch is not None:
-                epoch.add(value)
         return True
 
     def _record(self, value: float) -> None:
@@ -230,13 +305,16 @@ class Series:
             pending, self._pending = self._pending, []
             dropped, self._pending_dropped = self._pending_dropped, 0
             self._keep_exponential(exponential if binding is Binding.ROWS else None)
-            if self._epoch is not None:
+            if self.exponential is not None and pending:
+                e = self._retired[EPOCH]
+                if e is None:
+                    e = self._retired[EPOCH] = new_epoch(*self.exponential)
                 for value in pending:
-                    self._epoch.add(value)
+                    epoch_add(e, value)
         if binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)
-        if dropped and (binding is Binding.DIRECT or self._epoch is not None):
+        if dropped and (binding is Binding.DIRECT or self.exponential is not None):
             _logger.warning(
                 "otel-trading: %d durations of %s recorded before a MeterProvider was set exceeded the "
                 "%d kept for it and are missing from its histogram (counters are exact)",
@@ -252,12 +330,7 @@ class Series:
 
     def _keep_exponential(self, exponential: tuple[int, int] | None) -> None:
         # Called with the lock held.
-        if exponential != self.exponential:
-            self.exponential = exponential
-            epoch = ExponentialBuckets(*exponential) if exponential is not None else None
-            if epoch is not None and self._epoch is not None:
-                epoch.merge(self._epoch, *exponential)
-            self._epoch = epoch
+        self.exponential = exponential
         self.fast = self.binding is Binding.ROWS and self.exponential is None
 
     def absorb(self, other: Series) -> None:
@@ -270,7 +343,8 @@ class Series:
             pending, other._pending = other._pending, []
             components = list(other.components)
             owned = dict(other._owned.items())
-            epoch, other._epoch = other._epoch, None
+            taken, other._taken = other._taken, []
+            other.exponential = None
             other.merged_into = self
             other.binding, other.fast = self.binding, self.fast
         with self._lock:
@@ -285,12 +359,13 @@ class Series:
                 self._owned.setdefault(component, source)
             if self.binding is Binding.PENDING:
                 self._pending.extend(pending)
-            if self._epoch is not None:
-                if epoch is not None:
-                    self._epoch.merge(epoch, *self.exponential)  # type: ignore[misc]
-                else:
-                    for value in pending:
-                        self._epoch.add(value)
+            self._taken.extend(taken)
+            if self.exponential is not None and pending:
+                e = self._retired[EPOCH]
+                if e is None:
+                    e = self._retired[EPOCH] = new_epoch(*self.exponential)
+                for value in pending:
+                    epoch_add(e, value)
         if self.binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)

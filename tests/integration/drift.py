@@ -51,6 +51,7 @@ Point = tuple[str, tuple[tuple[str, str], ...]]
 
 # -- which names ---------------------------------------------------------------------------------------
 
+
 def libraries() -> tuple[str, ...]:
     """The instrumented libraries: ``otel_trading.instrumentation.libraries.LIBRARIES``."""
     from otel_trading.instrumentation.libraries import LIBRARIES

@@ -10,7 +10,10 @@ Each runs on Debian's Prometheus 2.42 and on Prometheus 3.
 3. The third export path: the bot pushes OTLP straight into Prometheus 3's OTLP receiver (no
    scrape, no collector), with deploy/prometheus/prometheus.yml's otlp: block: every dashboard query has
    data at Grafana's ``$__rate_interval`` for a 15 s data source (1m), the guide's names arrive
-   exactly, and every alert rule evaluates.
+   exactly, and every alert rule evaluates. Once with the SDK's default explicit-bucket histograms
+   (classic series), once with ``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=
+   base2_exponential_bucket_histogram`` (native histograms only: the histogram panels and alerts
+   answer from their native side).
 4. A fleet: two demo bots as two instances; the per-instance breaker state tells them apart.
 """
 
@@ -27,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from otel_trading.metric_contract import documented_metrics
+from otel_trading.metric_contract import METRICS, documented_metrics
 from otel_trading.tooling.dashboard import concrete_query, panel_queries
 
 from ..realprocs import (
@@ -93,8 +96,9 @@ def test_every_dashboard_panel_query_returns_data(tmp_path: Path, prometheus_ver
 PROM_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 
 
+@pytest.mark.parametrize("histograms", ["explicit", "exponential"])
 def test_bot_pushing_otlp_into_prometheus_3_answers_every_dashboard_query_and_evaluates_every_rule(
-    tmp_path: Path,
+    tmp_path: Path, histograms: str
 ) -> None:
     # The shipped configuration (its otlp: block), minus the targets that only exist in compose.
     config = yaml.safe_load(PROM_CONFIG.read_text())
@@ -119,9 +123,12 @@ def test_bot_pushing_otlp_into_prometheus_3_answers_every_dashboard_query_and_ev
             "OTEL_METRIC_EXPORT_INTERVAL": "1000",
             "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=bot-1",
         }
+        if histograms == "exponential":
+            env["OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"] = "base2_exponential_bucket_histogram"
         with start_demo_bot(tmp_path, ["--force-open", "venue-alpha"], env=env, port=port):
             pending = _unanswered(prom, "1m", timeout=120)
             names = {m["metric"]["__name__"] for m in prom.query('{__name__=~"circuit_breaker_.*|event_bus_.*"}')}
+            every_name = {m["metric"]["__name__"] for m in prom.query('{__name__=~".+", job="otel-trading-demo"}')}
             up = prom.query('circuit_breaker_state{name="venue-alpha"}')
             rules = prom.api("/api/v1/rules")["groups"]
     assert not pending, _listing(pending)
@@ -129,6 +136,13 @@ def test_bot_pushing_otlp_into_prometheus_3_answers_every_dashboard_query_and_ev
         n for spec in documented_metrics() for n in spec.series_names if not n.endswith(("_bucket", "_count", "_sum"))
     }
     assert documented <= names, f"missing: {sorted(documented - names)}"
+    natives = {str(spec.native_series_name) for spec in METRICS if spec.native_series_name}
+    classics = {name for spec in METRICS if spec.native_series_name for name in spec.series_names}
+    if histograms == "exponential":
+        # Native histograms only: every histogram panel above answered from the native side of its `or`.
+        assert natives <= every_name and not classics & every_name, sorted(every_name)
+    else:
+        assert classics <= every_name and not natives & every_name, sorted(every_name)
     assert up and {r["metric"]["job"] for r in up} == {"otel-trading-demo"}
     assert {r["metric"]["instance"] for r in up} == {"bot-1"}
     health = {r["name"]: r["health"] for g in rules for r in g["rules"]}

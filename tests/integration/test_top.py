@@ -235,6 +235,52 @@ scrape_configs:
     assert len(ticks) == 2 and all(float(t[2].replace(",", "")) > 0 for t in ticks), res.stdout
 
 
+def test_once_on_a_fleet_reads_native_and_classic_histograms_through_prometheus_3(tmp_path: Path) -> None:
+    # A mixed fleet in a real Prometheus 3: one bot scraped (classic histograms), one pushing OTLP with
+    # the exponential aggregation (native histograms only). Each bot's p99s and loop row come from its
+    # own kind.
+    config = """
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+otlp: {translation_strategy: UnderscoreEscapingWithSuffixes}
+scrape_configs:
+  - job_name: trading-bot
+    static_configs: [{targets: ['127.0.0.1:%d']}]
+"""
+    native_env = {
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=native-bot",
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": "base2_exponential_bucket_histogram",
+    }
+    lag, latency = "otel_trading_event_loop_lag_seconds", "circuit_breaker_latency_seconds"
+    with start_demo_bot(tmp_path / "classic") as (_, port):
+        with start_prometheus(tmp_path / "prom", config % port, ["--web.enable-otlp-receiver"], version="3") as prom:
+            native_env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = f"{prom.url}/api/v1/otlp/v1/metrics"
+            with start_demo_bot(tmp_path / "native", env=native_env):
+                classic, native = f"127.0.0.1:{port}", "native-bot"
+                # Loop probes and venue-alpha calls of each bot, in its own kind, within the 1m rate window.
+                for query in (
+                    f'sum(rate({lag}_count{{instance="{classic}"}}[1m])) > 0',
+                    f'sum(rate({latency}_count{{name="venue-alpha", instance="{classic}"}}[1m])) > 0',
+                    f'histogram_count(sum(rate({lag}{{instance="{native}"}}[1m]))) > 0',
+                    f'histogram_count(sum(rate({latency}{{name="venue-alpha", instance="{native}"}}[1m]))) > 0',
+                ):
+                    prom.wait_for_series(query)
+                assert not prom.query(f'{{__name__=~".+_bucket", instance="{native}"}}')
+                res = _top_once("--prometheus", prom.url, "--interval", "0")
+    assert res.returncode == 0, res.stderr
+    duration = r"(≤ )?[\d.,]+ (µs|ms|s)"
+    for instance in (classic, native):
+        # Breaker row: ... calls/s, failure share, rejected/s, then the p99 latency.
+        assert re.search(rf"^{re.escape(instance)}\s+venue-alpha\s+{STATE}\s.*\s{duration}$", res.stdout, re.M), (
+            res.stdout
+        )
+        # Loop row: p99 lag, worst bucket, stalls over 100 ms (a whole count).
+        loop = rf"^{re.escape(instance)}\s+MainThread\s+{duration}\s+{duration}\s+[\d,]+$"
+        assert re.search(loop, res.stdout, re.M), res.stdout
+
+
 def test_the_runtime_never_loads_rich_and_the_cli_parser_does_not_either() -> None:
     code = (
         "import sys, otel_trading, otel_trading.instrumentation, otel_trading.tooling.cli as cli\n"

@@ -66,3 +66,16 @@ def test_every_metric_has_a_description_and_a_ucum_or_annotation_unit() -> None:
         assert spec.description
         assert spec.unit == "s" or re.fullmatch(r"\{[a-z_]+\}", spec.unit), spec
         assert "." in spec.otel_name
+
+
+def test_histograms_name_their_native_series_apart_from_the_classic_ones() -> None:
+    # Prometheus 3 stores an OTLP exponential histogram as one native series under the plain name;
+    # series_names stays what the classic exposition shows (the Metrics Reference lists those).
+    for spec in METRICS:
+        if spec.kind is InstrumentKind.HISTOGRAM:
+            assert spec.native_series_name == spec.prometheus_name
+            assert spec.native_series_name not in spec.series_names
+            assert spec.series_names == tuple(f"{spec.prometheus_name}_{s}" for s in ("bucket", "count", "sum"))
+        else:
+            assert spec.native_series_name is None
+            assert spec.series_names == (spec.prometheus_name,)

@@ -1,9 +1,15 @@
-"""``otel-trading top`` without a terminal or a network: readings, rates and p99s from two reads, the view."""
+"""``otel-trading top`` without a terminal or a network: readings, rates and p99s from two reads, the view, a fleet.
+
+The fleet (``--prometheus``) is read through faked PromQL answers, classic and native histograms alike.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -12,10 +18,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from otel_trading import CircuitBreaker, EventBus
+from otel_trading import metric_contract as mc
 from otel_trading.exporting import prometheus_reader
 from otel_trading.tooling import histograms
 from otel_trading.tooling.doctor.context import parse_exposition
-from otel_trading.tooling.top import Frame, frame_between, reading_from_samples
+from otel_trading.tooling.doctor.http_client import Response
+from otel_trading.tooling.top import Frame, PrometheusFleet, frame_between, reading_from_samples, sources
 from otel_trading.tooling.top.model import BreakerRow, LoopRow
 from otel_trading.tooling.top.view import DASH, format_lag, format_seconds, render
 
@@ -211,3 +219,114 @@ async def test_a_real_exposition_of_the_package_reads_back() -> None:
     assert reading.breakers["venue"].successes == 5 and reading.breakers["venue"].state == 0
     assert reading.events["int"].published == 5 and reading.events["int"].processed == 5
     assert histograms.total(reading.loops["MainThread"]) >= 1
+
+
+# --- A fleet through Prometheus (PrometheusFleet), against faked query answers -------------------
+
+CLASSIC, NATIVE = "classic:8000", "native-1"
+_HISTOGRAMS = (mc.BREAKER_LATENCY, mc.BUS_PROCESSING_DURATION, mc.LOOP_LAG)
+
+
+def _histogram_read(side: str) -> tuple[mc.MetricSpec, str] | None:
+    """(histogram, "classic" or "native") that one side of an ``or`` reads, if any."""
+    for spec in _HISTOGRAMS:
+        if re.search(rf"\b{spec.prometheus_name}_(bucket|count)\b", side):
+            return spec, "classic"
+        if re.search(rf"\b{spec.native_series_name}\b(?!_)", side):
+            return spec, "native"
+    return None
+
+
+def _shape(side: str) -> str:
+    if match := re.match(r"histogram_quantile\(([\d.]+),", side):
+        return f"q{match.group(1)}"
+    return "recent stalls" if "increase(" in side else "stalls"
+
+
+class _FakePrometheus:
+    """Answers ``PrometheusFleet``'s queries as Prometheus would for two bots: ``classic:8000`` with classic
+    histogram series only, ``native-1`` with native ones only (counters and gauges: both). Each side of an
+    ``or`` is answered on its own and the two merged as PromQL does (the left side wins a label set)."""
+
+    #: (histogram, kind, shape) -> value, for the bot of that kind.
+    HISTOGRAM_VALUES: dict[tuple[str, str, str], float] = {
+        ("circuit_breaker_latency_seconds", "classic", "q0.99"): 0.25,
+        ("circuit_breaker_latency_seconds", "native", "q0.99"): 0.75,
+        ("event_bus_processing_duration_seconds", "classic", "q0.99"): 0.002,
+        ("event_bus_processing_duration_seconds", "native", "q0.99"): 0.003,
+        ("otel_trading_event_loop_lag_seconds", "classic", "q0.99"): 0.004,
+        ("otel_trading_event_loop_lag_seconds", "native", "q0.99"): 0.006,
+        ("otel_trading_event_loop_lag_seconds", "classic", "q1"): 0.5,
+        ("otel_trading_event_loop_lag_seconds", "native", "q1"): 0.35,
+        ("otel_trading_event_loop_lag_seconds", "classic", "stalls"): 3.0,
+        # Native stall counts are estimates (interpolated inside the bucket that holds 0.1 s).
+        ("otel_trading_event_loop_lag_seconds", "native", "stalls"): 4.6,
+        ("otel_trading_event_loop_lag_seconds", "classic", "recent stalls"): 1.0,
+        ("otel_trading_event_loop_lag_seconds", "native", "recent stalls"): 2.4,
+    }
+    LABEL = {"circuit_breaker": "name", "event_bus": "event_type", "otel_trading": "loop"}
+    VALUE = {"name": "venue", "event_type": "Tick", "loop": "MainThread"}
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def _labels(self, instance: str, side: str) -> dict[str, str]:
+        label = next(lbl for prefix, lbl in self.LABEL.items() if re.search(rf"\b{prefix}_", side))
+        return {"instance": instance, label: self.VALUE[label]}
+
+    def _side(self, side: str) -> list[dict[str, Any]]:
+        read = _histogram_read(side)
+        if read is None:  # a counter or gauge: both bots have it
+            value = 1.0 if "circuit_breaker_state" in side else 10.0
+            return [{"metric": self._labels(i, side), "value": [0, str(value)]} for i in (CLASSIC, NATIVE)]
+        spec, kind = read
+        value = self.HISTOGRAM_VALUES[(spec.prometheus_name, kind, _shape(side))]
+        return [{"metric": self._labels(CLASSIC if kind == "classic" else NATIVE, side), "value": [0, str(value)]}]
+
+    def get(self, url: str, timeout: float) -> Response:
+        expr = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["query"][0]
+        self.queries.append(expr)
+        result: list[dict[str, Any]] = []
+        for side in expr.split(" or "):
+            seen = [item["metric"] for item in result]
+            result += [item for item in self._side(side.strip()) if item["metric"] not in seen]
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        return Response(200, json.dumps(body).encode())
+
+
+@pytest.fixture
+def fake_prometheus(monkeypatch: pytest.MonkeyPatch) -> _FakePrometheus:
+    fake = _FakePrometheus()
+    monkeypatch.setattr(sources, "http_get", fake.get)
+    return fake
+
+
+def test_the_fleet_reads_every_histogram_classic_or_native_with_the_same_grouping(
+    fake_prometheus: _FakePrometheus,
+) -> None:
+    PrometheusFleet("http://prometheus:9090", window="2m").poll()
+    histogram_queries = [q for q in fake_prometheus.queries if _histogram_read(q)]
+    # p99 of breakers, event types and loops, the worst loop bucket, stalls in total and recent.
+    assert len(histogram_queries) == 6
+    for query in histogram_queries:
+        classic, native = query.split(" or ")
+        assert _histogram_read(classic) is not None and _histogram_read(classic)[1] == "classic", query  # type: ignore[index]
+        assert _histogram_read(native) is not None and _histogram_read(native)[1] == "native", query  # type: ignore[index]
+        assert _shape(classic.strip()) == _shape(native.strip()), query
+        # Grouped by the same labels on both sides (plus ``le`` on the classic buckets).
+        groups = [set(re.findall(r"sum by \(([^)]*)\)", side)) for side in (classic, native)]
+        assert {g.removesuffix(", le") for g in groups[0]} == groups[1], query
+        assert ("[2m]" in classic) == ("[2m]" in native), query
+
+
+def test_the_fleet_shows_native_and_classic_bots_side_by_side(fake_prometheus: _FakePrometheus) -> None:
+    frame = PrometheusFleet("http://prometheus:9090").poll()
+    breakers = {b.instance: b.p99_s for b in frame.breakers}
+    assert breakers == {CLASSIC: 0.25, NATIVE: 0.75}
+    assert {e.instance: e.p99_s for e in frame.events} == {CLASSIC: 0.002, NATIVE: 0.003}
+    loops = {lp.instance: lp for lp in frame.loops}
+    assert loops[CLASSIC] == LoopRow(CLASSIC, "MainThread", p99_s=0.004, worst_s=0.5, stalls=3.0, new_stalls=1.0)
+    # The native estimate of recent stalls is rounded to a whole stall, as increase()'s extrapolation is.
+    assert loops[NATIVE] == LoopRow(NATIVE, "MainThread", p99_s=0.006, worst_s=0.35, stalls=4.6, new_stalls=2.0)
+    rows = {tuple(line.split()[:2]): line.split() for line in _plain(frame).splitlines() if line.split()}
+    assert rows[(NATIVE, "MainThread")][-1] == "5"  # stalls are shown as whole counts

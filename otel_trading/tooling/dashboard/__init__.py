@@ -14,6 +14,11 @@ scrape adds (``job``, ``instance``, the in-process exporter's ``otel_scope_*``) 
 duplicate series. Rates use ``$__rate_interval``; the provisioned data source sets ``timeInterval``
 to the scrape interval, which that variable needs.
 
+Histogram panels read classic and native histograms alike: each query is the classic form over the
+``_bucket``/``_count`` series ``or`` its twin over the native series Prometheus 3 stores for an
+exponential histogram (``histogram_quantile`` of the native series; ``histogram_count`` times
+``histogram_fraction`` for the stall count). The latency quantiles ask Grafana for exemplars.
+
 :func:`panel_queries` lists every (panel title, PromQL) pair and :func:`concrete_query` replaces the
 Grafana variables, so tests can evaluate each panel query against a real Prometheus.
 

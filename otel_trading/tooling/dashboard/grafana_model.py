@@ -11,8 +11,8 @@ __all__ = ["Json", "row", "targets", "timeseries"]
 Json = dict[str, Any]
 
 
-def _target(expr: str, legend: str, ref: str) -> Json:
-    return {
+def _target(expr: str, legend: str, ref: str, exemplar: bool) -> Json:
+    target: Json = {
         "datasource": dict(DATASOURCE),
         "editorMode": "code",
         "expr": expr,
@@ -20,11 +20,17 @@ def _target(expr: str, legend: str, ref: str) -> Json:
         "range": True,
         "refId": ref,
     }
+    if exemplar:
+        # Grafana asks Prometheus for the exemplars (trace ids) of the series this query reads and
+        # draws them as points; Prometheus keeps them only with --enable-feature=exemplar-storage.
+        target["exemplar"] = True
+    return target
 
 
-def targets(*pairs: tuple[str, str]) -> list[Json]:
-    """One query target per (PromQL, legend) pair, with refIds A, B, ..."""
-    return [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+def targets(*pairs: tuple[str, str], exemplar: bool = False) -> list[Json]:
+    """One query target per (PromQL, legend) pair, with refIds A, B, ...; ``exemplar`` turns on
+    Grafana's exemplar query for each of them."""
+    return [_target(expr, legend, chr(ord("A") + i), exemplar) for i, (expr, legend) in enumerate(pairs)]
 
 
 def timeseries(title: str, description: str, targets: list[Json], unit: str, *, stack: bool = False) -> Json:

@@ -26,6 +26,8 @@ from otel_trading.tooling.dashboard.promql import gauge_max, increase, increase_
 from otel_trading.tooling.dashboard.templating import BREAKER_VAR, DATASOURCE, EVENT_TYPE_VAR
 
 __all__ = [
+    "EXEMPLARS",
+    "HISTOGRAM_KINDS",
     "LOOP_STALL_SECONDS",
     "QUANTILES",
     "STATE_NAMES",
@@ -39,6 +41,16 @@ QUANTILES: tuple[float, ...] = (0.5, 0.95, 0.99)
 #: A loop late by more than this is stalled (a bucket boundary of the lag histogram; the
 #: EventLoopStalled alert uses the same).
 LOOP_STALL_SECONDS = 0.1
+#: How every histogram panel reads its series (see ``promql.quantile``).
+HISTOGRAM_KINDS = (
+    "_bucket series, or else the native histogram Prometheus 3 stores for an exponential histogram; "
+    "a line whose series are of both kinds, in a fleet mixing them, shows the classic ones only"
+)
+#: What the latency panels' exemplar queries show.
+EXEMPLARS = (
+    "Exemplars (trace ids of single calls) show as points where Prometheus stores them "
+    "(--enable-feature=exemplar-storage) and the bot records them"
+)
 #: ``circuit_breaker_state`` values, as the contract's description documents them.
 STATE_NAMES: tuple[tuple[int, str, str], ...] = (
     (0, "CLOSED", "green"),
@@ -124,7 +136,8 @@ def _breaker_state_timeline() -> Json:
 def breaker_panels() -> list[Json]:
     b = {"name": BREAKER_VAR}
     quantile_targets = targets(
-        *((quantile(BREAKER_LATENCY, q, ["name"], b), f"{{{{name}}}} p{round(q * 100)}") for q in QUANTILES)
+        *((quantile(BREAKER_LATENCY, q, ["name"], b), f"{{{{name}}}} p{round(q * 100)}") for q in QUANTILES),
+        exemplar=True,
     )
     return [
         _breaker_state_stat(),
@@ -151,7 +164,8 @@ def breaker_panels() -> list[Json]:
         ),
         timeseries(
             "Call latency (p50 / p95 / p99)",
-            f"{BREAKER_LATENCY.description}: quantiles estimated from the histogram buckets",
+            f"{BREAKER_LATENCY.description}: quantiles estimated from the histogram buckets (classic "
+            f"{HISTOGRAM_KINDS}). {EXEMPLARS}",
             quantile_targets,
             "s",
         ),
@@ -167,7 +181,8 @@ def breaker_panels() -> list[Json]:
 def event_bus_panels() -> list[Json]:
     e = {"event_type": EVENT_TYPE_VAR}
     quantile_targets = targets(
-        *((quantile(BUS_PROCESSING_DURATION, q, [], e), f"p{round(q * 100)}") for q in QUANTILES)
+        *((quantile(BUS_PROCESSING_DURATION, q, [], e), f"p{round(q * 100)}") for q in QUANTILES),
+        exemplar=True,
     )
     return [
         timeseries(
@@ -187,8 +202,9 @@ def event_bus_panels() -> list[Json]:
         ),
         timeseries(
             "Processing duration (p50 / p95 / p99)",
-            f"{BUS_PROCESSING_DURATION.description} over the selected event types; the "
-            "HighEventProcessingLatency alert fires on p99 > 1s for 10m",
+            f"{BUS_PROCESSING_DURATION.description} over the selected event types, from the histogram "
+            f"buckets (classic {HISTOGRAM_KINDS}); the HighEventProcessingLatency alert fires on p99 > 1s "
+            f"for 10m. {EXEMPLARS}",
             quantile_targets,
             "s",
         ),
@@ -213,8 +229,8 @@ def event_loop_panels() -> list[Json]:
     return [
         timeseries(
             "Event-loop lag (p50 / p95 / p99)",
-            f"{LOOP_LAG.description}. An idle loop answers within 1 ms (the first bucket), so quantiles "
-            "there read as up to 1 ms",
+            f"{LOOP_LAG.description}. From the histogram buckets (classic {HISTOGRAM_KINDS}). An idle loop "
+            "answers within 1 ms (the first classic bucket), so quantiles there read as up to 1 ms",
             targets(
                 *((quantile(LOOP_LAG, q, by), f"{{{{instance}}}} {{{{loop}}}} p{round(q * 100)}") for q in QUANTILES)
             ),
@@ -224,7 +240,9 @@ def event_loop_panels() -> list[Json]:
             f"Event-loop stalls over {LOOP_STALL_SECONDS * 1000:.0f} ms",
             f"Times the loop was more than {LOOP_STALL_SECONDS:g} s late, per rate interval: each is a handler "
             "or coroutine that blocked the loop (a synchronous call, a heavy computation). The EventLoopStalled "
-            "alert fires on these",
+            f'alert fires on these. Classic histograms count them exactly (the le="{LOOP_STALL_SECONDS:g}" '
+            f"bucket); for native ones the count is an estimate (the count times the fraction above "
+            f"{LOOP_STALL_SECONDS:g} s, interpolated inside the native bucket that holds it)",
             targets((increase_above(LOOP_LAG, LOOP_STALL_SECONDS, by), "{{instance}} {{loop}}")),
             "short",
         ),

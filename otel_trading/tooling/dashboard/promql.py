@@ -12,6 +12,7 @@ __all__ = [
     "gauge_max",
     "increase",
     "increase_above",
+    "native_selector",
     "quantile",
     "rate",
     "selector",
@@ -39,15 +40,35 @@ def _series(spec: MetricSpec, suffix: str = "") -> str:
 
 
 def _by(spec: MetricSpec, *labels: str) -> str:
-    return ", ".join(contract_label(spec, lbl) for lbl in labels)
+    # ``le`` is the classic bucket label every histogram series carries.
+    return ", ".join(
+        lbl if lbl == "le" and spec.kind is InstrumentKind.HISTOGRAM else contract_label(spec, lbl) for lbl in labels
+    )
+
+
+def _matchers(spec: MetricSpec, filters: Mapping[str, str] | None) -> str:
+    every = {**TARGET_LABELS, **(filters or {})}
+    return ", ".join(f'{contract_label(spec, lbl)}=~"${var}"' for lbl, var in every.items())
 
 
 def selector(spec: MetricSpec, suffix: str = "", filters: Mapping[str, str] | None = None) -> str:
     """``name{job=~"$job", instance=~"$instance", label=~"$var", ...}`` for the given
     {label: dashboard variable} filters; the fleet filters are always there."""
-    every = {**TARGET_LABELS, **(filters or {})}
-    matchers = ", ".join(f'{contract_label(spec, lbl)}=~"${var}"' for lbl, var in every.items())
-    return f"{_series(spec, suffix)}{{{matchers}}}"
+    return f"{_series(spec, suffix)}{{{_matchers(spec, filters)}}}"
+
+
+def native_selector(spec: MetricSpec, filters: Mapping[str, str] | None = None) -> str:
+    """:func:`selector` of the native histogram series of ``spec`` (Prometheus 3 stores an OTLP
+    exponential histogram as one series under the plain name)."""
+    name = spec.native_series_name
+    if name is None:
+        raise ValueError(f"{spec.prometheus_name} is not a histogram")
+    return f"{name}{{{_matchers(spec, filters)}}}"
+
+
+def _sum_by(group: str, expr: str) -> str:
+    """``sum by (group) (expr)``, or ``sum(expr)`` when there is nothing to group by."""
+    return f"sum by ({group}) ({expr})" if group else f"sum({expr})"
 
 
 def rate(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
@@ -72,17 +93,20 @@ def gauge_max(spec: MetricSpec, by: Sequence[str], filters: Mapping[str, str] | 
 
 
 def quantile(spec: MetricSpec, q: float, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
-    """The ``q`` quantile of a histogram per ``by`` group, estimated from its buckets."""
+    """The ``q`` quantile of a histogram per ``by`` group: from the classic ``_bucket`` series, or else
+    from the native histogram (``or``: a group with both kinds shows the classic estimate)."""
     if spec.kind is not InstrumentKind.HISTOGRAM:
         raise ValueError(f"{spec.prometheus_name} is not a histogram")
-    group = ", ".join([*(contract_label(spec, lbl) for lbl in by), "le"])
-    bucket = selector(spec, "_bucket", filters)
-    return f"histogram_quantile({q}, sum by ({group}) (rate({bucket}[$__rate_interval])))"
+    classic = _sum_by(_by(spec, *by, "le"), f"rate({selector(spec, '_bucket', filters)}[$__rate_interval])")
+    native = _sum_by(_by(spec, *by), f"rate({native_selector(spec, filters)}[$__rate_interval])")
+    return f"histogram_quantile({q}, {classic}) or histogram_quantile({q}, {native})"
 
 
 def increase_above(spec: MetricSpec, bound: float, by: Sequence[str], filters: Mapping[str, str] | None = None) -> str:
     """How many observations of a histogram exceeded the bucket boundary ``bound`` per rate interval,
-    per ``by`` group (its count minus that bucket's)."""
+    per ``by`` group: the classic count minus that bucket's, or else the native histogram's count times
+    its fraction above ``bound`` (an estimate: Prometheus interpolates inside the native bucket that
+    holds ``bound``)."""
     if spec.kind is not InstrumentKind.HISTOGRAM:
         raise ValueError(f"{spec.prometheus_name} is not a histogram")
     if bound not in (spec.buckets or ()):
@@ -91,7 +115,9 @@ def increase_above(spec: MetricSpec, bound: float, by: Sequence[str], filters: M
     count = selector(spec, "_count", filters)
     # str() renders the boundary as both export paths (and Prometheus 3's normalisation) write ``le``.
     bucket = selector(spec, "_bucket", filters)[:-1] + f', le="{bound}"}}'
+    native = _sum_by(group, f"increase({native_selector(spec, filters)}[$__rate_interval])")
     return (
-        f"sum by ({group}) (increase({count}[$__rate_interval])) "
-        f"- sum by ({group}) (increase({bucket}[$__rate_interval]))"
+        f"({_sum_by(group, f'increase({count}[$__rate_interval])')} "
+        f"- {_sum_by(group, f'increase({bucket}[$__rate_interval])')}) "
+        f"or (histogram_count({native}) * histogram_fraction({bound}, +Inf, {native}))"
     )

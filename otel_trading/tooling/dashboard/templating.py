@@ -14,6 +14,7 @@ __all__ = [
     "DATASOURCE",
     "DATASOURCE_UID",
     "EVENT_TYPE_VAR",
+    "FLEET_ALL",
     "INSTANCE_VAR",
     "JOB_VAR",
     "concrete_query",
@@ -27,14 +28,19 @@ JOB_VAR = "job"
 INSTANCE_VAR = "instance"
 BREAKER_VAR = "breaker"
 EVENT_TYPE_VAR = "event_type"
+#: "All" of the job and instance variables.
+FLEET_ALL = ".+"
 #: The data source reference every panel and query uses: the ``datasource`` variable.
 DATASOURCE: dict[str, Any] = {"type": "prometheus", "uid": f"${{{_DS_VAR}}}"}
 
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
-def _query_variable(name: str, label: str, spec: MetricSpec, label_name: str, within: str = "") -> dict[str, Any]:
-    """A multi-value variable with "All"; ``within`` narrows its values (e.g. to the chosen job)."""
+def _query_variable(
+    name: str, label: str, spec: MetricSpec, label_name: str, within: str = "", all_value: str = ".*"
+) -> dict[str, Any]:
+    """A multi-value variable with "All" (the regex ``all_value``); ``within`` narrows its values (e.g. to
+    the chosen job)."""
     query = f"label_values({spec.prometheus_name}{within}, {contract_label(spec, label_name)})"
     return {
         "type": "query",
@@ -48,7 +54,7 @@ def _query_variable(name: str, label: str, spec: MetricSpec, label_name: str, wi
         "multi": True,
         "includeAll": True,
         # "All" as a regex, not an enumeration of the values seen at load time.
-        "allValue": ".*",
+        "allValue": all_value,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "options": [],
         "regex": "",
@@ -73,8 +79,13 @@ def templating() -> dict[str, Any]:
                 "hide": 0,
                 "skipUrlSync": False,
             },
-            _query_variable(JOB_VAR, "Job", BREAKER_STATE, "job"),
-            _query_variable(INSTANCE_VAR, "Instance", BREAKER_STATE, "instance", f'{{job=~"${JOB_VAR}"}}'),
+            # Every series Prometheus stores has a job and an instance: ".+" (dashboard-linter's
+            # template-job and template-instance rules) matches them all. A breaker or event type
+            # named "" has no label at all, so those two keep ".*".
+            _query_variable(JOB_VAR, "Job", BREAKER_STATE, "job", all_value=FLEET_ALL),
+            _query_variable(
+                INSTANCE_VAR, "Instance", BREAKER_STATE, "instance", f'{{job=~"${JOB_VAR}"}}', all_value=FLEET_ALL
+            ),
             _query_variable(BREAKER_VAR, "Breaker", BREAKER_STATE, "name", f'{{job=~"${JOB_VAR}"}}'),
             _query_variable(EVENT_TYPE_VAR, "Event type", BUS_PUBLISHED, "event_type", f'{{job=~"${JOB_VAR}"}}'),
         ]
@@ -85,9 +96,11 @@ def concrete_query(expr: str, rate_interval: str = "1m", variables: Mapping[str,
     """``expr`` with Grafana's variables replaced, ready for Prometheus' HTTP API.
 
     ``$__rate_interval`` becomes ``rate_interval``; the dashboard's own variables become
-    ``variables[name]`` (default ``.*``, i.e. "All"). Unknown variables raise ``KeyError``.
+    ``variables[name]`` (default: the variable's "All", ``.+`` for job and instance, ``.*`` for the
+    others). Unknown variables raise ``KeyError``.
     """
-    values = {var: ".*" for var in (JOB_VAR, INSTANCE_VAR, BREAKER_VAR, EVENT_TYPE_VAR)}
+    values = {var: ".*" for var in (BREAKER_VAR, EVENT_TYPE_VAR)}
+    values.update({var: FLEET_ALL for var in (JOB_VAR, INSTANCE_VAR)})
     values["__rate_interval"] = rate_interval
     values.update(variables or {})
 

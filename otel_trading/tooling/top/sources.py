@@ -73,7 +73,10 @@ class PrometheusFleet:
     """Every bot Prometheus scrapes, one row per instance, through instant PromQL queries.
 
     Prometheus has read each bot many times already, so rates (over ``window``) are there from
-    the first poll.
+    the first poll. Histograms are read classic or native alike: each histogram query is the classic
+    form over ``_bucket``/``_count`` ``or`` the same over the native series Prometheus 3 stores for an
+    exponential histogram (where a row has both, the classic value is shown). Native stall counts are
+    estimates: Prometheus interpolates inside the native bucket that holds ``STALL_SECONDS``.
     """
 
     def __init__(self, url: str, window: str = "1m", timeout: float = 3.0) -> None:
@@ -115,10 +118,14 @@ class PrometheusFleet:
 
         def p(q: float, spec: mc.MetricSpec, label: str) -> dict[tuple[str, str], float | None]:
             bucket = f"{spec.prometheus_name}_bucket"
-            return self._by(f"histogram_quantile({q}, sum by (instance, {label}, le) (rate({bucket}[{w}])))", label)
+            return self._by(
+                f"histogram_quantile({q}, sum by (instance, {label}, le) (rate({bucket}[{w}]))) "
+                f"or histogram_quantile({q}, sum by (instance, {label}) (rate({spec.native_series_name}[{w}])))",
+                label,
+            )
 
-        def total(spec: mc.MetricSpec, label: str, suffix: str = "") -> str:
-            return f"sum by (instance, {label}) ({spec.prometheus_name}{suffix})"
+        def total(spec: mc.MetricSpec, label: str) -> str:
+            return f"sum by (instance, {label}) ({spec.prometheus_name})"
 
         states = self._by(f"max by (instance, name) ({mc.BREAKER_STATE.prometheus_name})", "name")
         successes = rate(mc.BREAKER_SUCCESSES, "name")
@@ -161,16 +168,19 @@ class PrometheusFleet:
             for key in sorted(set(published) | set(processed))
         ]
         lag = mc.LOOP_LAG
-        above = f'{lag.prometheus_name}_bucket{{le="{STALL_SECONDS}"}}'
-        stalls = self._by(
-            f"{total(lag, 'loop', '_count')} - sum by (instance, loop) ({above})",
-            "loop",
-        )
-        recent = self._by(
-            f"sum by (instance, loop) (increase({lag.prometheus_name}_count[{w}])) "
-            f"- sum by (instance, loop) (increase({above}[{w}]))",
-            "loop",
-        )
+        below = f'{lag.prometheus_name}_bucket{{le="{STALL_SECONDS}"}}'
+
+        def above(over: Callable[[str], str]) -> str:
+            """Observations over ``STALL_SECONDS`` per (instance, loop) in ``over(series)``: classic, or native."""
+            native = f"sum by (instance, loop) ({over(str(lag.native_series_name))})"
+            return (
+                f"(sum by (instance, loop) ({over(lag.prometheus_name + '_count')}) "
+                f"- sum by (instance, loop) ({over(below)})) "
+                f"or (histogram_count({native}) * histogram_fraction({STALL_SECONDS}, +Inf, {native}))"
+            )
+
+        stalls = self._by(above(lambda series: series), "loop")
+        recent = self._by(above(lambda series: f"increase({series}[{w}])"), "loop")
         lag_p99 = p(0.99, lag, "loop")
         worst = p(1, lag, "loop")
         loops = [
