@@ -38,6 +38,7 @@ from otel_trading.recording import (
     ThreadRows,
     registry_for,
 )
+from otel_trading.recording.exemplars import current_context
 from otel_trading.recording.rows import fork_safe
 from otel_trading.settings import check_bool, check_int, check_name, check_number, resolve_sample_rate
 
@@ -206,6 +207,8 @@ class CircuitBreaker:
                 if elapsed > row[MAX]:
                     row[MAX] = elapsed
                 row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+                if current_context():  # a span (or another value) is current: an exemplar candidate
+                    self._series.offer_exemplar(elapsed)  # type: ignore[union-attr]
             else:
                 self._series.observe_slow(row, elapsed)  # type: ignore[union-attr]
         if trial or self._failures:
@@ -320,6 +323,8 @@ class CircuitBreaker:
                     row[MAX] = elapsed
                 # Calls within the first bucket (10 us, e.g. a cached quote) skip the bisect.
                 row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+                if current_context():
+                    series.offer_exemplar(elapsed)  # type: ignore[union-attr]
             else:
                 series.observe_slow(row, elapsed)  # type: ignore[union-attr]
 

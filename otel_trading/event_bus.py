@@ -50,6 +50,7 @@ from otel_trading.recording import (
     registry_for,
     sample_gaps,
 )
+from otel_trading.recording.exemplars import current_context
 from otel_trading.settings import check_bool, check_int, check_name, check_number, resolve_sample_rate
 
 __all__ = ["EventBus", "Handler", "Subscription"]
@@ -577,6 +578,8 @@ class EventBus:
                         row[B0] += 1  # type: ignore[index]
                     else:
                         row[B0 + bisect_left(BOUNDS, elapsed)] += 1  # type: ignore[index]
+                    if current_context():  # a span (or another value) is current: an exemplar candidate
+                        series.offer_exemplar(elapsed)  # type: ignore[union-attr]
                 elif not series.observe_slow(row, elapsed):  # type: ignore[union-attr,arg-type]
                     row[PROCESSED] += 1  # type: ignore[index]
 

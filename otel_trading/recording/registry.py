@@ -23,7 +23,7 @@ from opentelemetry import metrics as otel_metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from otel_trading import metric_contract as mc
-from otel_trading.recording import sdk_binding
+from otel_trading.recording import exemplars, sdk_binding
 from otel_trading.recording.rows import B0, MAX, MIN, SUM, Row, count_of, fork_safe
 from otel_trading.recording.sdk_binding import HistogramTotals, RowsExponentialStream, RowsHistogramStream
 from otel_trading.recording.series import Binding, LabelFold, Series
@@ -78,12 +78,21 @@ class MetricsRegistry:
         self._histograms: dict[str, Any] = {}
         # (max_scale, max_size) of the exponential buckets each kind's series keep, where a reader takes them.
         self._exponential: dict[str, tuple[int, int] | None] = {}
+        # The provider's exemplar filter (recording.exemplars), and each kind's streams in reader order:
+        # an exemplar candidate is offered to them in that order, as the SDK offers to its aggregations.
+        self._exemplar_filter: str | None = None
+        self._offer_failed = False
+        self._ordered: dict[str, list[weakref.ref[Any]]] = {kind: [] for kind in _HISTOGRAM_OF}
         #: The registry that took this one over (see the module docstring), else None.
         self.adopted_by: MetricsRegistry | None = None
         self._create_instruments()
         self.binding = Binding.PENDING
         if meter_provider is not None:
             self.binding, self._histograms, self._exponential = self._binding_for(meter_provider)
+            self._exemplar_filter = exemplars.filter_mode(meter_provider)
+            if self.binding is Binding.ROWS:
+                # Now, not at the first collection: exemplars offered before it need every reader's stream.
+                self._install_streams()
 
     def _tables(self) -> dict[str, dict[str, Series]]:
         """Every kind's series table, by kind."""
@@ -150,6 +159,13 @@ class MetricsRegistry:
             real = {kind: _create_histogram(meter, mc.METRICS_BY_KEY[key]) for kind, key in kinds.items()}
         if not sdk_binding.can_serve(provider):
             return Binding.DIRECT, real, {}
+        if exemplars.filter_mode(provider) is None:
+            _logger.warning(
+                "otel-trading: the provider's exemplar filter %s is not one of the SDK's three, so otel-trading's "
+                "durations are recorded through the SDK histogram (correct, but as slow as plain OpenTelemetry)",
+                type(provider._sdk_config.exemplar_filter).__name__,
+            )
+            return Binding.DIRECT, real, {}
         for kind, instrument in real.items():
             reason = sdk_binding.incompatibility(provider, instrument, _BOUNDS_OF[kind])
             if reason is not None:
@@ -197,11 +213,48 @@ class MetricsRegistry:
             self._provider = _weak(provider)
             self._histograms = histograms
             self._exponential = exponential
+            self._exemplar_filter = exemplars.filter_mode(provider)
             self.binding = binding
             tables = {kind: list(table.values()) for kind, table in self._tables().items()}
+        if binding is Binding.ROWS:
+            self._install_streams()
         for kind, series_list in tables.items():
             for series in series_list:
                 series.bind(binding, histograms.get(kind), exponential.get(kind))
+                self._set_exemplars(kind, series)
+
+    def _set_exemplars(self, kind: str, series: Series) -> None:
+        # The loop monitor's lag is measured in its own timer callback: no span of the bot's is current.
+        mode = self._exemplar_filter
+        if kind == _LOOP or mode is None or mode == exemplars.ALWAYS_OFF:
+            series.set_exemplars(None)
+        else:
+            series.set_exemplars(
+                self._offer_breaker if kind == _BREAKER else self._offer_event, mode == exemplars.ALWAYS_ON
+            )
+
+    def _offer_breaker(self, series: Series, value: float) -> None:
+        self._offer(_BREAKER, series, value)
+
+    def _offer_event(self, series: Series, value: float) -> None:
+        self._offer(_EVENT, series, value)
+
+    def _offer(self, kind: str, series: Series, value: float) -> None:
+        """An exemplar candidate, offered to every reader's stream for ``kind`` in reader order."""
+        try:
+            offer = exemplars.offer_of(
+                value, self._exemplar_filter or exemplars.ALWAYS_OFF, exemplars.current_context()
+            )
+            if offer is None:
+                return
+            for ref in self._ordered[kind]:
+                stream = ref()
+                if stream is not None:
+                    stream.offer(series, offer)
+        except Exception:  # never into the bot
+            if not self._offer_failed:
+                self._offer_failed = True
+                _logger.exception("otel-trading: recording an exemplar failed; exemplars may be missing")
 
     def _adopt_pending_global(self) -> None:
         pending = _pending_global
@@ -235,6 +288,7 @@ class MetricsRegistry:
                         own[label] = series
                 if target is None:
                     series.bind(self.binding, self._histograms.get(kind), self._exponential.get(kind))
+                    self._set_exemplars(kind, series)
                 else:
                     target.absorb(series)
         for bus in buses:
@@ -254,6 +308,7 @@ class MetricsRegistry:
             new = sdk_binding.install(provider, instrument, _BOUNDS_OF[kind])
             for stream in new:
                 self._streams[kind].add(stream)
+                self._ordered[kind] = [r for r in self._ordered[kind] if r() is not None] + [weakref.ref(stream)]
             if any(isinstance(stream, RowsExponentialStream) for stream in new):
                 limits = sdk_binding.exponential_limits(provider, instrument)
                 if limits != self._exponential.get(kind):
@@ -375,6 +430,7 @@ class MetricsRegistry:
                     _BOUNDS_OF[kind],
                     self._exponential.get(kind),
                 )
+                self._set_exemplars(kind, series)
                 table[value] = series
             return series
 

@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import threading
+from bisect import bisect_left
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any, NamedTuple
@@ -40,6 +41,7 @@ from opentelemetry.sdk.metrics.view import (
 )
 
 from otel_trading.metric_contract import DURATION_BUCKETS, METRICS, SCOPE_NAME, InstrumentKind
+from otel_trading.recording.exemplars import AlignedReservoir, Offer, SimpleReservoir, simple_fill_offset
 from otel_trading.recording.exponential import MAX_SCALE, MAX_SIZE, MIN_SCALE, ExponentialBuckets
 from otel_trading.recording.rows import fork_safe
 
@@ -106,12 +108,24 @@ class RowsHistogramStream:
         self._last: dict[object, tuple[int, float, tuple[int, ...]]] = {}
         self._own: dict[object, None] = {}
         self._previous_ns: int | None = None
+        self._reservoirs: dict[object, AlignedReservoir] = {}
 
     def conflicts(self, other: Any) -> bool:
         return bool(self._match.conflicts(other))
 
     def consume_measurement(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
         """Nothing records through the instrument while its streams are ours."""
+
+    def offer(self, key: object, offer: Offer) -> None:
+        """An exemplar candidate of series ``key`` (see ``recording.exemplars``)."""
+        reservoir = self._reservoirs.get(key)
+        if reservoir is None:
+            reservoir = self._reservoirs.setdefault(key, AlignedReservoir(self._bounds))
+        reservoir.offer(offer)
+
+    def _exemplars(self, key: object, filtered: dict[str, Any] | None) -> list[Any]:
+        reservoir = self._reservoirs.get(key)
+        return reservoir.collect(filtered) if reservoir is not None else []
 
     def note(self, totals: Sequence[HistogramTotals]) -> None:
         """Called at every collection of the provider, whichever reader collects."""
@@ -160,13 +174,23 @@ class RowsHistogramStream:
                     low, high = t.all_min, t.all_max
                 if self._limit is None or t.key in self._own or len(self._own) < self._limit:
                     self._own[t.key] = None
+                    exemplars = self._exemplars(t.key, {})
                     points.append(
                         _point(
-                            t.attributes, start, collection_start_nanos, count, total, buckets, low, high, self._bounds
+                            t.attributes,
+                            start,
+                            collection_start_nanos,
+                            count,
+                            total,
+                            buckets,
+                            low,
+                            high,
+                            self._bounds,
+                            exemplars,
                         )
                     )
                 elif overflow is None:
-                    overflow = [start, count, total, list(buckets), low, high]
+                    overflow = [start, count, total, list(buckets), low, high, self._exemplars(t.key, t.attributes)]
                 else:
                     overflow[0] = min(overflow[0], start)
                     overflow[1] += count
@@ -174,8 +198,9 @@ class RowsHistogramStream:
                     overflow[3] = [a + b for a, b in zip(overflow[3], buckets, strict=True)]
                     overflow[4] = min(overflow[4], low)
                     overflow[5] = max(overflow[5], high)
+                    overflow[6] = _latest_per_bucket(overflow[6] + self._exemplars(t.key, t.attributes), self._bounds)
             if overflow is not None:
-                start, count, total, merged, low, high = overflow
+                start, count, total, merged, low, high, exemplars = overflow
                 points.append(
                     _point(
                         dict(_OVERFLOW_ATTRIBUTES),
@@ -187,6 +212,7 @@ class RowsHistogramStream:
                         low,
                         high,
                         self._bounds,
+                        exemplars,
                     )
                 )
             self._previous_ns = collection_start_nanos
@@ -203,6 +229,7 @@ def _point(
     low: float,
     high: float,
     bounds: tuple[float, ...],
+    exemplars: Sequence[Any] = (),
 ) -> HistogramDataPoint:
     return HistogramDataPoint(
         attributes=attributes,
@@ -214,7 +241,18 @@ def _point(
         explicit_bounds=bounds,
         min=low,
         max=high,
+        exemplars=list(exemplars),
     )
+
+
+def _latest_per_bucket(exemplars: Sequence[Any], bounds: tuple[float, ...]) -> list[Any]:
+    # Overflowed series share one point, so one exemplar per bucket: the latest, as one reservoir would keep.
+    latest: dict[int, Any] = {}
+    for e in exemplars:
+        i = bisect_left(bounds, e.value)
+        if i not in latest or e.time_unix_nano >= latest[i].time_unix_nano:
+            latest[i] = e
+    return [latest[i] for i in sorted(latest)]
 
 
 class _ExponentialState:
@@ -263,6 +301,8 @@ class RowsExponentialStream:
         fork_safe(self)
         self._states: dict[object, _ExponentialState] = {}
         self._overflow: _ExponentialState | None = None
+        self._reservoirs: dict[object, SimpleReservoir] = {}
+        self._reservoir_size = min(20, self._max_size)
         self._own: dict[object, None] = {}
         self._previous_ns: int | None = None
 
@@ -271,6 +311,14 @@ class RowsExponentialStream:
 
     def consume_measurement(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
         """Nothing records through the instrument while its streams are ours."""
+
+    def offer(self, key: object, offer: Offer) -> None:
+        """An exemplar candidate of series ``key`` (see ``recording.exemplars``)."""
+        reservoir = self._reservoirs.get(key)
+        if reservoir is None:
+            size = self._reservoir_size
+            reservoir = self._reservoirs.setdefault(key, SimpleReservoir(size, size - simple_fill_offset()))
+        reservoir.offer(offer)
 
     def note(self, totals: Sequence[HistogramTotals]) -> None:
         """Called at every collection of the provider, whichever reader collects."""
@@ -291,6 +339,7 @@ class RowsExponentialStream:
                 self._own = {}
             points: list[ExponentialHistogramDataPoint] = []
             overflowed = False
+            overflow_exemplars: list[Any] = []
             for key, state in self._states.items():
                 if self._limit is not None and key not in self._own and len(self._own) >= self._limit:
                     if self._overflow is None:
@@ -299,21 +348,30 @@ class RowsExponentialStream:
                         )
                     self._overflow.pending.merge(state.pending, self._max_scale, self._max_size)
                     state.pending = ExponentialBuckets(self._max_scale, self._max_size)
+                    overflow_exemplars.extend(self._exemplars(key, state.attributes))
                     overflowed = True
                     continue
-                point = self._point(state, delta, collection_start_nanos)
+                point = self._point(state, delta, collection_start_nanos, self._exemplars(key, {}))
                 if point is not None:
                     self._own[key] = None
                     points.append(point)
             if overflowed or (self._overflow is not None and not delta):
                 assert self._overflow is not None
-                point = self._point(self._overflow, delta, collection_start_nanos)
+                # Overflowed series share one point: at most one reservoir's worth of their exemplars.
+                kept = sorted(overflow_exemplars, key=lambda e: e.time_unix_nano)[-self._reservoir_size :]
+                point = self._point(self._overflow, delta, collection_start_nanos, kept)
                 if point is not None:
                     points.append(point)
             self._previous_ns = collection_start_nanos
             return points or None
 
-    def _point(self, state: _ExponentialState, delta: bool, now: int) -> ExponentialHistogramDataPoint | None:
+    def _exemplars(self, key: object, filtered: dict[str, Any] | None) -> list[Any]:
+        reservoir = self._reservoirs.get(key)
+        return reservoir.collect(filtered) if reservoir is not None else []
+
+    def _point(
+        self, state: _ExponentialState, delta: bool, now: int, exemplars: list[Any]
+    ) -> ExponentialHistogramDataPoint | None:
         interval = state.pending
         if interval.count:
             state.pending = ExponentialBuckets(self._max_scale, self._max_size)
@@ -325,7 +383,8 @@ class RowsExponentialStream:
                 state.sticky_scale = min(state.sticky_scale, interval.scale)
                 interval.downscale(interval.scale - state.sticky_scale)
             start = self._previous_ns or state.start_ns
-            return self._data_point(state.attributes, start, now, interval, 0 if zeros_only else interval.scale)
+            scale = 0 if zeros_only else interval.scale
+            return self._data_point(state.attributes, start, now, interval, scale, exemplars)
         total = state.cumulative
         if interval.count:
             if total is None:
@@ -343,10 +402,10 @@ class RowsExponentialStream:
         if state.zero_floor and scale > 0:
             total.downscale(scale)
             scale = 0
-        return self._data_point(state.attributes, state.start_ns, now, total, scale)
+        return self._data_point(state.attributes, state.start_ns, now, total, scale, exemplars)
 
     def _data_point(
-        self, attributes: Any, start: int, now: int, buckets: ExponentialBuckets, scale: int
+        self, attributes: Any, start: int, now: int, buckets: ExponentialBuckets, scale: int, exemplars: list[Any]
     ) -> ExponentialHistogramDataPoint:
         offset, counts = buckets.offset_counts()
         low, high = (buckets.min, buckets.max) if self._record_min_max else (math.inf, -math.inf)
@@ -363,6 +422,7 @@ class RowsExponentialStream:
             flags=0,
             min=low,
             max=high,
+            exemplars=exemplars,
         )
 
 

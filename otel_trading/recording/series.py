@@ -14,6 +14,7 @@ from math import floor, log
 from typing import Any
 
 from otel_trading import metric_contract as mc
+from otel_trading.recording.exemplars import current_context
 from otel_trading.recording.exponential import (
     E_COUNTS,
     E_HI,
@@ -51,6 +52,9 @@ from otel_trading.settings import OTEL_TRADING_MAX_LABEL_VALUES
 __all__ = ["MAX_PENDING_VALUES", "Binding", "LabelFold", "Series"]
 
 _logger = logging.getLogger("otel_trading.recording")
+
+#: How long a collection keeps checking a row's taken exponential buckets for writes that finish late.
+LATE_WRITE_WINDOW_NS = 2_000_000_000
 
 #: Durations a series keeps while no MeterProvider is known (see ``Binding.PENDING``).
 MAX_PENDING_VALUES = 100_000
@@ -100,9 +104,15 @@ class Series:
         self.binding = binding
         self.exponential = exponential if binding is Binding.ROWS else None
         # Row epochs taken at the previous collection, checked for late writes at the next one.
-        self._taken: list[tuple[Epoch, tuple[int, float, dict[int, int]]]] = []
+        # (epoch, what it held when taken or last checked, when to stop checking it)
+        self._taken: list[tuple[Epoch, tuple[int, float, dict[int, int]], int]] = []
         # The exponential buckets of the latest collection (see exponential_epoch()).
         self._epoch: ExponentialBuckets | None = None
+        #: A weak ``offer(series, value)``: exemplar candidates go to the registry's reservoirs (None: no
+        #: exemplars). Weak, as the histogram is: a component must not keep its provider's registry alive.
+        self.exemplars: Callable[[], Callable[[Series, float], None] | None] | None = None
+        #: True under the ``always_on`` exemplar filter: every duration is offered, off the inline path.
+        self.always_offer = False
         self.fast = binding is Binding.ROWS and self.exponential is None
         self._lock = threading.Lock()
         self._sources: dict[int, RowSource] = {}
@@ -194,11 +204,20 @@ class Series:
                     with self._lock:
                         self._take_epoch(row, epoch)
         if epoch is not None:
-            # Writers that read an epoch just before the previous collection took it.
-            for e, copy in taken:
+            # Writers that read an epoch just before a collection took it finish their update in it:
+            # counted at the next collection. Checked for LATE_WRITE_WINDOW_NS after the take (a writer
+            # is in the middle of one update; only a thread stalled for longer would be missed).
+            now = time.monotonic_ns()
+            keep = []
+            for e, copy, until in taken:
                 late = late_in(e, copy)
                 if late is not None:
                     epoch.merge(late, *limits)  # type: ignore[misc]
+                    copy = epoch_taken(e)
+                if now < until:
+                    keep.append((e, copy, until))
+            with self._lock:
+                self._taken.extend(keep)
             epoch.min, epoch.max = total[MIN], total[MAX]
         self._epoch = epoch
         if total[MIN] < self.all_min:
@@ -214,7 +233,7 @@ class Series:
             return
         row[EPOCH] = None
         copy = epoch_taken(e)
-        self._taken.append((e, copy))
+        self._taken.append((e, copy, time.monotonic_ns() + LATE_WRITE_WINDOW_NS))
         if into is not None:
             into.merge(as_buckets(e, copy), *self.exponential)  # type: ignore[misc]
 
@@ -228,6 +247,8 @@ class Series:
         """A duration, wherever the binding sends it. Hot paths inline the ``fast`` branch instead."""
         if self.fast:
             observe(row, value, self.bounds)
+            if current_context():
+                self.offer_exemplar(value)
         else:
             self.observe_slow(row, value)
 
@@ -256,9 +277,13 @@ class Series:
                             counts[i] += 1
                         except KeyError:
                             counts[i] = 1
+                        if self.always_offer or current_context():
+                            self.offer_exemplar(value)
                         return True
                 elif value == 0.0:
                     e[E_ZERO] += 1
+                    if self.always_offer or current_context():
+                        self.offer_exemplar(value)
                     return True
             with self._lock:
                 limits = self.exponential
@@ -267,6 +292,8 @@ class Series:
                     if e is None:
                         e = row[EPOCH] = new_epoch(*limits)
                     epoch_add(e, value)
+            if self.always_offer or current_context():
+                self.offer_exemplar(value)
             return True
         if self.merged_into is not None:
             return self.merged_into.observe_slow(row, value)
@@ -283,7 +310,31 @@ class Series:
             self._record(value)
             return False
         observe(row, value, self.bounds)
+        if self.always_offer or current_context():
+            self.offer_exemplar(value)
         return True
+
+    def offer_exemplar(self, value: float) -> None:
+        """``value`` was recorded in a non-empty OpenTelemetry context (or ``always_on``): an exemplar candidate.
+
+        Hot paths call it after their row update when ``current_context()`` is not empty.
+        """
+        ref = self.exemplars
+        if ref is not None:
+            offer = ref()
+            if offer is not None:
+                offer(self, value)
+        elif self.merged_into is not None:
+            self.merged_into.offer_exemplar(value)
+
+    def set_exemplars(self, offer: Callable[[Series, float], None] | None, always: bool = False) -> None:
+        """Where exemplar candidates go (a bound method, held weakly; None: nowhere); ``always``: offer every
+        duration (``always_on``)."""
+        with self._lock:
+            keep = offer is not None and self.binding is Binding.ROWS
+            self.exemplars = weakref.WeakMethod(offer) if keep else None  # type: ignore[type-var]
+            self.always_offer = always and self.exemplars is not None
+            self.fast = self.binding is Binding.ROWS and self.exponential is None and not self.always_offer
 
     def _record(self, value: float) -> None:
         histogram = self._histogram()
@@ -331,7 +382,7 @@ class Series:
     def _keep_exponential(self, exponential: tuple[int, int] | None) -> None:
         # Called with the lock held.
         self.exponential = exponential
-        self.fast = self.binding is Binding.ROWS and self.exponential is None
+        self.fast = self.binding is Binding.ROWS and self.exponential is None and not self.always_offer
 
     def absorb(self, other: Series) -> None:
         """Take over ``other``'s sources, history and pending values; ``other`` forwards here from now on."""
@@ -345,6 +396,7 @@ class Series:
             owned = dict(other._owned.items())
             taken, other._taken = other._taken, []
             other.exponential = None
+            other.exemplars, other.always_offer = None, False
             other.merged_into = self
             other.binding, other.fast = self.binding, self.fast
         with self._lock:

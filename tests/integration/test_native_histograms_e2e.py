@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +17,14 @@ from ..realprocs import (
     REPO,
     Prometheus,
     free_port,
+    running,
+    spawn,
     start_collector,
     start_demo_bot,
     start_prometheus,
     wait_until,
 )
+from .example_bots import opentelemetry_instrument
 from .test_deploy_e2e import PROM_CONFIG, RULES, _listing, _unanswered
 
 pytestmark = pytest.mark.integration
@@ -33,6 +39,7 @@ COMPARED = (
     "circuit_breaker_failures_total",
     "event_bus_events_processed_total",
 )
+TRACED_BOT = REPO / "tests" / "workloads" / "traced_pybreaker_bot.py"
 COMPOSE = REPO / "deploy" / "docker-compose.yml"
 EXEMPLAR_STORAGE = "--enable-feature=exemplar-storage"
 
@@ -248,7 +255,107 @@ def test_collector_remote_write_native_histogram_counts_equal_the_counters(remot
     _assert_counts_agree(remote_write_run.last, remote_write_run.log)
 
 
-# --- 3. Compose -----------------------------------------------------------------------------------
+# --- 3. Exemplars: a traced bot under opentelemetry-instrument ----------------------------------------
+
+
+@dataclass
+class ExemplarRun:
+    trace_ids: set[str]
+    own: list[dict[str, Any]]  # /api/v1/query_exemplars results for the bot's own histogram
+    breaker: list[dict[str, Any]]  # ... for circuit_breaker_latency_seconds(_bucket)
+    breaker_count: list[dict[str, Any]]  # the breaker's latency count: the instrumentation exported it
+    own_query: str
+    breaker_query: str
+    log: str
+
+
+def _exemplar_trace_ids(results: list[dict[str, Any]]) -> list[str]:
+    return [e["labels"].get("trace_id", "") for r in results for e in r["exemplars"]]
+
+
+@contextlib.contextmanager
+def _traced_bot(workdir: Path, endpoint: str, aggregation: dict[str, str]) -> Iterator[tuple[Any, Path]]:
+    ids = workdir / "trace_ids.txt"
+    env = {
+        "OTEL_SERVICE_NAME": "traced-bot",
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_METRICS_EXEMPLAR_FILTER": "trace_based",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": endpoint,
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "",
+        "OTEL_TRADING_INSTRUMENT": "",
+        "OTEL_TRADING_HISTOGRAM_SAMPLE_RATE": "1",
+        "PYTHONUNBUFFERED": "1",
+        **aggregation,
+    }
+    argv = [str(opentelemetry_instrument()), sys.executable, str(TRACED_BOT), str(ids)]
+    with running(spawn("traced-bot", argv, workdir, env=env)) as proc:
+        yield proc, ids
+
+
+@pytest.fixture(scope="module", params=["explicit", "exponential"])
+def exemplar_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ExemplarRun:
+    """The traced bot pushing OTLP/HTTP into Prometheus 3 with exemplar storage, with the default
+    (explicit) or the exponential histogram aggregation; the exemplars Prometheus holds."""
+    exponential = request.param == "exponential"
+    tmp = tmp_path_factory.mktemp(f"exemplars-{request.param}")
+    suffix = "" if exponential else "_bucket"
+    own_query = f"bot_order_duration_seconds{suffix}"
+    breaker_query = f'circuit_breaker_latency_seconds{suffix}{{name="venue-traced"}}'
+    count_query = (
+        'histogram_count(circuit_breaker_latency_seconds{name="venue-traced"})'
+        if exponential
+        else 'circuit_breaker_latency_seconds_count{name="venue-traced"}'
+    )
+    with start_prometheus(
+        tmp / "prom",
+        otlp_receiver_config(rules=False),
+        [EXEMPLAR_STORAGE, "--web.enable-otlp-receiver"],
+        version="3",
+    ) as prom:
+        start = time.time()
+
+        def exemplars(query: str) -> list[dict[str, Any]]:
+            found = prom.api("/api/v1/query_exemplars", query=query, start=str(start - 60), end=str(time.time() + 60))
+            return [r for r in found if r["exemplars"]]
+
+        endpoint = f"{prom.url}/api/v1/otlp/v1/metrics"
+        with _traced_bot(tmp, endpoint, EXPONENTIAL if exponential else {}) as (bot, ids):
+            # The harness first: the bot's own histogram must get exemplars, or nothing below means anything.
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: exemplars(own_query), 60, interval=0.5, what="the bot's own exemplars")
+            # Same pushes, same spans: a few more export intervals for the breaker's.
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: exemplars(breaker_query), 10, interval=0.5, what="the breaker's exemplars")
+            own, breaker, count = exemplars(own_query), exemplars(breaker_query), prom.query(count_query)
+            bot.stop(timeout=30)
+            log = bot.log_tail()
+        # Read after the bot has stopped: every id it wrote is in the file.
+        trace_ids = set(ids.read_text().split()) if ids.exists() else set()
+    return ExemplarRun(trace_ids, own, breaker, count, own_query, breaker_query, log)
+
+
+def test_traced_bot_own_histogram_gets_exemplars_of_its_spans(exemplar_run: ExemplarRun) -> None:
+    # Harness check: the SDK, the OTLP receiver and exemplar storage carry a plain API histogram's exemplars.
+    got = _exemplar_trace_ids(exemplar_run.own)
+    assert got, f"no exemplars for {exemplar_run.own_query}\n{exemplar_run.log}"
+    assert exemplar_run.trace_ids, exemplar_run.log
+    assert set(got) <= exemplar_run.trace_ids, sorted(set(got) - exemplar_run.trace_ids)
+
+
+def test_instrumented_pybreaker_latency_gets_exemplars_of_the_calling_spans(exemplar_run: ExemplarRun) -> None:
+    assert _exemplar_trace_ids(exemplar_run.own), "harness: the bot's own histogram got no exemplars"
+    assert exemplar_run.breaker_count, f"the pybreaker instrumentation exported no latency\n{exemplar_run.log}"
+    got = _exemplar_trace_ids(exemplar_run.breaker)
+    assert got, (
+        f"no exemplars for {exemplar_run.breaker_query} (the bot's own histogram has "
+        f"{len(_exemplar_trace_ids(exemplar_run.own))})\n{exemplar_run.log}"
+    )
+    assert set(got) <= exemplar_run.trace_ids, sorted(set(got) - exemplar_run.trace_ids)
 
 
 def test_compose_prometheus_stores_the_exemplars_these_tests_query() -> None:

@@ -18,6 +18,7 @@ from otel_trading import metric_contract as mc
 from otel_trading.instrumentation._core.identity import WeakIdentityMap
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.recording import MetricsRegistry, Row, Series, ThreadRows, observe
+from otel_trading.recording.exemplars import current_context
 from otel_trading.recording.rows import B0, BOUNDS, MAX, MIN, SUCCESSES, SUM, CountedRow, CountedThreadRows, fork_safe
 
 __all__ = [
@@ -63,6 +64,8 @@ def record_timed(owner: Timed, row: Row, elapsed: float, implied: int) -> None:
     to the rows, else the series' own way, and the explicit count when that did not time it."""
     if owner.hot.fast:
         observe(row, elapsed)
+        if current_context():  # a span (or another value) is current: an exemplar candidate
+            owner.hot.offer_exemplar(elapsed)
     elif not owner.timed or not owner.series.observe_slow(row, elapsed):
         row[implied] += 1
 
@@ -110,6 +113,8 @@ class HotEntry(Generic[B]):
             if elapsed > row[MAX]:
                 row[MAX] = elapsed
             row[B0 if elapsed <= _FIRST_BOUND else B0 + bisect_left(BOUNDS, elapsed)] += 1
+            if current_context():
+                self.hot.offer_exemplar(elapsed)
         else:
             record_timed(self.binding, row, elapsed, self.counted.implied)
 

@@ -64,6 +64,7 @@ from otel_trading.instrumentation._core.reliance import (
 from otel_trading.instrumentation._core.reporting import report, warn_once
 from otel_trading.instrumentation._core.session import Session, existing_instances
 from otel_trading.recording import FAILURES, REJECTED, SUCCESSES, Row, Series, observe
+from otel_trading.recording.exemplars import current_context
 
 __all__ = ["Classes", "Family", "LibraryBreakers", "state_object_reliance"]
 
@@ -398,6 +399,8 @@ class LibraryBreakers:
                     row: Row = binding.exclusive  # type: ignore[assignment]  # set by _bind in this mode
                     if binding.hot.fast:
                         observe(row, elapsed)
+                        if current_context():  # a span (or another value) is current: an exemplar candidate
+                            binding.hot.offer_exemplar(elapsed)
                     else:
                         record_timed(binding, row, elapsed, SUCCESSES)
                 except Exception as exc:  # pragma: no cover - defensive

@@ -67,6 +67,7 @@ from otel_trading.recording import (
     Row,
     Series,
 )
+from otel_trading.recording.exemplars import current_context
 from otel_trading.recording.rows import fork_safe
 
 __all__ = ["EmitterBinding", "PyeeEmitters"]
@@ -407,6 +408,8 @@ class PyeeEmitters:
                         if elapsed > row[MAX]:
                             row[MAX] = elapsed
                         row[B0 if elapsed <= first_bound else B0 + bisect_left(BOUNDS, elapsed)] += 1
+                        if current_context():  # a span (or another value) is current: an exemplar candidate
+                            ev.hot.offer_exemplar(elapsed)
                     else:
                         ev.observe(elapsed)
                 except Exception as exc:  # pragma: no cover - defensive
