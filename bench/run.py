@@ -47,6 +47,8 @@ import prometheus_client
 import purgatory
 import pybreaker
 import pyee
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -557,10 +559,30 @@ def bench_histograms(calls: int, events: int, repeat: int) -> dict[str, Any]:
         finally:
             instrumentor.uninstrument()
 
+    def in_span(sampled: bool, measure: Callable[[], float]) -> Callable[[], float]:
+        # A span current around the whole run: the cost measured is the exemplar path, not the span's.
+        flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if sampled else 0)
+        span = trace.NonRecordingSpan(trace.SpanContext(0x1F, 0x2F, is_remote=False, trace_flags=flags))
+
+        def run() -> float:
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                return measure()
+            finally:
+                otel_context.detach(token)
+
+        return run
+
     variants: dict[str, Callable[[], float]] = {}
-    for kind, provider in providers.items():
-        breaker = breakers[kind]
+    for kind, breaker in breakers.items():
         variants[f"CircuitBreaker, {kind}"] = lambda b=breaker: _ns_per_call(lambda: b.call(_noop), calls)
+        variants[f"CircuitBreaker, {kind}, sampled span"] = in_span(
+            True, lambda b=breaker: _ns_per_call(lambda: b.call(_noop), calls)
+        )
+    variants[f"CircuitBreaker, {EXPLICIT}, unsampled span"] = in_span(
+        False, lambda b=breakers[EXPLICIT]: _ns_per_call(lambda: b.call(_noop), calls)
+    )
+    for kind, provider in providers.items():
         variants[f"EventBus ns/event, {kind}"] = lambda p=provider: (
             1e9 / _bus_events_per_s(lambda: EventBus(meter_provider=p), events)
         )
@@ -578,6 +600,10 @@ def bench_histograms(calls: int, events: int, repeat: int) -> dict[str, Any]:
         "ns_median": {k: _median(v) for k, v in samples.items()},
         "samples": samples,
         "exponential_vs_explicit": ratios,
+        "span_vs_no_span": {
+            f"{kind}, {span}": _paired_ratio(samples, f"CircuitBreaker, {kind}, {span}", f"CircuitBreaker, {kind}")
+            for kind, span in ((EXPLICIT, "sampled span"), (EXPLICIT, "unsampled span"), (EXPONENTIAL, "sampled span"))
+        },
         "sdk_exponential_vs_rows_exponential": _paired_ratio(
             samples, "pybreaker + SDK exponential histogram", f"pybreaker instrumented, {EXPONENTIAL}"
         ),
@@ -1145,7 +1171,12 @@ def _print_table(results: dict[str, Any]) -> None:
         "  -> exponential/explicit: "
         + ", ".join(f"{k} {v:.3f}" for k, v in hi["exponential_vs_explicit"].items())
         + f"; the SDK's own exponential histogram costs {hi['sdk_exponential_vs_rows_exponential']:.1f}x"
-        + " the instrumented pybreaker's\n"
+        + " the instrumented pybreaker's"
+    )
+    print(
+        "  -> a call in a span / outside any (exemplars): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in hi["span_vs_no_span"].items())
+        + "\n"
     )
     ex = results["exactness"]
     print(f"Exactness and OTel data ({ex['threads']} threads x {ex['per_thread']:,} calls; asyncio the same)")

@@ -20,8 +20,10 @@ from time import time_ns
 from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
+from opentelemetry.trace import INVALID_SPAN as _INVALID_SPAN
+from opentelemetry.trace import Span as _Span
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 __all__ = [
     "ALWAYS_OFF",
@@ -78,17 +80,32 @@ class Offer(NamedTuple):
     span_id: int | None
 
 
-def offer_of(value: float, mode: str, ctx: Any) -> Offer | None:
-    """The offer the SDK's filter ``mode`` lets through for ``value`` recorded in context ``ctx``, else None."""
-    span = trace.get_current_span(ctx) if ctx else trace.INVALID_SPAN
-    if span == trace.INVALID_SPAN:
-        if mode != ALWAYS_ON:
-            return None
-        return Offer(value, time_ns(), None, None)
+def offer_of(value: float, always: bool, ctx: Any) -> Offer | None:
+    """The offer the SDK's filter lets through for ``value`` recorded in context ``ctx``, else None.
+
+    ``always``: the ``always_on`` filter (every measurement); else ``trace_based`` (a sampled current span).
+    The span lookup is ``trace.get_current_span(ctx)``'s, done in place: this runs for every call made
+    inside a span.
+    """
+    span = ctx.get(_SPAN_KEY) if ctx else None
+    if span is None or span is _INVALID_SPAN or (type(span) not in _SPAN_TYPES and not _is_span(span)):
+        return Offer(value, time_ns(), None, None) if always else None
     span_context = span.get_span_context()
-    if mode == TRACE_BASED and not span_context.trace_flags.sampled:
+    if not always and not span_context.trace_flags & _SAMPLED:
         return None
     return Offer(value, time_ns(), span_context.trace_id, span_context.span_id)
+
+
+# Span classes seen so far: ``isinstance`` against the ``Span`` ABC costs more than the rest of the check.
+_SPAN_TYPES: set[type] = set()
+_SAMPLED = 0x01
+
+
+def _is_span(span: Any) -> bool:
+    if isinstance(span, _Span):
+        _SPAN_TYPES.add(type(span))
+        return True
+    return False
 
 
 class _Slot:

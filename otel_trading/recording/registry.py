@@ -81,7 +81,6 @@ class MetricsRegistry:
         # The provider's exemplar filter (recording.exemplars), and each kind's streams in reader order:
         # an exemplar candidate is offered to them in that order, as the SDK offers to its aggregations.
         self._exemplar_filter: str | None = None
-        self._offer_failed = False
         self._ordered: dict[str, list[weakref.ref[Any]]] = {kind: [] for kind in _HISTOGRAM_OF}
         #: The registry that took this one over (see the module docstring), else None.
         self.adopted_by: MetricsRegistry | None = None
@@ -229,32 +228,15 @@ class MetricsRegistry:
         if kind == _LOOP or mode is None or mode == exemplars.ALWAYS_OFF:
             series.set_exemplars(None)
         else:
-            series.set_exemplars(
-                self._offer_breaker if kind == _BREAKER else self._offer_event, mode == exemplars.ALWAYS_ON
-            )
+            series.set_exemplars(self, kind, mode == exemplars.ALWAYS_ON)
 
-    def _offer_breaker(self, series: Series, value: float) -> None:
-        self._offer(_BREAKER, series, value)
-
-    def _offer_event(self, series: Series, value: float) -> None:
-        self._offer(_EVENT, series, value)
-
-    def _offer(self, kind: str, series: Series, value: float) -> None:
-        """An exemplar candidate, offered to every reader's stream for ``kind`` in reader order."""
-        try:
-            offer = exemplars.offer_of(
-                value, self._exemplar_filter or exemplars.ALWAYS_OFF, exemplars.current_context()
-            )
-            if offer is None:
-                return
-            for ref in self._ordered[kind]:
-                stream = ref()
-                if stream is not None:
-                    stream.offer(series, offer)
-        except Exception:  # never into the bot
-            if not self._offer_failed:
-                self._offer_failed = True
-                _logger.exception("otel-trading: recording an exemplar failed; exemplars may be missing")
+    def offer_exemplar(self, kind: str, series: Series, offer: exemplars.Offer) -> None:
+        """An exemplar candidate of ``series``, offered to every reader's stream for ``kind`` in reader order
+        (the order the SDK offers a measurement to its readers' aggregations)."""
+        for ref in self._ordered[kind]:
+            stream = ref()
+            if stream is not None:
+                stream.offer(series, offer)
 
     def _adopt_pending_global(self) -> None:
         pending = _pending_global

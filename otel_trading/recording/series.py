@@ -14,7 +14,7 @@ from math import floor, log
 from typing import Any
 
 from otel_trading import metric_contract as mc
-from otel_trading.recording.exemplars import current_context
+from otel_trading.recording.exemplars import current_context, offer_of
 from otel_trading.recording.exponential import (
     E_COUNTS,
     E_HI,
@@ -108,9 +108,10 @@ class Series:
         self._taken: list[tuple[Epoch, tuple[int, float, dict[int, int]], int]] = []
         # The exponential buckets of the latest collection (see exponential_epoch()).
         self._epoch: ExponentialBuckets | None = None
-        #: A weak ``offer(series, value)``: exemplar candidates go to the registry's reservoirs (None: no
-        #: exemplars). Weak, as the histogram is: a component must not keep its provider's registry alive.
-        self.exemplars: Callable[[], Callable[[Series, float], None] | None] | None = None
+        #: The registry whose readers' reservoirs take this series' exemplars, held weakly (as the histogram:
+        #: a component must not keep its provider's registry alive); None: no exemplars.
+        self.exemplars: Callable[[], Any] | None = None
+        self._exemplar_kind = ""
         #: True under the ``always_on`` exemplar filter: every duration is offered, off the inline path.
         self.always_offer = False
         self.fast = binding is Binding.ROWS and self.exponential is None
@@ -320,19 +321,26 @@ class Series:
         Hot paths call it after their row update when ``current_context()`` is not empty.
         """
         ref = self.exemplars
-        if ref is not None:
-            offer = ref()
+        if ref is None:
+            if self.merged_into is not None:
+                self.merged_into.offer_exemplar(value)
+            return
+        try:
+            offer = offer_of(value, self.always_offer, current_context())
             if offer is not None:
-                offer(self, value)
-        elif self.merged_into is not None:
-            self.merged_into.offer_exemplar(value)
+                registry = ref()
+                if registry is not None:
+                    registry.offer_exemplar(self._exemplar_kind, self, offer)
+        except Exception:  # never into the bot
+            _report_exemplar_failure()
 
-    def set_exemplars(self, offer: Callable[[Series, float], None] | None, always: bool = False) -> None:
-        """Where exemplar candidates go (a bound method, held weakly; None: nowhere); ``always``: offer every
-        duration (``always_on``)."""
+    def set_exemplars(self, registry: Any, kind: str = "", always: bool = False) -> None:
+        """Offer exemplar candidates to ``registry``'s streams of ``kind`` (None: no exemplars); ``always``:
+        every duration (the ``always_on`` filter), else those recorded in a sampled span (``trace_based``)."""
         with self._lock:
-            keep = offer is not None and self.binding is Binding.ROWS
-            self.exemplars = weakref.WeakMethod(offer) if keep else None  # type: ignore[type-var]
+            keep = registry is not None and self.binding is Binding.ROWS
+            self.exemplars = weakref.ref(registry) if keep else None
+            self._exemplar_kind = kind
             self.always_offer = always and self.exemplars is not None
             self.fast = self.binding is Binding.ROWS and self.exponential is None and not self.always_offer
 
@@ -430,6 +438,16 @@ def _weak_instrument(instrument: Any) -> Callable[[], Any]:
         return weakref.ref(instrument)
     except TypeError:  # an instrument type without weakref support: hold it
         return lambda: instrument
+
+
+_exemplar_failed = False
+
+
+def _report_exemplar_failure() -> None:
+    global _exemplar_failed
+    if not _exemplar_failed:
+        _exemplar_failed = True
+        _logger.exception("otel-trading: recording an exemplar failed; exemplars may be missing (logged once)")
 
 
 class LabelFold:
