@@ -263,3 +263,28 @@ def _latency_counts(reader: InMemoryMetricReader) -> list[int]:
                         assert p.count == p.zero_count + sum(p.positive.bucket_counts)
                         out.append(p.count)
     return out
+
+
+def test_a_view_asking_for_exponential_buckets_is_served_from_the_rows() -> None:
+    from opentelemetry.sdk.metrics.view import View
+
+    reader = InMemoryMetricReader()
+    view = View(instrument_name=LATENCY, aggregation=ExponentialBucketHistogramAggregation(max_size=40, max_scale=10))
+    provider = MeterProvider([reader], views=[view], shutdown_on_exit=False)
+    breaker = CircuitBreaker("b", meter_provider=provider)
+    assert breaker._series is not None and breaker._series.binding is Binding.ROWS
+    assert breaker._series.exponential == (10, 40)
+    for _ in range(5):
+        breaker.call(lambda: None)
+    data = reader.get_metrics_data()
+    provider.shutdown()
+    (point,) = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == LATENCY
+        for p in m.data.data_points
+    ]
+    assert isinstance(point, ExponentialHistogramDataPoint)
+    assert point.count == 5 and point.scale <= 10
