@@ -306,8 +306,9 @@ def fast_path_counts() -> dict[str, dict[str, tuple[int, int]]]:
     """How the compiled hooks installed now have been taking their fast path:
     ``{library: {"Class.method": (hits, misses)}}``, hits being the calls a hook served itself and
     misses the calls it handed to its pure-Python twin (a library's first call in a thread, an
-    unusual call, one of a breaker that is not closed, ...). A library instrumented on the pure-Python
-    hot paths, or not instrumented, has no entry. Each hook counts from when it was installed; the
+    unusual call, one of a breaker that is not closed, one made while OpenTelemetry's context holds
+    a span, whose duration the twin records with its exemplar, ...). A library instrumented on the
+    pure-Python hot paths, or not instrumented, has no entry. Each hook counts from when it was installed; the
     counts are plain integers kept under the GIL, so reading them costs nothing on the hot paths."""
     counts: dict[str, dict[str, tuple[int, int]]] = {}
     for cls in LIBRARY_INSTRUMENTORS:

@@ -7,6 +7,8 @@ from typing import Any
 
 import pybreaker
 import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_trading.instrumentation._core import hot_path
 from otel_trading.tooling.doctor.checks import CHECKS, check_hot_paths
@@ -45,6 +47,22 @@ def test_the_fast_path_counts_of_the_hooks_installed_here_are_reported(
     assert result.status is Status.OK
     assert result.data["fast_path_counts"]["pybreaker"]["CircuitBreaker.call"] == (3, 0)
     assert "pybreaker CircuitBreaker.call 3 hit(s), 0 miss(es)" in result.detail
+    metrics.provider.shutdown()
+
+
+def test_calls_made_in_a_span_are_reported_as_misses(monkeypatch: pytest.MonkeyPatch, instrumentor: Any) -> None:
+    use_hot_path("compiled", monkeypatch)
+    metrics = make_metrics(True)
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    breaker = pybreaker.CircuitBreaker(name="doctor-traced")
+    span = NonRecordingSpan(SpanContext(0x1, 0x2, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED)))
+    with trace.use_span(span):  # handed to the twin, which records the exemplar
+        for _ in range(3):
+            breaker.call(int)
+    breaker.call(int)
+    result = check_hot_paths(_context())
+    assert result.data["fast_path_counts"]["pybreaker"]["CircuitBreaker.call"] == (1, 3)
+    assert "pybreaker CircuitBreaker.call 1 hit(s), 3 miss(es)" in result.detail
     metrics.provider.shutdown()
 
 

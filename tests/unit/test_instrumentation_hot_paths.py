@@ -9,7 +9,9 @@ fast paths.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import gc
 import importlib
 import inspect
@@ -32,8 +34,11 @@ import pyee
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from purgatory.service._sync.circuitbreaker import SyncCircuitBreaker
 from pyee.asyncio import AsyncIOEventEmitter
 
@@ -52,6 +57,7 @@ from otel_trading.instrumentation.purgatory import hooks as purgatory_hooks
 from otel_trading.instrumentation.pyee import hooks as pyee_hooks
 from otel_trading.metric_contract import METRICS_BY_KEY
 from otel_trading.recording import BOUNDS, Series, new_row, observe
+from otel_trading.recording.rows import B0, MAX, MIN, SUM
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
 from ..conftest import HOT_PATHS, Metrics, make_metrics, run_in_threads, use_hot_path
@@ -643,6 +649,225 @@ def test_the_pure_python_paths_have_no_fast_path_counts(instrumentor: Any, metri
         patch.setattr(hot_path, "enabled", False)
         instrumentor.instrument(meter_provider=metrics.provider, config={})
         assert fast_path_counts() == {}
+
+
+# -- OpenTelemetry's context: a call made while it holds something goes to the twin ----------------------
+# The twins record a duration with a trace exemplar when OpenTelemetry's current Context is not empty;
+# the C paths do not, so each hook that records a duration hands such a call to its twin, deciding once,
+# at the entry of the call. purgatory's __enter__ records no duration and stays compiled: its exit decides.
+
+#: library -> the hook that decides, as fast_path_counts() names it
+DECIDES = {
+    "pybreaker": "CircuitBreaker.call",
+    "circuitbreaker": "CircuitBreaker.call",
+    "purgatory": "SyncCircuitBreaker.__exit__",
+    "pyee": "EventEmitter._call_handlers",
+}
+
+
+def _named_call(library: str, name: str) -> Callable[[], Any]:
+    """One ordinary call of ``library``'s instrumented path, on a breaker or event named ``name``."""
+    if library == "pybreaker":
+        breaker = pybreaker.CircuitBreaker(name=name)
+        return lambda: breaker.call(int)
+    if library == "circuitbreaker":
+
+        def closed_and_succeeding() -> int:
+            return 1
+
+        guarded: Callable[[], Any] = circuitbreaker.circuit(name=name)(closed_and_succeeding)
+        return guarded
+    if library == "purgatory":
+        wrapper = purgatory.SyncCircuitBreakerFactory().get_breaker(name)
+
+        def block() -> None:
+            with wrapper:
+                pass
+
+        return block
+    emitter = pyee.EventEmitter()
+    emitter.on(name, lambda: None)
+    return lambda: emitter.emit(name)
+
+
+def _sampled_span() -> contextlib.AbstractContextManager[Any]:
+    """A sampled span made current, as a traced request handler has it."""
+    span_context = SpanContext(
+        trace_id=0x5CE0E9A56015FEC5AADFA328AE398115,
+        span_id=0xD5A4FE2E3B0C3C2B,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return trace.use_span(NonRecordingSpan(span_context))
+
+
+@contextlib.contextmanager
+def _attached(ctx: otel_context.Context) -> Iterator[None]:
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+#: Ways OpenTelemetry's current Context holds something.
+HELD: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+    "sampled_span": _sampled_span,
+    "any_value": lambda: _attached(otel_context.set_value("otel-trading-test", 1)),
+}
+#: Ways it is empty.
+EMPTY: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+    "nothing_attached": contextlib.nullcontext,
+    "empty_context_attached": lambda: _attached(otel_context.Context()),
+}
+
+
+def _counted(
+    library: str, call: Callable[[], Any], around: Callable[[], contextlib.AbstractContextManager[Any]]
+) -> dict[str, tuple[int, int]]:
+    """(hits, misses) of each of ``library``'s hooks over CALLS calls made inside ``around()``."""
+    before = fast_path_counts()[library]
+    with around():
+        for _ in range(CALLS):
+            call()
+    after = fast_path_counts()[library]
+    return {
+        hook: (hits - before.get(hook, (0, 0))[0], misses - before.get(hook, (0, 0))[1])
+        for hook, (hits, misses) in after.items()
+    }
+
+
+@pytest.mark.parametrize("empty", EMPTY)
+@pytest.mark.parametrize("library", COMPILED)
+def test_calls_with_no_span_stay_on_the_fast_path(library: str, empty: str, instrumentor: Any) -> None:
+    compiled(library)
+    metrics = make_metrics(True)
+    try:
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+        call = _named_call(library, f"no-span-{library}")
+        counts = _counted(library, call, EMPTY[empty])
+        hits, misses = counts[DECIDES[library]]
+        # At most one miss: the first call in a thread makes its row on the twin.
+        assert hits >= CALLS - 1 and misses <= 1, (library, counts)
+    finally:
+        metrics.provider.shutdown()
+
+
+@pytest.mark.parametrize("held", HELD)
+@pytest.mark.parametrize("library", COMPILED)
+def test_calls_in_a_span_take_the_twin(library: str, held: str, instrumentor: Any) -> None:
+    compiled(library)
+    metrics = make_metrics(True)
+    try:
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+        call = _named_call(library, f"span-{library}")
+        call()  # its row made (the first call in a thread is the twin's anyway)
+        counts = _counted(library, call, HELD[held])
+        assert counts[DECIDES[library]] == (0, CALLS), (library, counts)
+        if library == "purgatory":  # the enter records no duration: compiled whatever the context
+            assert counts["SyncCircuitBreaker.__enter__"] == (CALLS, 0), counts
+    finally:
+        metrics.provider.shutdown()
+
+
+def _recorded(metrics: Metrics, name: str) -> dict[tuple[str, tuple[tuple[str, Any], ...]], Any]:
+    """What was recorded for the breaker or event ``name`` (``*`` in its place): each counter's and
+    gauge's value, each histogram's count (its sum and buckets are timings)."""
+    recorded = {}
+    for metric, data in metrics.collect().items():
+        for point in data.data.data_points:
+            attributes = dict(point.attributes)
+            if name not in attributes.values():
+                continue
+            key = (metric, tuple(sorted((k, "*" if v == name else v) for k, v in attributes.items())))
+            recorded[key] = point.count if isinstance(point, HistogramDataPoint) else point.value
+    return recorded
+
+
+@pytest.mark.parametrize("library", COMPILED)
+def test_calls_in_a_span_record_what_calls_outside_one_record(
+    library: str, metrics: Metrics, instrumentor: Any
+) -> None:
+    compiled(library)
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    plain, traced = _named_call(library, "plain"), _named_call(library, "traced")
+    for _ in range(CALLS):
+        plain()
+    with _sampled_span():
+        for _ in range(CALLS):
+            traced()
+    outside, inside = _recorded(metrics, "plain"), _recorded(metrics, "traced")
+    assert CALLS in outside.values(), outside  # a histogram's count (or a counter) saw every call
+    assert inside == outside
+
+
+async def test_asyncio_events_in_a_span_record_what_events_outside_one_record(
+    metrics: Metrics, instrumentor: Any
+) -> None:
+    # pyee's _emit_run hook records no duration (the twin's helpers it calls do): it stays compiled
+    # and serves the handlers of an event whose _call_handlers went to the twin.
+    compiled("pyee")
+    instrumentor.instrument(meter_provider=metrics.provider, config={})
+    emitter = AsyncIOEventEmitter()
+    emitter.add_listener("error", lambda exc: None)
+    for name in ("plain", "traced"):
+        emitter.on(name, lambda: None)
+        emitter.on(name, _coroutine_handler)
+        emitter.on(name, _raising_handler)
+    for _ in range(10):
+        emitter.emit("plain")
+        with _sampled_span():
+            emitter.emit("traced")
+    await asyncio.sleep(0.01)
+    outside, inside = _recorded(metrics, "plain"), _recorded(metrics, "traced")
+    assert 10 in outside.values(), outside
+    assert inside == outside
+
+
+async def _coroutine_handler() -> None:
+    await asyncio.sleep(0)
+
+
+def _raising_handler() -> None:
+    raise ValueError("handler failed")
+
+
+@pytest.mark.parametrize("library", COMPILED)
+def test_a_module_configured_without_the_context_variable_never_looks(library: str, instrumentor: Any) -> None:
+    native = compiled(library)
+    metrics = make_metrics(True)
+    try:
+        instrumentor.instrument(meter_provider=metrics.provider, config={})
+        call = _named_call(library, f"unconfigured-{library}")
+        call()
+        native.configure(BOUNDS, SUM, MIN, MAX, B0)  # the context variable left out: None
+        counts = _counted(library, call, _sampled_span)
+        assert counts[DECIDES[library]] == (CALLS, 0), (library, counts)
+    finally:
+        native.configure(BOUNDS, SUM, MIN, MAX, B0, hot_path.otel_context_var())
+        metrics.provider.shutdown()
+
+
+@pytest.mark.parametrize("library", COMPILED)
+def test_configure_refuses_a_context_that_is_not_a_context_variable(library: str) -> None:
+    native = compiled(library)
+    wrong = otel_context.get_current()  # the Context itself, not the variable that holds it
+    with pytest.raises(TypeError, match=r"'context' \(the 6th argument\) must be a contextvars.ContextVar .*Context"):
+        native.configure(BOUNDS, SUM, MIN, MAX, B0, wrong)
+    assert native.observe(new_row(), 0.05) is True  # the layout in use is unchanged
+
+
+def test_the_context_variable_is_opentelemetrys_current_context() -> None:
+    runtime: Any = otel_context._RUNTIME_CONTEXT  # a ContextVarsRuntimeContext, unless configured otherwise
+    assert hot_path.otel_context_var() is runtime._current_context
+
+
+def test_another_runtime_context_gives_no_context_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OtherRuntimeContext:
+        _current_context: contextvars.ContextVar[Any] = contextvars.ContextVar("current_context")
+
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", OtherRuntimeContext())
+    assert hot_path.otel_context_var() is None
 
 
 # -- what the C reads of our own objects: checked when a hook is made -------------------------------------

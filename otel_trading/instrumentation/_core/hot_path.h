@@ -14,7 +14,9 @@
  * time.perf_counter reads on POSIX, so starts and ends mix freely with the Python twins') and
  * updates the thread's row while holding the GIL, so a collection never sees half an update.
  * Whatever is off a fast path goes to the hook's pure-Python twin (``slow``), which decides as it
- * always did; every hook counts the calls it served itself and the calls it handed to the twin.
+ * always did; so does a call made while OpenTelemetry's current context holds something (a span:
+ * the twin records its duration with a trace exemplar; see ``context_held``). Every hook counts the
+ * calls it served itself and the calls it handed to the twin.
  *
  * What the hooks read of otel-trading's own objects (an entry's ``local`` and ``hot``, a series'
  * ``fast``, ...) they read at slot offsets found when the hook is made, from the class its factory
@@ -150,11 +152,49 @@ static inline int observe_row(PyObject *row, double value) {
     return 0;
 }
 
-/* configure(bounds, sum, min, max, b0): the row layout every fast path of this module writes. */
+/* -- OpenTelemetry's current context: a call made while it holds something goes to the twin ----------
+ * The twins record a duration with a trace exemplar when OpenTelemetry's current Context (a dict)
+ * is not empty (a span is current: whether it is sampled, and the provider's exemplar filter, are
+ * theirs to weigh). The compiled paths do not: a hook that records a duration itself asks
+ * ``context_held()`` once, at the entry of the call, and hands the whole call to its twin when it
+ * is true. The Context is the value of a ContextVar (``opentelemetry.context._RUNTIME_CONTEXT.
+ * _current_context``, when the runtime context is the contextvars one), set by configure(); with
+ * none set, the compiled paths never look. An empty Context, the common case, keeps the C path. */
+static PyObject *OTEL_CONTEXT = NULL; /* strong: the ContextVar, or NULL */
+
+/* True when the configured ContextVar's value is a non-empty dict (or could not be read: the twin
+ * then decides as it always does). One ContextVar lookup (cached per thread by CPython). */
+static inline int context_held(void) {
+    if (OTEL_CONTEXT == NULL) {
+        return 0;
+    }
+    PyObject *value;
+    if (PyContextVar_Get(OTEL_CONTEXT, NULL, &value) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    if (value == NULL) { /* no value, and the variable has no default */
+        return 0;
+    }
+    int held = PyDict_Check(value) && PyDict_GET_SIZE(value) > 0;
+    Py_DECREF(value);
+    return held;
+}
+
+/* configure(bounds, sum, min, max, b0, context=None): the row layout every fast path of this module
+ * writes, and the ContextVar of OpenTelemetry's current Context (None, or left out: never looked at).
+ * Everything is checked before anything changes. */
 static inline PyObject *configure(PyObject *module, PyObject *args) {
-    PyObject *bounds;
+    PyObject *bounds, *context = Py_None;
     Py_ssize_t i_sum, i_min, i_max, i_b0;
-    if (!PyArg_ParseTuple(args, "O!nnnn:configure", &PyTuple_Type, &bounds, &i_sum, &i_min, &i_max, &i_b0)) {
+    if (!PyArg_ParseTuple(args, "O!nnnn|O:configure", &PyTuple_Type, &bounds, &i_sum, &i_min, &i_max, &i_b0,
+                          &context)) {
+        return NULL;
+    }
+    if (context != Py_None && !PyContextVar_CheckExact(context)) {
+        PyErr_Format(PyExc_TypeError,
+                     "configure(): 'context' (the 6th argument) must be a contextvars.ContextVar or None, not %.200s",
+                     Py_TYPE(context)->tp_name);
         return NULL;
     }
     /* observe_row checks a row's length against I_B0 + the bounds: every column must come before. */
@@ -187,6 +227,8 @@ static inline PyObject *configure(PyObject *module, PyObject *args) {
     I_MAX = i_max;
     I_B0 = i_b0;
     I_SUM = i_sum;
+    /* Last: dropping the previous variable may run Python code, which sees the new layout. */
+    Py_XSETREF(OTEL_CONTEXT, context != Py_None ? Py_NewRef(context) : NULL);
     Py_RETURN_NONE;
 }
 
@@ -691,7 +733,7 @@ typedef struct {
     PyObject *slow;               /* the pure-Python twin */
     const Field *fields;          /* the kind's (its own references besides the head's) */
     unsigned long long calls;     /* every call */
-    unsigned long long misses;    /* the calls handed to ``slow`` */
+    unsigned long long misses;    /* the calls handed to ``slow`` (those in a span's context too) */
     RowCache rows;                /* the caches of the kinds that use them */
     SpecialCache specials;
 } Hook;
@@ -813,7 +855,8 @@ static PyGetSetDef hook_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {"__class__", hook_class, NULL, NULL, NULL},
     {"fast_path_counts", hook_counts, NULL,
-     "(hits, misses): the calls this hook served itself, and those it handed to its pure-Python twin.", NULL},
+     "(hits, misses): the calls this hook served itself, and those it handed to its pure-Python twin "
+     "(unusual calls, and those made while OpenTelemetry's context holds a span).", NULL},
     {NULL},
 };
 
@@ -975,7 +1018,9 @@ static inline PyObject *hook_new(PyTypeObject *type, vectorcallfunc behaviour, c
 /* -- the module ------------------------------------------------------------------------------------ */
 #define HOT_PATH_METHODS                                                                                       \
     {"configure", configure, METH_VARARGS,                                                                     \
-     "configure(bounds, sum, min, max, b0): the row layout every fast path of this module writes."},           \
+     "configure(bounds, sum, min, max, b0, context=None): the row layout every fast path of this module "      \
+     "writes, and the contextvars.ContextVar of OpenTelemetry's current Context: a call made while it is "     \
+     "not empty goes to the hook's pure-Python twin (None: never looked at)."},                                \
         {"observe", (PyCFunction)(void (*)(void))observe, METH_FASTCALL,                                       \
          "observe(row, value) -> bool: add value to the row's histogram columns; False if it is not a row."}
 

@@ -2,12 +2,15 @@
 
 A home with compiled hot paths (``libraries.COMPILED``) has an extension module
 ``otel_trading.instrumentation.<library>._hooks``, built from its ``_hooks.c`` on the shared
-header ``_core/hot_path.h``. ``load(library)`` gives it, configured with the row layout, or None:
-then that library's instrumentation installs its pure-Python twins.
+header ``_core/hot_path.h``. ``load(library)`` gives it, configured with the row layout and the
+ContextVar of OpenTelemetry's current context (a call made while that context holds something, a
+span, goes to the hook's pure-Python twin, which records the exemplar), or None: then that
+library's instrumentation installs its pure-Python twins.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import logging
@@ -57,8 +60,23 @@ _announced = threading.Event()
 _loaded: dict[str, tuple[types.ModuleType | None, str | None]] = {}
 
 
+def otel_context_var() -> contextvars.ContextVar[Any] | None:
+    """The ContextVar whose value is OpenTelemetry's current ``Context`` (a dict), when its runtime
+    context is the contextvars one (the default); None for any other, whose context the compiled
+    paths then never look at (their calls stay on the C path, span or not)."""
+    from opentelemetry import context
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
+    if not isinstance(runtime, ContextVarsRuntimeContext):
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, contextvars.ContextVar) else None
+
+
 def _load(library: str) -> tuple[types.ModuleType | None, str | None]:
-    """``library``'s compiled hooks module, configured with the row layout; or None and why not."""
+    """``library``'s compiled hooks module, configured with the row layout and OpenTelemetry's
+    context variable (resolved now, once per module); or None and why not."""
     found = _loaded.get(library)
     if found is None:
         try:
@@ -66,7 +84,7 @@ def _load(library: str) -> tuple[types.ModuleType | None, str | None]:
         except ImportError as exc:
             found = (None, str(exc))
         else:
-            module.configure(BOUNDS, SUM, MIN, MAX, B0)
+            module.configure(BOUNDS, SUM, MIN, MAX, B0, otel_context_var())
             found = (module, None)
         _loaded[library] = found
     return found

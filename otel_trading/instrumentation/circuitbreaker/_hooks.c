@@ -16,8 +16,9 @@
 
 /* -- guarded_call: circuitbreaker's ``call(self, func, *args, **kwargs)`` ------------------------
  * Fast path: a known breaker whose ``_state`` is ``closed``, whose series is hot and whose row in
- * this thread exists; the block ``with breaker: func(*args, **kwargs)`` runs here, timed. A raising
- * block goes to ``raised(breaker, entry, start, exc, True)`` and on unchanged. */
+ * this thread exists, called while OpenTelemetry's context is empty; the block ``with breaker:
+ * func(*args, **kwargs)`` runs here, timed. A raising block goes to ``raised(breaker, entry, start,
+ * exc, True)`` and on unchanged. */
 typedef struct {
     Hook hook;
     PyObject *entries; /* id(breaker) -> entry */
@@ -36,7 +37,7 @@ HOOK_KIND(GuardedCall, guarded_call, NULL, "circuitbreaker's CircuitBreaker.call
 static PyObject *guarded_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     GuardedCall *h = HOOK_CALLED(GuardedCall);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 2 || names_a_parameter(kwnames)) {
+    if (nargs < 2 || names_a_parameter(kwnames) || context_held()) {
         return SLOW(h);
     }
     PyObject *breaker = args[0], *func = args[1];

@@ -137,7 +137,8 @@ static PyTypeObject OpenBlocksType = {
 /* -- paired_enter: purgatory's ``SyncCircuitBreaker.__enter__(self)`` ------------------------------
  * Enters ``self.context``; its ``opened`` error is a rejection (``rejected(self)``); then the
  * start is kept in ``blocks`` (or, when full, under the wrapper's id in ``starts``, with
- * ``nested(key, start)`` when the wrapper is already in a block). */
+ * ``nested(key, start)`` when the wrapper is already in a block). It records no duration, so it
+ * stays compiled whatever OpenTelemetry's context holds: paired_exit decides for the block. */
 typedef struct {
     Hook hook;
     PyObject *starts;   /* id(wrapper) -> start, when ``blocks`` is full */
@@ -199,9 +200,11 @@ static PyObject *paired_enter(PyObject *op, PyObject *const *args, size_t nargsf
 }
 
 /* -- paired_exit: purgatory's ``SyncCircuitBreaker.__exit__(self, exc_type, exc, tb)`` --------------
- * Fast path: no exception, one start kept for the wrapper, a known circuit whose series is hot and
- * whose row in this thread exists: the library's exit runs, then the block (enter to this call) is
- * one histogram update. */
+ * Fast path: no exception, OpenTelemetry's context empty, one start kept for the wrapper, a known
+ * circuit whose series is hot and whose row in this thread exists: the library's exit runs, then the
+ * block (enter to this call) is one histogram update. The exit alone decides: paired_enter records
+ * no duration and keeps every start in ``blocks`` whatever the context (the twin exit takes it from
+ * there as this one does, so a block entered here and left there, or the reverse, keeps its start). */
 
 /* The circuit the last exit found for a context object, and the size of the circuits table then:
  * circuits are only ever added, never replaced, so while the size is unchanged (no circuit added,
@@ -234,7 +237,7 @@ HOOK_KIND(PairedExit, paired_exit, NULL, "purgatory's SyncCircuitBreaker.__exit_
 static PyObject *paired_exit(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     PairedExit *h = HOOK_CALLED(PairedExit);
     double end = now();
-    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || args[2] != Py_None) {
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || args[2] != Py_None || context_held()) {
         return SLOW(h);
     }
     PyObject *self = args[0];

@@ -22,7 +22,8 @@
  * Python side checked), timed: a closed or half-open state's call is one histogram update of the
  * binding's exclusive row (only ever written under this lock); an open state's call is the
  * rejection the patched ``before_call`` counts; a raising call goes to ``after_error`` under the
- * lock, as in the twin. A breaker with no binding goes to the twin. */
+ * lock, as in the twin. A breaker with no binding, and a call made while OpenTelemetry's context
+ * holds something (decided at entry, for the whole call), go to the twin. */
 typedef struct {
     Hook hook;
     PyObject *bindings;    /* breaker._lock -> binding */
@@ -46,7 +47,7 @@ static PyObject *locked_call(PyObject *op, PyObject *const *args, size_t nargsf,
     LockedCall *h = HOOK_CALLED(LockedCall);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs < 2 || nargs + nkw > 16 || names_a_parameter(kwnames)) {
+    if (nargs < 2 || nargs + nkw > 16 || names_a_parameter(kwnames) || context_held()) {
         return SLOW(h);
     }
     PyObject *breaker = args[0];

@@ -24,9 +24,9 @@
 
 /* -- emitter_call: pyee's ``EventEmitter._call_handlers(self, event, args, kwargs)`` ----------------
  * Fast path: a known emitter that is not uplifted, an app event with a hot series and a row in this
- * thread. The event is published, pyee's own runs, and the event is processed when its handlers are
- * done: at once when they all ran inline, else when the dispatch one of them scheduled work in is
- * finished. */
+ * thread, emitted while OpenTelemetry's context is empty (else the twin takes the whole emit). The
+ * event is published, pyee's own runs, and the event is processed when its handlers are done: at
+ * once when they all ran inline, else when the dispatch one of them scheduled work in is finished. */
 typedef struct {
     Hook hook;
     PyObject *orig;      /* pyee's own ``_call_handlers`` (the twin calls it; this hook runs its body) */
@@ -146,7 +146,7 @@ static PyObject *pyee_call_handlers(EmitterCall *h, PyObject *self, PyObject *ev
 
 static PyObject *emitter_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     EmitterCall *h = HOOK_CALLED(EmitterCall);
-    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL) {
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL || context_held()) {
         return SLOW(h);
     }
     PyObject *self = args[0], *event = args[1];
@@ -303,7 +303,9 @@ static PyTypeObject StandInType = {
  * counted (``on_error(dispatch)``) and any other result goes through ``after(result, dispatch)``
  * (the twin: a coroutine comes back inside one that ends the event when it does, a future is
  * watched); then pyee's own runs with a StandIn for the handler, so its scheduling and its
- * ``error`` event are its own. */
+ * ``error`` event are its own. It records no duration itself (the twin's helpers it calls do, in
+ * the caller's context), so it does not look at OpenTelemetry's context: it serves the handlers of
+ * an emit whose ``_call_handlers`` went to the twin as it does those of a compiled one. */
 typedef struct {
     Hook hook;
     PyObject *orig;     /* pyee's own ``_emit_run`` */
