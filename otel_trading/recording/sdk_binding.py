@@ -82,17 +82,11 @@ class HistogramTotals(NamedTuple):
     epoch: ExponentialBuckets | None = None
 
 
-class RowsHistogramStream:
-    """Takes the place of the SDK's stream for one (reader, histogram): reports the rows' totals.
+class _RowsStream:
+    """What the SDK's ``MetricReaderStorage`` reads off a stream it holds, and the stream's exemplar reservoirs."""
 
-    Per reader, because each reader has its own temporality and collection times: a delta reader
-    gets its own interval's count, sum, buckets, min and max however many other readers collect.
-    ``bounds`` are the bucket boundaries of the rows it reports.
-    """
-
-    def __init__(self, match: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
+    def __init__(self, match: Any) -> None:
         self._match = match
-        self._bounds = bounds
         # What MetricReaderStorage.collect reads off a stream.
         self._view = match._view
         self._instrument = match._instrument
@@ -102,13 +96,9 @@ class RowsHistogramStream:
         self._limit: int | None = getattr(match, "_cardinality_limit", None)
         self._lock = threading.Lock()
         fork_safe(self)
-        self._latest: Sequence[HistogramTotals] = ()
-        self._cumulative_extremes: dict[object, tuple[float, float]] = {}
-        self._interval_extremes: dict[object, tuple[float, float]] = {}
-        self._last: dict[object, tuple[int, float, tuple[int, ...]]] = {}
         self._own: dict[object, None] = {}
         self._previous_ns: int | None = None
-        self._reservoirs: dict[object, AlignedReservoir] = {}
+        self._reservoirs: dict[object, Any] = {}
 
     def conflicts(self, other: Any) -> bool:
         return bool(self._match.conflicts(other))
@@ -120,12 +110,35 @@ class RowsHistogramStream:
         """An exemplar candidate of series ``key`` (see ``recording.exemplars``)."""
         reservoir = self._reservoirs.get(key)
         if reservoir is None:
-            reservoir = self._reservoirs.setdefault(key, AlignedReservoir(self._bounds))
+            reservoir = self._reservoirs.setdefault(key, self._new_reservoir())
         reservoir.offer(offer)
+
+    def _new_reservoir(self) -> Any:
+        raise NotImplementedError
 
     def _exemplars(self, key: object, filtered: dict[str, Any] | None) -> list[Any]:
         reservoir = self._reservoirs.get(key)
         return reservoir.collect(filtered) if reservoir is not None else []
+
+
+class RowsHistogramStream(_RowsStream):
+    """Takes the place of the SDK's stream for one (reader, histogram): reports the rows' totals.
+
+    Per reader, because each reader has its own temporality and collection times: a delta reader
+    gets its own interval's count, sum, buckets, min and max however many other readers collect.
+    ``bounds`` are the bucket boundaries of the rows it reports.
+    """
+
+    def __init__(self, match: Any, bounds: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        super().__init__(match)
+        self._bounds = bounds
+        self._latest: Sequence[HistogramTotals] = ()
+        self._cumulative_extremes: dict[object, tuple[float, float]] = {}
+        self._interval_extremes: dict[object, tuple[float, float]] = {}
+        self._last: dict[object, tuple[int, float, tuple[int, ...]]] = {}
+
+    def _new_reservoir(self) -> AlignedReservoir:
+        return AlignedReservoir(self._bounds)
 
     def note(self, totals: Sequence[HistogramTotals]) -> None:
         """Called at every collection of the provider, whichever reader collects."""
@@ -272,7 +285,7 @@ class _ExponentialState:
         self.phantom = False
 
 
-class RowsExponentialStream:
+class RowsExponentialStream(_RowsStream):
     """The exponential twin of ``RowsHistogramStream``: gives one reader the SDK's exponential points.
 
     Each collection of the provider hands every stream the buckets of the values since the previous
@@ -285,40 +298,18 @@ class RowsExponentialStream:
     """
 
     def __init__(self, match: Any) -> None:
-        self._match = match
-        self._view = match._view
-        self._instrument = match._instrument
-        self._name = match._name
-        self._description = match._description
-        self._aggregation = match._aggregation
+        super().__init__(match)
         self._max_size: int = match._aggregation._max_size
         self._max_scale: int = match._aggregation._max_scale
         self._record_min_max: bool = getattr(match._aggregation, "_record_min_max", True)
         # SDK 1.45 starts every delta interval afresh; earlier ones keep the aggregation (and its scale).
         self._reset: bool = bool(getattr(match, "_reset_on_collect", False))
-        self._limit: int | None = getattr(match, "_cardinality_limit", None)
-        self._lock = threading.Lock()
-        fork_safe(self)
         self._states: dict[object, _ExponentialState] = {}
         self._overflow: _ExponentialState | None = None
-        self._reservoirs: dict[object, SimpleReservoir] = {}
         self._reservoir_size = min(20, self._max_size)
-        self._own: dict[object, None] = {}
-        self._previous_ns: int | None = None
 
-    def conflicts(self, other: Any) -> bool:
-        return bool(self._match.conflicts(other))
-
-    def consume_measurement(self, measurement: Any, should_sample_exemplar: bool = True) -> None:
-        """Nothing records through the instrument while its streams are ours."""
-
-    def offer(self, key: object, offer: Offer) -> None:
-        """An exemplar candidate of series ``key`` (see ``recording.exemplars``)."""
-        reservoir = self._reservoirs.get(key)
-        if reservoir is None:
-            size = self._reservoir_size
-            reservoir = self._reservoirs.setdefault(key, SimpleReservoir(size, size - simple_fill_offset()))
-        reservoir.offer(offer)
+    def _new_reservoir(self) -> SimpleReservoir:
+        return SimpleReservoir(self._reservoir_size, self._reservoir_size - simple_fill_offset())
 
     def note(self, totals: Sequence[HistogramTotals]) -> None:
         """Called at every collection of the provider, whichever reader collects."""
@@ -364,10 +355,6 @@ class RowsExponentialStream:
                     points.append(point)
             self._previous_ns = collection_start_nanos
             return points or None
-
-    def _exemplars(self, key: object, filtered: dict[str, Any] | None) -> list[Any]:
-        reservoir = self._reservoirs.get(key)
-        return reservoir.collect(filtered) if reservoir is not None else []
 
     def _point(
         self, state: _ExponentialState, delta: bool, now: int, exemplars: list[Any]

@@ -364,12 +364,7 @@ class Series:
             pending, self._pending = self._pending, []
             dropped, self._pending_dropped = self._pending_dropped, 0
             self._keep_exponential(exponential if binding is Binding.ROWS else None)
-            if self.exponential is not None and pending:
-                e = self._retired[EPOCH]
-                if e is None:
-                    e = self._retired[EPOCH] = new_epoch(*self.exponential)
-                for value in pending:
-                    epoch_add(e, value)
+            self._replay_into_epoch(pending)
         if binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)
@@ -381,6 +376,15 @@ class Series:
                 self.attributes,
                 MAX_PENDING_VALUES,
             )
+
+    def _replay_into_epoch(self, pending: list[float]) -> None:
+        # With the lock held: durations kept while no provider was known, into the exponential buckets.
+        if self.exponential is not None and pending:
+            e = self._retired[EPOCH]
+            if e is None:
+                e = self._retired[EPOCH] = new_epoch(*self.exponential)
+            for value in pending:
+                epoch_add(e, value)
 
     def keep_exponential(self, exponential: tuple[int, int] | None) -> None:
         """Start (or stop) keeping exponential buckets: a reader taking them appeared (or none is left)."""
@@ -420,12 +424,7 @@ class Series:
             if self.binding is Binding.PENDING:
                 self._pending.extend(pending)
             self._taken.extend(taken)
-            if self.exponential is not None and pending:
-                e = self._retired[EPOCH]
-                if e is None:
-                    e = self._retired[EPOCH] = new_epoch(*self.exponential)
-                for value in pending:
-                    epoch_add(e, value)
+            self._replay_into_epoch(pending)
         if self.binding is Binding.DIRECT:
             for value in pending:
                 self._record(value)

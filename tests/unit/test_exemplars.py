@@ -26,13 +26,13 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from otel_trading import CircuitBreaker
 from otel_trading import circuit_breaker as circuit_breaker_module
-from otel_trading.metric_contract import BREAKER_LATENCY, DURATION_BUCKETS
+from otel_trading.metric_contract import DURATION_BUCKETS
 from otel_trading.recording import exemplars as exemplars_module
 from otel_trading.recording.exemplars import simple_fill_offset
 
 from .sdk_reference import Batch, ExemplarKey, ReaderSpec, normalize_exemplars, run_sdk, span_context
+from .timed_breaker import DurationClock, latency_points
 
-LATENCY = BREAKER_LATENCY.otel_name
 ATTRIBUTES = {"name": "b"}
 FILTERS = {
     "trace_based": TraceBasedExemplarFilter,
@@ -43,16 +43,6 @@ _TEMPORALITY = {"delta": AggregationTemporality.DELTA, "cumulative": Aggregation
 # One instant for every measurement: the SDK reads the clock for each measurement, otel-trading only for
 # those its filter lets through, so a ticking clock would differ by design (instants: a test below).
 INSTANT = 1_700_000_000_000_000_000
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self._started = False
-
-    def __call__(self) -> float:
-        self._started = not self._started
-        return 0.0 if self._started else self.values.pop(0)
 
 
 def _in_context(sc: SpanContext | None) -> Any:
@@ -78,7 +68,7 @@ def run_ours(
     provider = MeterProvider(
         readers, resource=Resource.get_empty(), exemplar_filter=FILTERS[filter_name](), shutdown_on_exit=False
     )
-    clock = _Clock()
+    clock = DurationClock()
     saved = circuit_breaker_module.perf_counter, exemplars_module.time_ns
     circuit_breaker_module.perf_counter = clock  # type: ignore[assignment]
     exemplars_module.time_ns = lambda: INSTANT  # type: ignore[assignment]
@@ -96,15 +86,7 @@ def run_ours(
                     if token is not None:
                         otel_context.detach(token)
             for r, reader in enumerate(readers):
-                data = reader.get_metrics_data()
-                points = [
-                    p
-                    for rm in (data.resource_metrics if data else ())
-                    for sm in rm.scope_metrics
-                    for m in sm.metrics
-                    if m.name == LATENCY
-                    for p in m.data.data_points
-                ]
+                points = latency_points(reader)
                 out[r].append([normalize_exemplars(p) for p in points])
     finally:
         circuit_breaker_module.perf_counter, exemplars_module.time_ns = saved  # type: ignore[assignment]
@@ -187,15 +169,7 @@ def test_an_exemplar_carries_the_instant_its_duration_was_recorded() -> None:
     finally:
         otel_context.detach(token)
     after = time.time_ns()
-    data = reader.get_metrics_data()
-    (point,) = [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == LATENCY
-        for p in m.data.data_points
-    ]
+    (point,) = latency_points(reader)
     (exemplar,) = point.exemplars
     provider.shutdown()
     assert before <= exemplar.time_unix_nano <= after
@@ -210,15 +184,7 @@ def test_calls_outside_any_span_take_the_inline_path_and_record_no_exemplar(filt
     assert breaker._series is not None and breaker._series.fast
     for _ in range(50):
         breaker.call(lambda: None)
-    data = reader.get_metrics_data()
-    (point,) = [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == LATENCY
-        for p in m.data.data_points
-    ]
+    (point,) = latency_points(reader)
     provider.shutdown()
     assert point.count == 50 and point.exemplars == []
 

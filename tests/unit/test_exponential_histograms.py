@@ -29,21 +29,10 @@ from otel_trading.recording.sdk_binding import RowsExponentialStream
 
 from .duration_strategies import batches_and_schedules, durations, power_of_two_neighbourhood
 from .sdk_reference import ExpoPoint, ReaderSpec, expected_run, is_merge_scale_crash, normalize_expo, run_sdk
+from .timed_breaker import DurationClock, latency_points
 
 LATENCY = BREAKER_LATENCY.otel_name
 _TEMPORALITY = {"delta": AggregationTemporality.DELTA, "cumulative": AggregationTemporality.CUMULATIVE}
-
-
-class _Clock:
-    """``perf_counter`` for the breaker: each call (a start read, then an end read) lasts the next value."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-        self._started = False
-
-    def __call__(self) -> float:
-        self._started = not self._started
-        return 0.0 if self._started else self.values.pop(0)
 
 
 def _comparable(point: ExpoPoint) -> tuple[Any, ...]:
@@ -64,7 +53,7 @@ def run_ours(
         for s in specs
     ]
     provider = MeterProvider(readers, resource=Resource.get_empty(), shutdown_on_exit=False)
-    clock = _Clock()
+    clock = DurationClock()
     original = circuit_breaker_module.perf_counter
     circuit_breaker_module.perf_counter = clock  # type: ignore[assignment]
     out: list[list[list[ExpoPoint]]] = [[] for _ in specs]
@@ -85,15 +74,7 @@ def run_ours(
                 breaker.call(lambda: None)
             for r, reader in enumerate(readers):
                 if schedule[r][b]:
-                    data = reader.get_metrics_data()
-                    points = [
-                        p
-                        for rm in (data.resource_metrics if data else ())
-                        for sm in rm.scope_metrics
-                        for m in sm.metrics
-                        if m.name == LATENCY
-                        for p in m.data.data_points
-                    ]
+                    points = latency_points(reader)
                     assert all(isinstance(p, ExponentialHistogramDataPoint) for p in points)
                     out[r].append([normalize_expo(p) for p in points])
     finally:
@@ -253,15 +234,10 @@ def test_threads_recording_while_readers_collect_lose_and_double_count_nothing(t
 
 
 def _latency_counts(reader: InMemoryMetricReader) -> list[int]:
-    data = reader.get_metrics_data()
     out = []
-    for rm in data.resource_metrics if data else ():
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                if m.name == LATENCY:
-                    for p in m.data.data_points:
-                        assert p.count == p.zero_count + sum(p.positive.bucket_counts)
-                        out.append(p.count)
+    for p in latency_points(reader):
+        assert p.count == p.zero_count + sum(p.positive.bucket_counts)
+        out.append(p.count)
     return out
 
 
@@ -276,15 +252,7 @@ def test_a_view_asking_for_exponential_buckets_is_served_from_the_rows() -> None
     assert breaker._series.exponential == (10, 40)
     for _ in range(5):
         breaker.call(lambda: None)
-    data = reader.get_metrics_data()
+    (point,) = latency_points(reader)
     provider.shutdown()
-    (point,) = [
-        p
-        for rm in data.resource_metrics
-        for sm in rm.scope_metrics
-        for m in sm.metrics
-        if m.name == LATENCY
-        for p in m.data.data_points
-    ]
     assert isinstance(point, ExponentialHistogramDataPoint)
     assert point.count == 5 and point.scale <= 10
