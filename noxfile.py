@@ -125,7 +125,8 @@ def _check_compiled(session: nox.Session) -> None:
         "python",
         "-c",
         "from otel_trading.instrumentation import compiled_hot_paths as c; "
-        "assert c(), 'compiled hot paths not built'; print('compiled hot paths: built')",
+        "from otel_trading.recording.fast_rows import record, why_not; "
+        "assert c(), 'compiled hot paths not built'; assert record, why_not; print('compiled hot paths: built')",
     )
 
 

