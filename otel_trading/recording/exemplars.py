@@ -57,11 +57,9 @@ def otel_context_var() -> contextvars.ContextVar[Any] | None:
 
 
 def _context_getter() -> Callable[[], Any]:
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
-    get = getattr(var, "get", None)
+    var = otel_context_var()
     # ContextVar.get itself (about 10 ns); any other runtime context goes through the API.
-    return get if callable(get) else otel_context.get_current
+    return var.get if var is not None else otel_context.get_current
 
 
 #: OpenTelemetry's current context; empty (falsy) when no span or other value is set.

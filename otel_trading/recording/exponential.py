@@ -30,6 +30,7 @@ __all__ = [
     "MIN_SCALE",
     "Epoch",
     "ExponentialBuckets",
+    "as_buckets",
     "epoch_add",
     "epoch_taken",
     "fold_epoch",
@@ -77,19 +78,35 @@ def _index(value: float, scale: int, factor: float) -> int:
     return min(floor(log(value) * factor), ((_MAX_NORMAL_EXPONENT + 1) << scale) - 1)
 
 
+def _scale_change(lo: int, hi: int, max_size: int) -> int:
+    """How much to lower the scale so that indices ``lo``..``hi`` span fewer than ``max_size`` buckets."""
+    change = 0
+    while (hi >> change) - (lo >> change) >= max_size:
+        change += 1
+    return change
+
+
+def _downscaled(counts: dict[int, int], change: int) -> dict[int, int]:
+    """``counts`` at a scale ``change`` lower: every ``2**change`` neighbouring buckets become one."""
+    merged: dict[int, int] = {}
+    for i, n in counts.items():
+        merged[i >> change] = merged.get(i >> change, 0) + n
+    return merged
+
+
 class ExponentialBuckets:
     """Positive-value buckets at one scale, with the count, zero count, sum and extremes beside them.
 
-    ``counts`` maps bucket index to count and never spans ``max_size`` indices or more: a value that
-    would widen it further lowers the scale first, as the SDK does.
+    What collections and readers merge the rows' epochs into. ``counts`` maps bucket index to count and
+    never spans ``max_size`` indices or more: a merge that would widen it further lowers the scale
+    first, as the SDK does.
     """
 
-    __slots__ = ("count", "counts", "factor", "hi", "lo", "max", "max_size", "min", "scale", "sum", "zero")
+    __slots__ = ("count", "counts", "hi", "lo", "max", "max_size", "min", "scale", "sum", "zero")
 
     def __init__(self, max_scale: int = MAX_SCALE, max_size: int = MAX_SIZE) -> None:
         self.max_size = max_size
         self.scale = max_scale
-        self.factor = _scale_factor(max_scale)
         self.counts: dict[int, int] = {}
         self.lo = 0
         self.hi = -1
@@ -99,73 +116,14 @@ class ExponentialBuckets:
         self.min = math.inf
         self.max = -math.inf
 
-    def add(self, value: float) -> None:
-        """One measurement (durations: ``value >= 0``)."""
-        self.count += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-        if value > MIN_NORMAL:
-            x = log(value) * self.factor
-            i = floor(x)
-            # Only a value this close above a bucket boundary can be an exact power of two.
-            if x - i >= 1e-6 and self.lo <= i <= self.hi:
-                counts = self.counts
-                try:
-                    counts[i] += 1
-                except KeyError:  # inside the range, but not seen yet
-                    counts[i] = 1
-                return
-            self._place(_index(value, self.scale, self.factor))
-        elif value > 0.0:
-            self._place(_index(value, self.scale, self.factor))
-        else:
-            self.zero += 1
-
-    def _place(self, i: int) -> None:
-        # The bucket of a positive value whose index may lie outside the range, or be a power of two.
-        counts = self.counts
-        if not counts:
-            self.lo = self.hi = i
-            counts[i] = 1
-            return
-        lo, hi = min(self.lo, i), max(self.hi, i)
-        change = 0
-        while (hi >> change) - (lo >> change) >= self.max_size:
-            change += 1
-        if change:
-            self.downscale(change)
-            i >>= change
-        self.lo, self.hi = min(self.lo, i), max(self.hi, i)
-        counts = self.counts
-        counts[i] = counts.get(i, 0) + 1
-
     def downscale(self, change: int) -> None:
         """Lower the scale by ``change`` (>= 0): every ``2**change`` neighbouring buckets become one."""
         if change <= 0:
             return
-        merged: dict[int, int] = {}
-        for i, n in self.counts.items():
-            j = i >> change
-            merged[j] = merged.get(j, 0) + n
-        self.counts = merged
+        self.counts = _downscaled(self.counts, change)
         self.scale -= change
-        self.factor = _scale_factor(self.scale)
         self.lo >>= change
         self.hi >>= change
-
-    def fit(self, max_scale: int, max_size: int, lo: int | None = None, hi: int | None = None) -> None:
-        """Lower the scale to at most ``max_scale`` and until the range (widened to ``lo``/``hi``) spans
-        fewer than ``max_size`` buckets."""
-        change = max(0, self.scale - max_scale)
-        if self.counts:
-            low = self.lo if lo is None else min(self.lo, lo)
-            high = self.hi if hi is None else max(self.hi, hi)
-            while (high >> change) - (low >> change) >= max_size:
-                change += 1
-        self.downscale(change)
 
     def merge(self, other: ExponentialBuckets, max_scale: int, max_size: int) -> None:
         """Add ``other`` (left unchanged) into these buckets, at the scale the SDK would report for the union."""
@@ -184,14 +142,12 @@ class ExponentialBuckets:
         if self.counts:
             own = self.scale - scale
             lo, hi = min(lo, self.lo >> own), max(hi, self.hi >> own)
-        change = 0
-        while (hi >> change) - (lo >> change) >= max_size:
-            change += 1
+        change = _scale_change(lo, hi, max_size)
         scale -= change
         if self.counts:
             self.downscale(self.scale - scale)
         else:
-            self.scale, self.factor = scale, _scale_factor(scale)
+            self.scale = scale
             self.lo, self.hi = lo >> change, hi >> change
         shift = other.scale - scale
         counts = self.counts
@@ -200,13 +156,6 @@ class ExponentialBuckets:
             counts[j] = counts.get(j, 0) + n
         self.lo = min(self.lo, other.lo >> shift)
         self.hi = max(self.hi, other.hi >> shift)
-
-    def copy(self) -> ExponentialBuckets:
-        twin = ExponentialBuckets.__new__(ExponentialBuckets)
-        for name in self.__slots__:
-            setattr(twin, name, getattr(self, name))
-        twin.counts = dict(self.counts)
-        return twin
 
     def offset_counts(self) -> tuple[int, list[int]]:
         """The positive buckets as an OTLP offset and contiguous counts (``(0, [0])`` when empty, as the SDK)."""
@@ -241,15 +190,10 @@ def epoch_add(e: Epoch, value: float) -> None:
         counts[i] = 1
         return
     lo, hi = min(e[E_LO], i), max(e[E_HI], i)
-    change = 0
-    while (hi >> change) - (lo >> change) >= e[E_MAX_SIZE]:
-        change += 1
+    change = _scale_change(lo, hi, e[E_MAX_SIZE])
     if change:
         # A new dict rather than an update in place: a reader copying the old one sees it whole.
-        merged: dict[int, int] = {}
-        for j, n in counts.items():
-            merged[j >> change] = merged.get(j >> change, 0) + n
-        counts = e[E_COUNTS] = merged
+        counts = e[E_COUNTS] = _downscaled(counts, change)
         e[E_SCALE] -= change
         e[E_FACTOR] = _scale_factor(e[E_SCALE])
         i >>= change

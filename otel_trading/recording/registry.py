@@ -71,17 +71,17 @@ class MetricsRegistry:
         self._instruments: dict[str, Any] = {}
         # Collection hooks (e.g. batching's flush), held weakly; see add_collection_hook().
         self._hooks: list[Callable[[], Callable[[], object] | None]] = []
-        self._streams: dict[str, weakref.WeakSet[RowsHistogramStream | RowsExponentialStream]] = {
-            kind: weakref.WeakSet() for kind in _HISTOGRAM_OF
+        # Each kind's streams (one per reader), held weakly, in reader order: an exemplar candidate is
+        # offered to them in that order, as the SDK offers a measurement to its readers' aggregations.
+        self._streams: dict[str, list[weakref.ref[RowsHistogramStream | RowsExponentialStream]]] = {
+            kind: [] for kind in _HISTOGRAM_OF
         }
         self._snapshot: dict[str, list[tuple[Series, Row]]] = {kind: [] for kind in _HISTOGRAM_OF}
         self._histograms: dict[str, Any] = {}
         # (max_scale, max_size) of the exponential buckets each kind's series keep, where a reader takes them.
         self._exponential: dict[str, tuple[int, int] | None] = {}
-        # The provider's exemplar filter (recording.exemplars), and each kind's streams in reader order:
-        # an exemplar candidate is offered to them in that order, as the SDK offers to its aggregations.
+        # The provider's exemplar filter (recording.exemplars).
         self._exemplar_filter: str | None = None
-        self._ordered: dict[str, list[weakref.ref[Any]]] = {kind: [] for kind in _HISTOGRAM_OF}
         #: The registry that took this one over (see the module docstring), else None.
         self.adopted_by: MetricsRegistry | None = None
         self._create_instruments()
@@ -233,7 +233,7 @@ class MetricsRegistry:
     def offer_exemplar(self, kind: str, series: Series, offer: exemplars.Offer) -> None:
         """An exemplar candidate of ``series``, offered to every reader's stream for ``kind`` in reader order
         (the order the SDK offers a measurement to its readers' aggregations)."""
-        for ref in self._ordered[kind]:
+        for ref in self._streams[kind]:
             stream = ref()
             if stream is not None:
                 stream.offer(series, offer)
@@ -288,13 +288,16 @@ class MetricsRegistry:
             return
         for kind, instrument in self._histograms.items():
             new = sdk_binding.install(provider, instrument, _BOUNDS_OF[kind])
-            for stream in new:
-                self._streams[kind].add(stream)
-                self._ordered[kind] = [r for r in self._ordered[kind] if r() is not None] + [weakref.ref(stream)]
+            if new:
+                self._streams[kind] = [weakref.ref(s) for s in self._live_streams(kind)] + [weakref.ref(s) for s in new]
             if any(isinstance(stream, RowsExponentialStream) for stream in new):
                 limits = sdk_binding.exponential_limits(provider, instrument)
                 if limits != self._exponential.get(kind):
                     self._keep_exponential(kind, limits)
+
+    def _live_streams(self, kind: str) -> list[RowsHistogramStream | RowsExponentialStream]:
+        """``kind``'s streams whose readers are still there, in reader order."""
+        return [stream for stream in (ref() for ref in self._streams[kind]) if stream is not None]
 
     def _keep_exponential(self, kind: str, limits: tuple[int, int] | None) -> None:
         # A reader added at run time takes exponential buckets: the rows keep them from now on.
@@ -315,7 +318,7 @@ class MetricsRegistry:
             snapshot = [(series, series.snapshot()) for series in list(table.values())]
             epochs = [series.exponential_epoch() for series, _ in snapshot]
             self._snapshot[kind] = snapshot
-            streams = list(self._streams[kind])
+            streams = self._live_streams(kind)
             if streams:
                 totals = [
                     HistogramTotals(

@@ -24,7 +24,14 @@ from otel_trading import CircuitBreaker
 from otel_trading import circuit_breaker as circuit_breaker_module
 from otel_trading.metric_contract import BREAKER_LATENCY
 from otel_trading.recording import Binding, registry_for
-from otel_trading.recording.exponential import ExponentialBuckets, index_of
+from otel_trading.recording.exponential import (
+    ExponentialBuckets,
+    as_buckets,
+    epoch_add,
+    epoch_taken,
+    index_of,
+    new_epoch,
+)
 from otel_trading.recording.sdk_binding import RowsExponentialStream
 
 from .duration_strategies import batches_and_schedules, durations, power_of_two_neighbourhood
@@ -63,7 +70,7 @@ def run_ours(
         assert series is not None and series.binding is Binding.ROWS and not series.fast
         registry = registry_for(provider)
         registry._install_streams()
-        streams = [s for s in registry._streams["breaker"] if isinstance(s, RowsExponentialStream)]
+        streams = [s for s in registry._live_streams("breaker") if isinstance(s, RowsExponentialStream)]
         assert len(streams) == len(specs)
         for spec, stream in zip(specs, sorted(streams, key=lambda s: _reader_index(provider, readers, s)), strict=True):
             if spec.sticky_delta:
@@ -176,19 +183,20 @@ def test_bucket_index_is_the_sdks_logarithm_mapping(value: float, scale: int) ->
     assert index_of(value, scale) == LogarithmMapping(scale).map_to_index(value)
 
 
+def _row_buckets(values: list[float]) -> ExponentialBuckets:
+    """``values`` through a row's epoch (max_size 8), as the buckets a collection takes from it."""
+    e = new_epoch(20, 8)
+    for v in values:
+        epoch_add(e, v)
+    return as_buckets(e, epoch_taken(e))
+
+
 def test_merging_buckets_in_any_grouping_gives_the_buckets_of_all_values() -> None:
     values = [1e-6, 3e-5, 2.0**-10, 0.0, 0.7, 12.5, 4e-4, 9.0]
-    whole = ExponentialBuckets(20, 8)
-    for v in values:
-        whole.add(v)
-    left, right = ExponentialBuckets(20, 8), ExponentialBuckets(20, 8)
-    for v in values[:3]:
-        left.add(v)
-    for v in values[3:]:
-        right.add(v)
+    whole = _row_buckets(values)
     merged = ExponentialBuckets(20, 8)
-    merged.merge(right, 20, 8)
-    merged.merge(left, 20, 8)
+    merged.merge(_row_buckets(values[3:]), 20, 8)
+    merged.merge(_row_buckets(values[:3]), 20, 8)
     assert (merged.scale, merged.offset_counts(), merged.zero, merged.count) == (
         whole.scale,
         whole.offset_counts(),
