@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pyee
@@ -66,11 +67,21 @@ def run() -> tuple[list[Any], list[object]]:
     abus = asyncio.run(in_loop())
 
     # executor: "bar" x2 to a handler, "bad" x1 to a handler that raises.
+    # The emitter reports a handler's error by submitting "error" to its own executor from the failed
+    # future's callback, so a shutdown that comes first makes that submit raise and the error is lost
+    # (pyee's own race). The bot waits for its error handler, bounded, before shutting down.
     xbus = ExecutorEventEmitter()
+    reported = threading.Event()
+
+    def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+        reported.set()
+
     xbus.on("bar", lambda n: None)
     xbus.on("bad", failing)
-    xbus.on("error", lambda exc: errors.append(str(exc)))
+    xbus.on("error", on_error)
     seen += [xbus.emit("bar", 1), xbus.emit("bar", 2), xbus.emit("bad", 3)]
+    reported.wait(timeout=10)
     xbus.shutdown(wait=True)
 
     # uplift: "sync" emitted once on each side, each side with one handler.
