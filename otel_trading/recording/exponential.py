@@ -23,6 +23,7 @@ __all__ = [
     "E_LO",
     "E_SCALE",
     "E_SUM",
+    "E_WIDTH",
     "E_ZERO",
     "MAX_SCALE",
     "MAX_SIZE",
@@ -169,6 +170,7 @@ class ExponentialBuckets:
 # The buckets one row (one writer thread) filled since the last collection, as a list so that a hot
 # path reads its fields by index. Count, min and max are not kept: the row's own columns have them.
 E_FACTOR, E_LO, E_HI, E_ZERO, E_SUM, E_COUNTS, E_SCALE, E_MAX_SIZE = range(8)
+E_WIDTH = 8  # the epoch's length
 
 Epoch = list[Any]  # [factor, lo, hi, zero count, sum, {index: count}, scale, max_size]
 

@@ -30,6 +30,7 @@ from otel_trading.recording.exponential import (
     late_in,
     new_epoch,
 )
+from otel_trading.recording.fast_rows import record_exponential as _record_exponential
 from otel_trading.recording.rows import (
     B0,
     BOUNDS,
@@ -256,6 +257,15 @@ class Series:
     def observe_slow(self, row: Row, value: float) -> bool:
         """A duration while not bound to the rows; True when it went into ``row``'s histogram."""
         if self.exponential is not None:
+            if _record_exponential is not None:
+                # Compiled: the row, the epoch where no rescale is needed, and the context check in one call.
+                flags = _record_exponential(row, value)
+                if flags is not None:
+                    if flags & 2:
+                        self._epoch_add(row, value)
+                    if flags & 1 or self.always_offer:
+                        self.offer_exemplar(value)
+                    return True
             # Bound to the rows, exponential buckets kept too: ``observe()`` inlined, as hot paths do.
             row[SUM] += value
             if value < row[MIN]:
@@ -286,13 +296,7 @@ class Series:
                     if self.always_offer or current_context():
                         self.offer_exemplar(value)
                     return True
-            with self._lock:
-                limits = self.exponential
-                if limits is not None:
-                    e = row[EPOCH]
-                    if e is None:
-                        e = row[EPOCH] = new_epoch(*limits)
-                    epoch_add(e, value)
+            self._epoch_add(row, value)
             if self.always_offer or current_context():
                 self.offer_exemplar(value)
             return True
@@ -314,6 +318,16 @@ class Series:
         if self.always_offer or current_context():
             self.offer_exemplar(value)
         return True
+
+    def _epoch_add(self, row: Row, value: float) -> None:
+        # What needs the lock: a fresh epoch, a rescale, the exact rule near a power of two.
+        with self._lock:
+            limits = self.exponential
+            if limits is not None:
+                e = row[EPOCH]
+                if e is None:
+                    e = row[EPOCH] = new_epoch(*limits)
+                epoch_add(e, value)
 
     def offer_exemplar(self, value: float) -> None:
         """``value`` was recorded in a non-empty OpenTelemetry context (or ``always_on``): an exemplar candidate.

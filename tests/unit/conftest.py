@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from .hot_paths import HOT_PATHS, use_hot_path
+
 _INET = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -39,3 +41,12 @@ def _no_processes_or_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start processes"))
     monkeypatch.setattr(os, "fork", _refuse("fork"))
     yield
+
+
+@pytest.fixture(scope="module", params=HOT_PATHS)
+def on_each_hot_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A module's tests on each of the components' hot paths in turn (``pytestmark = usefixtures(...)``);
+    module-scoped, so hypothesis tests may use it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_hot_path(request.param, monkeypatch)
+        yield request.param

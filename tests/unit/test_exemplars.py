@@ -45,6 +45,10 @@ _TEMPORALITY = {"delta": AggregationTemporality.DELTA, "cumulative": Aggregation
 INSTANT = 1_700_000_000_000_000_000
 
 
+#: Every test here runs on both of the components' hot paths.
+pytestmark = pytest.mark.usefixtures("on_each_hot_path")
+
+
 def _in_context(sc: SpanContext | None) -> Any:
     return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(sc))) if sc is not None else None
 

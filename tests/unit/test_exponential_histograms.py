@@ -42,6 +42,10 @@ LATENCY = BREAKER_LATENCY.otel_name
 _TEMPORALITY = {"delta": AggregationTemporality.DELTA, "cumulative": AggregationTemporality.CUMULATIVE}
 
 
+#: Every test here runs on both of the components' hot paths.
+pytestmark = pytest.mark.usefixtures("on_each_hot_path")
+
+
 def _comparable(point: ExpoPoint) -> tuple[Any, ...]:
     # Attributes differ by design (the breaker's name); sums may differ in the last bits when several
     # provider collections fall inside one reader interval (the SDK adds values one by one).

@@ -7,7 +7,8 @@ import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,30 +25,16 @@ from otel_trading import CircuitBreaker, EventBus
 from otel_trading import circuit_breaker as circuit_breaker_module
 from otel_trading import event_bus as event_bus_module
 from otel_trading.recording import BOUNDS, exemplars, fast_rows, new_row, observe
-from otel_trading.recording.rows import SUM
+from otel_trading.recording import series as series_module
+from otel_trading.recording.exponential import E_COUNTS, E_SUM, E_ZERO, epoch_add, epoch_taken, new_epoch
+from otel_trading.recording.rows import EPOCH, SUM
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
+from .hot_paths import compiled_record, compiled_record_exponential, use_hot_path
 from .sdk_reference import span_context
 from .timed_breaker import DurationClock
 
-Record = Callable[[list[Any], float], bool | None]
 MODULE = "otel_trading.recording._fast_rows"
-
-
-def compiled_record() -> Record:
-    """The compiled ``record`` (skips locally / fails in CI when it is not built or not allowed here)."""
-    if fast_rows.record is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the components' compiled update is not in use ({fast_rows.why_not}); CI builds it")
-        pytest.skip(f"the components' compiled update is not in use here: {fast_rows.why_not}")
-    return fast_rows.record
-
-
-def _use(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Put the components on ``path``: the compiled update, or their inline Python (as without it)."""
-    record = compiled_record() if path == "compiled" else None
-    monkeypatch.setattr(circuit_breaker_module, "_fast_record", record)
-    monkeypatch.setattr(event_bus_module, "_fast_record", record)
 
 
 def _around(bound: float) -> list[float]:
@@ -96,24 +83,34 @@ def test_the_components_use_the_compiled_update_when_it_is_built() -> None:
     record = compiled_record()
     assert circuit_breaker_module._fast_record is record
     assert event_bus_module._fast_record is record
+    assert series_module._record_exponential is compiled_record_exponential()
 
 
 def test_the_pure_python_variable_leaves_the_components_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(OTEL_TRADING_PURE_PYTHON, "true")
-    assert fast_rows._load(fast_rows.refused()) == (None, fast_rows.TURNED_OFF)
+    assert fast_rows._load(fast_rows.refused()) == (None, None, fast_rows.TURNED_OFF)
 
 
 def test_a_module_that_is_not_built_leaves_the_components_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, MODULE, None)  # import fails
     monkeypatch.delattr(sys.modules["otel_trading.recording"], "_fast_rows", raising=False)
-    record, why = fast_rows._load(None)
-    assert record is None and why is not None and MODULE in why
+    record, record_exponential, why = fast_rows._load(None)
+    assert record is None and record_exponential is None and why is not None and MODULE in why
+
+
+def test_a_module_built_from_older_sources_leaves_the_components_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    older = types.ModuleType(MODULE)
+    older.configure = lambda *args: None  # type: ignore[attr-defined]  # no configure_epochs
+    monkeypatch.setitem(sys.modules, MODULE, older)
+    monkeypatch.setattr(sys.modules["otel_trading.recording"], "_fast_rows", older, raising=False)
+    record, record_exponential, why = fast_rows._load(None)
+    assert record is None and record_exponential is None and why is not None and "configure_epochs" in why
 
 
 def test_another_runtime_context_leaves_the_components_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # record() could not see its spans: the inline Python's current_context() asks that runtime.
     monkeypatch.setattr(fast_rows, "otel_context_var", lambda: None)
-    assert fast_rows._load(None) == (None, fast_rows.NO_CONTEXT_VARIABLE)
+    assert fast_rows._load(None) == (None, None, fast_rows.NO_CONTEXT_VARIABLE)
 
 
 def test_the_loader_is_configured_with_opentelemetrys_context_variable() -> None:
@@ -178,7 +175,7 @@ def _breaker_row(path: str, values: list[float], monkeypatch: pytest.MonkeyPatch
     """The row a breaker on ``path`` leaves: ``call`` successes, failures (``_record``) and ``call_async``
     successes (``_record``) in turn, each lasting the next of ``values``."""
     with monkeypatch.context() as patch:
-        _use(path, patch)
+        use_hot_path(path, patch)
         provider = MeterProvider([InMemoryMetricReader()], shutdown_on_exit=False)
         clock = DurationClock()
         clock.values = list(values)
@@ -220,7 +217,7 @@ class Tick:
 async def _bus_row(path: str, values: list[float], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The Tick row a bus on ``path`` leaves, each event's handling lasting the next of ``values``."""
     with monkeypatch.context() as patch:
-        _use(path, patch)
+        use_hot_path(path, patch)
         clock = DurationClock()
         clock.values = list(values)
         patch.setattr(event_bus_module, "perf_counter", clock)
@@ -252,7 +249,7 @@ async def test_a_bus_leaves_the_same_row_on_both_paths(values: list[float], monk
 def test_a_breaker_offers_an_exemplar_only_in_a_non_empty_context(
     path: str, context: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _use(path, monkeypatch)
+    use_hot_path(path, monkeypatch)
     provider = MeterProvider([InMemoryMetricReader()], shutdown_on_exit=False)
     clock = DurationClock()
     clock.values = [0.001, 0.002]
@@ -272,7 +269,7 @@ def test_a_breaker_offers_an_exemplar_only_in_a_non_empty_context(
 
 @pytest.mark.parametrize("path", ["compiled", "python"])
 def test_a_bus_offers_an_exemplar_only_in_a_span(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    _use(path, monkeypatch)
+    use_hot_path(path, monkeypatch)
     provider = MeterProvider([InMemoryMetricReader()], shutdown_on_exit=False)
     offered: list[float] = []
 
@@ -307,3 +304,113 @@ def test_a_row_the_compiled_update_refuses_is_recorded_by_the_inline_python(monk
         assert breaker._rows.row() == expected
     finally:
         provider.shutdown()
+
+
+# -- rows that keep exponential buckets too: record_exponential ---------------------------------------------
+
+#: Durations for epochs: the components' ones, powers of two (the exact rule's) and a wide range (rescales).
+EPOCH_DURATIONS = st.lists(
+    st.one_of(
+        st.floats(min_value=0.0, max_value=20.0),
+        st.sampled_from([2.0**k for k in range(-20, 4)]),
+        st.floats(min_value=1e-9, max_value=1e4),
+    ),
+    max_size=60,
+)
+
+
+def _epoch_row() -> list[Any]:
+    row = new_row()
+    row[EPOCH] = new_epoch()
+    return row
+
+
+@given(EPOCH_DURATIONS)
+def test_record_exponential_leaves_the_row_and_epoch_the_inline_python_leaves(values: list[float]) -> None:
+    record_exponential = compiled_record_exponential()
+    by_python, by_c = _epoch_row(), _epoch_row()
+    for value in values:
+        observe(by_python, value)
+        epoch_add(by_python[EPOCH], value)
+        flags = record_exponential(by_c, value)
+        assert flags in (0, 2)  # outside any span
+        if flags & 2:
+            epoch_add(by_c[EPOCH], value)  # what Series.observe_slow does under its lock
+    assert by_c == by_python
+    assert [type(v) for v in by_c[EPOCH]] == [type(v) for v in by_python[EPOCH]]
+
+
+def test_record_exponential_adds_a_duration_inside_the_epochs_range_itself() -> None:
+    record_exponential = compiled_record_exponential()
+    row = _epoch_row()
+    for value in (0.001, 0.01):
+        epoch_add(row[EPOCH], value)
+    zero, total, counts = epoch_taken(row[EPOCH])
+    assert record_exponential(row, 0.003) == 0
+    assert record_exponential(row, 0.0) == 0
+    assert row[EPOCH][E_ZERO] == zero + 1 and row[EPOCH][E_SUM] == total + 0.003
+    assert sum(row[EPOCH][E_COUNTS].values()) == sum(counts.values()) + 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.5, 1e-6, 2.0**-8, -0.001, 5e-324],
+    ids=["above-the-range", "below-the-range", "power-of-two", "negative", "subnormal"],
+)
+def test_record_exponential_leaves_what_needs_the_full_rule_to_python_and_the_epoch_untouched(value: float) -> None:
+    record_exponential = compiled_record_exponential()
+    row = _epoch_row()
+    for v in (0.001, 0.01):
+        epoch_add(row[EPOCH], v)
+    epoch = list(row[EPOCH])
+    counts = dict(epoch[E_COUNTS])
+    expected = new_row()
+    observe(expected, value)
+    assert record_exponential(row, value) == 2
+    assert row[EPOCH] == epoch and row[EPOCH][E_COUNTS] == counts
+    assert row[SUM:EPOCH] == expected[SUM:EPOCH] and row[EPOCH + 1 :] == expected[EPOCH + 1 :]
+
+
+def test_record_exponential_leaves_a_row_without_an_epoch_yet_to_python() -> None:
+    row = new_row()
+    assert compiled_record_exponential()(row, 0.001) == 2
+    assert row[EPOCH] is None and row[SUM] == 0.001
+
+
+@pytest.mark.parametrize(
+    "row",
+    [[0, 0], (0,) * 30, new_row((0.1, 1.0))],
+    ids=["short", "tuple", "other-bounds"],
+)
+def test_record_exponential_refuses_what_is_not_a_row_of_the_layout_and_leaves_it(row: Any) -> None:
+    snapshot = list(row) if isinstance(row, list) else row
+    assert compiled_record_exponential()(row, 0.001) is None
+    assert (list(row) if isinstance(row, list) else row) == snapshot
+
+
+@pytest.mark.parametrize("context", sorted(CONTEXTS))
+def test_record_exponential_says_what_the_inline_context_check_says(context: str) -> None:
+    record_exponential = compiled_record_exponential()
+    with _current(CONTEXTS[context]()):
+        expected = bool(exemplars.current_context())
+        assert record_exponential(_epoch_row(), 0.001) == 2 | int(expected)  # a fresh epoch: Python adds
+    assert expected is (context != "no span")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [(SUM, 8, 0, 1, 2, 3, 4, 5), (EPOCH, 8, 0, 1, 2, 3, 4, 4), (EPOCH, 8, 0, 1, 2, 3, 4, 8)],
+    ids=["a-taken-column", "fields-not-distinct", "a-field-outside-the-width"],
+)
+def test_configure_epochs_refuses_a_layout_that_does_not_fit_and_keeps_the_one_it_had(
+    layout: tuple[int, ...],
+) -> None:
+    record_exponential = compiled_record_exponential()
+    from otel_trading.recording import _fast_rows  # type: ignore[attr-defined]
+
+    with pytest.raises(ValueError, match="configure_epochs"):
+        _fast_rows.configure_epochs(*layout)
+    row = _epoch_row()
+    epoch_add(row[EPOCH], 0.001)
+    epoch_add(row[EPOCH], 0.01)
+    assert record_exponential(row, 0.003) == 0
