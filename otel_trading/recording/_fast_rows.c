@@ -18,14 +18,20 @@
 #include <float.h>
 #include <math.h>
 
+/* The (row, value) arguments of record and record_exponential: 0 with *value set, or -1 with an exception. */
+static int row_and_value(const char *name, PyObject *const *args, Py_ssize_t nargs, double *value) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "%s(row, value) takes 2 arguments", name);
+        return -1;
+    }
+    *value = PyFloat_CheckExact(args[1]) ? PyFloat_AS_DOUBLE(args[1]) : PyFloat_AsDouble(args[1]);
+    return *value == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* record(row, value) -> bool | None: see the method's doc below. */
 static PyObject *record(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "record(row, value) takes 2 arguments");
-        return NULL;
-    }
-    double value = PyFloat_CheckExact(args[1]) ? PyFloat_AS_DOUBLE(args[1]) : PyFloat_AsDouble(args[1]);
-    if (value == -1.0 && PyErr_Occurred()) {
+    double value;
+    if (row_and_value("record", args, nargs, &value) < 0) {
         return NULL;
     }
     if (observe_row(args[0], value) != 0) {
@@ -160,12 +166,8 @@ static int observe_epoch(PyObject *row, double value) {
 
 /* record_exponential(row, value) -> int | None: see the method's doc below. */
 static PyObject *record_exponential(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "record_exponential(row, value) takes 2 arguments");
-        return NULL;
-    }
-    double value = PyFloat_CheckExact(args[1]) ? PyFloat_AS_DOUBLE(args[1]) : PyFloat_AsDouble(args[1]);
-    if (value == -1.0 && PyErr_Occurred()) {
+    double value;
+    if (row_and_value("record_exponential", args, nargs, &value) < 0) {
         return NULL;
     }
     if (I_EPOCH < 0 || observe_row(args[0], value) != 0) {

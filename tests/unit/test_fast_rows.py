@@ -143,8 +143,9 @@ def test_record_leaves_the_row_observe_leaves(values: list[float]) -> None:
     ],
     ids=["short", "tuple", "columns", "other-bounds"],
 )
-def test_record_refuses_what_is_not_a_row_of_the_layout_and_leaves_it(row: Any) -> None:
-    record = compiled_record()
+@pytest.mark.parametrize("function", ["record", "record_exponential"])
+def test_record_refuses_what_is_not_a_row_of_the_layout_and_leaves_it(function: str, row: Any) -> None:
+    record = compiled_record() if function == "record" else compiled_record_exponential()
     snapshot = list(row) if isinstance(row, list) else row
     assert record(row, 0.001) is None
     assert (list(row) if isinstance(row, list) else row) == snapshot
@@ -375,17 +376,6 @@ def test_record_exponential_leaves_a_row_without_an_epoch_yet_to_python() -> Non
     row = new_row()
     assert compiled_record_exponential()(row, 0.001) == 2
     assert row[EPOCH] is None and row[SUM] == 0.001
-
-
-@pytest.mark.parametrize(
-    "row",
-    [[0, 0], (0,) * 30, new_row((0.1, 1.0))],
-    ids=["short", "tuple", "other-bounds"],
-)
-def test_record_exponential_refuses_what_is_not_a_row_of_the_layout_and_leaves_it(row: Any) -> None:
-    snapshot = list(row) if isinstance(row, list) else row
-    assert compiled_record_exponential()(row, 0.001) is None
-    assert (list(row) if isinstance(row, list) else row) == snapshot
 
 
 @pytest.mark.parametrize("context", sorted(CONTEXTS))
