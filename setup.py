@@ -85,8 +85,9 @@ ext_modules = (
             optional=True,
             # After the interpreter's own CFLAGS, so these win. -Werror only when asked for
             # (OTEL_TRADING_WERROR=1: release builds and the test matrix): a newer compiler's new
-            # warning must not turn a user's install into the pure-Python fallback.
-            extra_compile_args=(["-O2", "-Wall", *_WERROR] if os.name == "posix" else []),
+            # warning must not turn a user's install into the pure-Python fallback. No fused
+            # multiply-add: the exponential bucket index must round as Python's does.
+            extra_compile_args=(["-O2", "-Wall", "-ffp-contract=off", *_WERROR] if os.name == "posix" else []),
         )
         for source, (include_dirs, depends) in SOURCES.items()
     ]

@@ -73,13 +73,23 @@ static PyObject *configure_epochs(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* configure() of _rows.h for this module: a new row layout forgets the epoch layout configured on
+ * the old one (configure_epochs() again), so record_exponential never reads a column that moved. */
+static PyObject *configure_rows(PyObject *module, PyObject *args) {
+    PyObject *result = configure(module, args);
+    if (result != NULL) {
+        I_EPOCH = -1;
+    }
+    return result;
+}
+
 /* Add ``value`` to the row's epoch where that needs no rescale: zero, or a bucket inside the epoch's
  * range away from a power of two (where the SDK's exact rule applies). 1 when added; 0 when Python must
  * add it (under the series lock); nothing is changed then. The rule is the inline Python's of
  * ``Series.observe_slow``, with the same libm log, so the index agrees bit for bit. Nothing here runs
  * Python code: under the GIL, a collection sees the epoch before or after, never in between. */
 static int observe_epoch(PyObject *row, double value) {
-    if (I_EPOCH < 0) {
+    if (I_EPOCH < 0 || I_EPOCH >= PyList_GET_SIZE(row)) {
         return 0;
     }
     PyObject *e = PyList_GET_ITEM(row, I_EPOCH);
@@ -123,8 +133,13 @@ static int observe_epoch(PyObject *row, double value) {
         return 0;
     }
     long long index = (long long)floored;
-    long long low = PyLong_AsLongLong(lo), high = PyLong_AsLongLong(hi);
-    if ((low == -1 || high == -1) && PyErr_Occurred()) {
+    long long low = PyLong_AsLongLong(lo);
+    if (low == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    long long high = PyLong_AsLongLong(hi);
+    if (high == -1 && PyErr_Occurred()) {
         PyErr_Clear();
         return 0;
     }
@@ -173,11 +188,13 @@ static PyObject *record_exponential(PyObject *module, PyObject *const *args, Py_
     if (I_EPOCH < 0 || observe_row(args[0], value) != 0) {
         Py_RETURN_NONE;
     }
-    return PyLong_FromLong(context_held() | (observe_epoch(args[0], value) ? 0 : 2));
+    /* The epoch right after the row (context_held may allocate, and so collect garbage). */
+    long left_to_python = observe_epoch(args[0], value) ? 0 : 2;
+    return PyLong_FromLong(left_to_python | context_held());
 }
 
 static PyMethodDef fast_rows_methods[] = {
-    {"configure", configure, METH_VARARGS,
+    {"configure", configure_rows, METH_VARARGS,
      "configure(bounds, sum, min, max, b0, context=None): the row layout record() writes, and the "
      "contextvars.ContextVar of OpenTelemetry's current Context (None: record() always returns False)."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,

@@ -36,7 +36,7 @@ static inline int observe_row(PyObject *row, double value) {
     PyObject *sum = PyList_GET_ITEM(row, I_SUM);
     PyObject *low = PyList_GET_ITEM(row, I_MIN);
     PyObject *high = PyList_GET_ITEM(row, I_MAX);
-    if (!PyFloat_CheckExact(sum) || !PyFloat_Check(low) || !PyFloat_Check(high)) {
+    if (!PyFloat_CheckExact(sum) || !PyFloat_CheckExact(low) || !PyFloat_CheckExact(high)) {
         return -1;
     }
     Py_ssize_t lo = 0, hi = N_BOUNDS; /* bisect_left: the first bound >= value */

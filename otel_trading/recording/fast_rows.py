@@ -66,7 +66,7 @@ def _load(
     try:
         _fast_rows.configure(BOUNDS, SUM, MIN, MAX, B0, context)
         _fast_rows.configure_epochs(EPOCH, E_WIDTH, E_FACTOR, E_LO, E_HI, E_ZERO, E_SUM, E_COUNTS)
-    except AttributeError as exc:  # a module built from older sources (editable install not rebuilt)
+    except (AttributeError, TypeError, ValueError) as exc:  # built from other sources (an editable install not rebuilt)
         return None, None, f"{exc}; rebuild it (pip install -e .)"
     return _fast_rows.record, _fast_rows.record_exponential, None
 

@@ -97,6 +97,8 @@ class Series:
     ) -> None:
         self.attributes = attributes
         self.bounds = bounds
+        # The compiled update places durations by the layout's bounds: only for series that use them.
+        self._layout_bounds = bounds == BOUNDS
         self.start_ns = time.time_ns()
         # Weak: a component keeps its series, and a strong reference to the SDK instrument would keep
         # the provider's whole measurement state (and, through its callbacks, the registry) alive
@@ -257,7 +259,7 @@ class Series:
     def observe_slow(self, row: Row, value: float) -> bool:
         """A duration while not bound to the rows; True when it went into ``row``'s histogram."""
         if self.exponential is not None:
-            if _record_exponential is not None:
+            if _record_exponential is not None and self._layout_bounds:
                 # Compiled: the row, the epoch where no rescale is needed, and the context check in one call.
                 flags = _record_exponential(row, value)
                 if flags is not None:

@@ -26,8 +26,20 @@ from otel_trading import circuit_breaker as circuit_breaker_module
 from otel_trading import event_bus as event_bus_module
 from otel_trading.recording import BOUNDS, exemplars, fast_rows, new_row, observe
 from otel_trading.recording import series as series_module
-from otel_trading.recording.exponential import E_COUNTS, E_SUM, E_ZERO, epoch_add, epoch_taken, new_epoch
-from otel_trading.recording.rows import EPOCH, SUM
+from otel_trading.recording.exponential import (
+    E_COUNTS,
+    E_FACTOR,
+    E_HI,
+    E_LO,
+    E_SUM,
+    E_WIDTH,
+    E_ZERO,
+    epoch_add,
+    epoch_taken,
+    new_epoch,
+)
+from otel_trading.recording.rows import B0, EPOCH, MAX, MIN, SUM
+from otel_trading.recording.series import Binding, Series
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
 from .hot_paths import compiled_record, compiled_record_exponential, use_hot_path
@@ -404,3 +416,27 @@ def test_configure_epochs_refuses_a_layout_that_does_not_fit_and_keeps_the_one_i
     epoch_add(row[EPOCH], 0.001)
     epoch_add(row[EPOCH], 0.01)
     assert record_exponential(row, 0.003) == 0
+
+
+def test_a_new_row_layout_forgets_the_epoch_layout_until_it_is_configured_again() -> None:
+    record_exponential = compiled_record_exponential()
+    from otel_trading.recording import _fast_rows  # type: ignore[attr-defined]
+
+    context = exemplars.otel_context_var()
+    try:
+        _fast_rows.configure(BOUNDS, SUM, MIN, MAX, B0, context)
+        assert record_exponential(_epoch_row(), 0.001) is None  # the epoch column may have moved
+    finally:
+        _fast_rows.configure_epochs(EPOCH, E_WIDTH, E_FACTOR, E_LO, E_HI, E_ZERO, E_SUM, E_COUNTS)
+    assert record_exponential(_epoch_row(), 0.001) == 2
+
+
+def test_a_series_with_other_bounds_of_the_same_count_keeps_its_own_buckets() -> None:
+    compiled_record_exponential()
+    other = tuple(float(n) for n in range(1, len(BOUNDS) + 1))
+    series = Series({"name": "b"}, None, Binding.ROWS, bounds=other, exponential=(20, 160))
+    row, expected = new_row(other), new_row(other)
+    row[EPOCH] = new_epoch()
+    assert series.observe_slow(row, 3.5)
+    observe(expected, 3.5, other)
+    assert row[:EPOCH] == expected[:EPOCH] and row[EPOCH + 1 :] == expected[EPOCH + 1 :]
