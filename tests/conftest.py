@@ -201,26 +201,41 @@ def global_metrics() -> Iterator[Metrics]:
     m.provider.shutdown()
 
 
-#: The hot paths the library instrumentations (pybreaker, circuitbreaker, purgatory, pyee) run on (the
-#: ``hot_path`` fixture's params): "compiled", each home's C module otel_trading.instrumentation.<library>._hooks;
-#: "python", their pure-Python twins (what a build without a C compiler, or
+#: The hot paths the library instrumentations (pybreaker, circuitbreaker, purgatory, pyee) and the own
+#: components run on (the ``hot_path`` fixture's params): "compiled", each home's C module
+#: otel_trading.instrumentation.<library>._hooks and the components' otel_trading.recording._fast_rows;
+#: "python", their pure-Python twins and inline updates (what a build without a C compiler, or
 #: OTEL_TRADING_PURE_PYTHON=true, uses). Each must give the same data and the same library behaviour.
 HOT_PATHS = ("compiled", "python")
 
 
-def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make instrumentations installed from now on use ``path`` (one of HOT_PATHS)."""
+def require_compiled_hot_paths() -> None:
+    """Skip (locally) or fail (in CI, which builds them) unless every compiled hot path is in use."""
     from otel_trading.instrumentation._core import hot_path
+    from otel_trading.recording import fast_rows
 
-    assert path in HOT_PATHS, path
-    if path == "python":
-        monkeypatch.setattr(hot_path, "enabled", False)
-        return
-    why = hot_path.pure_python_reason()
+    why = hot_path.pure_python_reason() or fast_rows.why_not
     if why is not None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"the compiled hot paths are not in use ({why}); CI installs them with `pip install -e .`")
         pytest.skip(f"the compiled hot paths are not in use here: {why}")
+
+
+def use_hot_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make instrumentations installed from now on, and the own components, use ``path`` (one of HOT_PATHS)."""
+    from otel_trading import circuit_breaker, event_bus
+    from otel_trading.instrumentation._core import hot_path
+    from otel_trading.recording import fast_rows, series
+
+    assert path in HOT_PATHS, path
+    compiled = path == "compiled"
+    if compiled:
+        require_compiled_hot_paths()
+    else:
+        monkeypatch.setattr(hot_path, "enabled", False)
+    monkeypatch.setattr(circuit_breaker, "_fast_record", fast_rows.record if compiled else None)
+    monkeypatch.setattr(event_bus, "_fast_record", fast_rows.record if compiled else None)
+    monkeypatch.setattr(series, "_record_exponential", fast_rows.record_exponential if compiled else None)
 
 
 @pytest.fixture(params=HOT_PATHS)

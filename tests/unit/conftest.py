@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .hot_paths import HOT_PATHS, use_hot_path
+from ..conftest import HOT_PATHS, use_hot_path
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 

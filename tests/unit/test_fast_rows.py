@@ -42,7 +42,8 @@ from otel_trading.recording.rows import B0, EPOCH, MAX, MIN, SUM
 from otel_trading.recording.series import Binding, Series
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
-from .hot_paths import compiled_record, compiled_record_exponential, use_hot_path
+from ..conftest import use_hot_path
+from .hot_paths import compiled_record, compiled_record_exponential
 from .sdk_reference import span_context
 from .timed_breaker import DurationClock
 

@@ -60,7 +60,7 @@ from otel_trading.recording import BOUNDS, Series, new_row, observe
 from otel_trading.recording.rows import B0, MAX, MIN, SUM
 from otel_trading.settings import OTEL_TRADING_PURE_PYTHON
 
-from ..conftest import HOT_PATHS, Metrics, make_metrics, run_in_threads, use_hot_path
+from ..conftest import HOT_PATHS, Metrics, make_metrics, require_compiled_hot_paths, run_in_threads
 
 N = {key: spec.otel_name for key, spec in METRICS_BY_KEY.items()}
 
@@ -79,7 +79,7 @@ PACKAGE = Path(hot_path.__file__).resolve().parents[2]
 
 def compiled(library: str = "circuitbreaker") -> types.ModuleType:
     """``library``'s compiled hooks module (skips locally / fails in CI when not built)."""
-    use_hot_path("compiled", pytest.MonkeyPatch())
+    require_compiled_hot_paths()
     module = hot_path.load(library)
     assert module is not None
     return module
